@@ -1,0 +1,89 @@
+namespace OnnxUnlearn.Autodiff;
+
+public enum LossKind
+{
+    /// <summary>Softmax cross-entropy on logits (class axis last) with integer labels.</summary>
+    CrossEntropy,
+    /// <summary>Sigmoid binary cross-entropy on logits with 0/1 float labels of the same shape.</summary>
+    BinaryCrossEntropy,
+    /// <summary>Mean squared error against float targets of the same shape.</summary>
+    MeanSquaredError,
+    /// <summary>Negative log-likelihood on log-probabilities (class axis last) with integer labels.</summary>
+    NegativeLogLikelihood,
+    /// <summary>Σ label ⊙ output: a linear function of the output with weights given as the label (gradient checks).</summary>
+    Dot,
+}
+
+/// <summary>
+/// Loss heads: the loss (mean over all labelled elements) and its gradient with respect to the model output, written in
+/// closed form (softmax − one-hot, sigmoid − y, ...) so they stay accurate where the softmax saturates.
+/// </summary>
+public static class LossHead
+{
+    public const string LabelInput = "label";
+
+    public static LossKind Parse(string name) => name.ToLowerInvariant() switch
+    {
+        "ce" or "cross-entropy" => LossKind.CrossEntropy,
+        "bce" => LossKind.BinaryCrossEntropy,
+        "mse" => LossKind.MeanSquaredError,
+        "nll" => LossKind.NegativeLogLikelihood,
+        "dot" => LossKind.Dot,
+        _ => throw new UserError($"unknown loss '{name}'; choose one of ce, bce, mse, nll"),
+    };
+
+    public static bool HasClasses(LossKind k) => k is LossKind.CrossEntropy or LossKind.NegativeLogLikelihood;
+
+    /// <summary>Emits the loss head. Returns the scalar loss, the gradient of the output and, for class losses, the number of correct predictions.</summary>
+    public static (string Loss, string Grad, string? Correct, string Count) Build(GraphBuilder b, LossKind kind, string output, string label, long? ignoreIndex = null)
+    {
+        switch (kind)
+        {
+            case LossKind.CrossEntropy:
+            case LossKind.NegativeLogLikelihood:
+            {
+                bool ce = kind == LossKind.CrossEntropy;
+                string? keep = ignoreIndex is { } ii ? b.Op("Not", [b.Op("Equal", [label, b.Op("CastLike", [b.Int(ii), label])])]) : null;
+                var safeLabel = keep is null ? label : b.Where(keep, label, b.Op("CastLike", [b.Int(0), label]));
+                var logp = ce ? b.Op("LogSoftmax", [output], ("axis", -1L)) : output;
+                var picked = b.Squeeze(b.Op("GatherElements", [logp, b.Unsqueeze(safeLabel, -1)], ("axis", -1L)), -1);
+                var depth = b.Op("Gather", [b.Shape(output), b.Ints(-1)]);
+                var oneHot = b.Op("CastLike", [b.Op("OneHot", [safeLabel, depth, b.Ints(0, 1)]), output]);
+                var count = keep is null ? b.Op("CastLike", [b.Op("Size", [label]), output]) : b.Op("ReduceSum", [b.Mask(keep, output)], ("keepdims", 0L));
+                var kept = keep is null ? picked : b.Mul(picked, b.Mask(keep, output));
+                var loss = b.Neg(b.Div(b.Op("ReduceSum", [kept], ("keepdims", 0L)), count));
+                var diff = ce ? b.Sub(b.Op("Softmax", [output], ("axis", -1L)), oneHot) : b.Neg(oneHot);
+                if (keep is not null) diff = b.Mul(diff, b.Unsqueeze(b.Mask(keep, output), -1));
+                var grad = b.Div(diff, count);
+                var predicted = b.Op("ArgMax", [output], ("axis", -1L), ("keepdims", 0L));
+                var hit = b.Op("Equal", [predicted, b.Op("Cast", [label], ("to", 7L))]);
+                if (keep is not null) hit = b.Op("And", [hit, keep]);
+                var correct = b.Op("ReduceSum", [b.Op("Cast", [hit], ("to", 7L))], ("keepdims", 0L));
+                return (loss, grad, correct, count);
+            }
+            case LossKind.BinaryCrossEntropy:
+            {
+                // ℓ = max(x,0) − x·y + log(1 + e^−|x|), the overflow-free form; dℓ/dx = σ(x) − y.
+                var y = b.Op("CastLike", [label, output]);
+                var count = b.Op("CastLike", [b.Op("Size", [output]), output]);
+                var terms = b.Add(b.Sub(b.Op("Relu", [output]), b.Mul(output, y)), b.Op("Softplus", [b.Neg(b.Op("Abs", [output]))]));
+                var loss = b.Div(b.Op("ReduceSum", [terms], ("keepdims", 0L)), count);
+                return (loss, b.Div(b.Sub(b.Sigmoid(output), y), count), null, count);
+            }
+            case LossKind.MeanSquaredError:
+            {
+                var y = b.Op("CastLike", [label, output]);
+                var count = b.Op("CastLike", [b.Op("Size", [output]), output]);
+                var d = b.Sub(output, y);
+                var loss = b.Div(b.Op("ReduceSum", [b.Mul(d, d)], ("keepdims", 0L)), count);
+                return (loss, b.Div(b.Scale(d, 2), count), null, count);
+            }
+            case LossKind.Dot:
+            {
+                var w = b.Op("CastLike", [label, output]);
+                return (b.Op("ReduceSum", [b.Mul(output, w)], ("keepdims", 0L)), w, null, b.Scalar(1, output));
+            }
+            default: throw new ArgumentOutOfRangeException(nameof(kind));
+        }
+    }
+}

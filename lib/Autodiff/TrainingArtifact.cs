@@ -1,0 +1,132 @@
+using Google.Protobuf;
+using Onnx;
+using OnnxUnlearn.Onnx;
+
+namespace OnnxUnlearn.Autodiff;
+
+/// <summary>
+/// A training artifact: the forward model plus a loss head and its reverse-mode gradient graph, in standard ONNX ops.
+/// Inputs: the model's data inputs, <c>label</c>, and every trainable parameter (always float32). Outputs: <c>loss</c>
+/// (mean over the batch), <c>count</c> (labelled elements in the batch), <c>correct</c> (class losses) and
+/// <c>grad/NAME</c> per parameter — the gradient of the mean loss.
+/// </summary>
+public sealed class TrainingArtifact
+{
+    public const string LossOutput = "loss", CountOutput = "count", CorrectOutput = "correct", GradPrefix = "grad/";
+
+    public required ModelProto Model { get; init; }
+    public required IReadOnlyList<Parameter> Parameters { get; init; }
+    public required IReadOnlyList<string> DataInputs { get; init; }
+    public required string Output { get; init; }
+    public required LossKind Loss { get; init; }
+    public bool HasCorrect => LossHead.HasClasses(Loss);
+    public bool HasGradients => Parameters.Count > 0;
+
+    public static string GradName(string parameter) => GradPrefix + parameter;
+
+    /// <param name="forward">The forward model, already upgraded by <see cref="OpsetUpgrade"/> (shapes were probed on it).</param>
+    /// <param name="withGradients">False builds an evaluation artifact (loss and accuracy only).</param>
+    /// <param name="embedDefaults">Keep parameter values as initializers so the parameter inputs may be omitted (for saved artifacts).</param>
+    public static TrainingArtifact Build(ModelFile file, ModelProto forward, TensorShapes shapes, IReadOnlyList<Parameter> trainable,
+        LossKind loss, string output, long? ignoreIndex = null, bool withGradients = true, bool embedDefaults = false)
+    {
+        var m = forward.Clone();
+        var g = m.Graph;
+        long opset = m.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).Max();
+        var trainableNames = trainable.Select(p => p.Name).ToHashSet();
+
+        // Every initializer's data goes inline (the artifact is loaded from memory), trainable ones become inputs.
+        var initializers = g.Initializer.ToList();
+        g.Initializer.Clear();
+        foreach (var t in initializers)
+        {
+            if (t.IsExternal()) Inline(t, file.Folder);
+            if (!trainableNames.Contains(t.Name) || embedDefaults) g.Initializer.Add(t);
+        }
+        // Constant-node parameters become initializers (then inputs) of the same name.
+        foreach (var node in g.Node.Where(n => n.OpType == "Constant" && trainableNames.Contains(n.Output[0])).ToList())
+        {
+            g.Node.Remove(node);
+            if (embedDefaults) { var t = node.Attribute.First(a => a.Name == "value").T.Clone(); t.Name = node.Output[0]; g.Initializer.Add(t); }
+        }
+        var graphInputs = g.Input.Select(i => i.Name).ToHashSet();
+        foreach (var i in g.Input.Where(i => trainableNames.Contains(i.Name)).ToList()) g.Input.Remove(i);
+        var dataInputs = g.Input.Where(i => !g.Initializer.Any(t => t.Name == i.Name)).Select(i => i.Name).ToList();
+
+        var taken = new HashSet<string>(g.Node.SelectMany(n => n.Output).Concat(g.Node.SelectMany(n => n.Input)).Concat(graphInputs).Concat(g.Initializer.Select(t => t.Name)));
+        if (taken.Contains(LossHead.LabelInput))
+            throw new UserError($"model '{file.Path}' already has a value named '{LossHead.LabelInput}'; the training artifact needs that name for the targets");
+        var b = new GraphBuilder(opset, taken.Contains);
+
+        // Non-float32 parameters: a float32 input cast to the stored type, so buffers and gradients are always float32.
+        var paramInputs = new List<string>();
+        foreach (var p in trainable)
+        {
+            g.Input.Add(TensorInput(p.Name, DataTypes.Float, p.Shape));
+            if (p.DataType == DataTypes.Float) continue;
+            var typed = b.Fresh(p.Name + "_typed");
+            foreach (var n in g.Node) for (int k = 0; k < n.Input.Count; k++) if (n.Input[k] == p.Name) n.Input[k] = typed;
+            g.Node.Insert(0, new NodeProto { OpType = "Cast", Name = typed + "_cast", Input = { p.Name }, Output = { typed }, Attribute = { GraphBuilder.Attr("to", (long)p.DataType) } });
+            shapes.Declare(typed, new Autodiff.ValueInfo(p.DataType, p.Shape, [p.Shape]));
+        }
+        foreach (var p in trainable) shapes.Declare(p.Name, new Autodiff.ValueInfo(DataTypes.Float, p.Shape, [p.Shape]));
+
+        var outInfo = shapes[output] ?? throw new UserError($"output '{output}' of '{file.Path}' produced no tensor when probed");
+        var (lossName, dOut, correct, count) = LossHead.Build(b, loss, output, LossHead.LabelInput, ignoreIndex);
+        g.Input.Add(LabelInput(loss, outInfo));
+
+        var outputs = new List<(string Value, string Name)> { (lossName, LossOutput), (count, CountOutput) };
+        if (correct is not null) outputs.Add((correct, CorrectOutput));
+        if (withGradients && trainable.Count > 0)
+        {
+            var grads = Backprop.Build(g, opset, b, shapes, new Dictionary<string, string> { [output] = dOut },
+                trainable.Select(p => p.Name).ToList(), name => ConstantInts(g, name, file.Folder));
+            foreach (var p in trainable)
+                outputs.Add((grads[p.Name] ?? b.Op("ConstantOfShape", [b.Ints(p.Shape)], ("value", new TensorProto { DataType = 1, Dims = { 1 }, FloatData = { 0f } })), GradName(p.Name)));
+        }
+        g.Node.AddRange(b.Nodes);
+        g.Initializer.AddRange(b.Constants);
+        g.Output.Clear();
+        foreach (var (value, name) in outputs)
+        {
+            g.Node.Add(new NodeProto { OpType = "Identity", Name = "out_" + name, Input = { value }, Output = { name } });
+            g.Output.Add(new global::Onnx.ValueInfoProto { Name = name });
+        }
+        g.ValueInfo.Clear();
+        return new TrainingArtifact { Model = m, Parameters = trainable, DataInputs = dataInputs, Output = output, Loss = loss };
+    }
+
+    static global::Onnx.ValueInfoProto LabelInput(LossKind loss, Autodiff.ValueInfo output)
+    {
+        // Class losses take integer labels shaped like the output without its class axis; the others match the output.
+        bool classes = LossHead.HasClasses(loss);
+        var dims = classes ? output.Dims[..^1] : output.Dims;
+        return TensorInput(LossHead.LabelInput, classes ? DataTypes.Int64 : DataTypes.Float, dims);
+    }
+
+    static global::Onnx.ValueInfoProto TensorInput(string name, int type, long[] dims)
+    {
+        var shape = new TensorShapeProto();
+        foreach (var d in dims) shape.Dim.Add(d >= 0 ? new TensorShapeProto.Types.Dimension { DimValue = d } : new TensorShapeProto.Types.Dimension { DimParam = "d" + shape.Dim.Count });
+        return new global::Onnx.ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = type, Shape = shape } } };
+    }
+
+    static void Inline(TensorProto t, string folder)
+    {
+        var raw = t.RawBytes(folder)!;
+        t.ExternalData.Clear();
+        t.DataLocation = TensorProto.Types.DataLocation.Default;
+        t.RawData = ByteString.CopyFrom(raw);
+    }
+
+    /// <summary>Integer values of an initializer or Constant node (axes, pads, shapes given as inputs).</summary>
+    static long[]? ConstantInts(GraphProto g, string name, string folder)
+    {
+        if (g.Initializer.FirstOrDefault(t => t.Name == name) is { } init && !DataTypes.IsFloat(init.DataType)) return init.ReadInt64s(folder);
+        var node = g.Node.FirstOrDefault(n => n.OpType == "Constant" && n.Output.Count > 0 && n.Output[0] == name);
+        if (node?.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t && !DataTypes.IsFloat(t.DataType)) return t.ReadInt64s(folder);
+        if (node?.Attribute.FirstOrDefault(a => a.Name == "value_ints") is { } ints) return ints.Ints.ToArray();
+        if (node?.Attribute.FirstOrDefault(a => a.Name == "value_int") is { } one) return [one.I];
+        return null;
+    }
+}

@@ -1,0 +1,23 @@
+using Microsoft.ML.OnnxRuntime;
+
+namespace OnnxUnlearn.Runtime;
+
+public static class OrtSessions
+{
+    /// <summary>Creates a session, turning ONNX Runtime's load errors into a user-facing message.</summary>
+    public static InferenceSession Create(byte[] model, SessionOptions options, string what)
+    {
+        try { return new InferenceSession(model, options); }
+        catch (OnnxRuntimeException e)
+        { throw new UserError($"ONNX Runtime cannot load the {what}: {FirstLine(e.Message)}"); }
+    }
+
+    public static SessionOptions Options(int threads = 0)
+    {
+        var o = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        if (threads > 0) { o.IntraOpNumThreads = threads; o.InterOpNumThreads = 1; }
+        return o;
+    }
+
+    static string FirstLine(string s) => s.Split('\n')[0].Trim();
+}
