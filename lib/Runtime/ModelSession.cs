@@ -1,0 +1,159 @@
+using System.Numerics.Tensors;
+using Google.Protobuf;
+using Microsoft.ML.OnnxRuntime;
+using Onnx;
+using OnnxUnlearn.Autodiff;
+using OnnxUnlearn.Onnx;
+
+namespace OnnxUnlearn.Runtime;
+
+/// <summary>How to turn a model into a loss: which output, which loss, which parameters, how to batch.</summary>
+public sealed record LossSettings
+{
+    public LossKind Loss { get; init; } = LossKind.CrossEntropy;
+    public string? Output { get; init; }
+    public IReadOnlyList<string>? Params { get; init; }
+    public IReadOnlyList<string>? Frozen { get; init; }
+    public long? IgnoreIndex { get; init; }
+    public int BatchSize { get; init; } = 256;
+    public int Threads { get; init; }
+}
+
+/// <summary>Mean loss over a dataset, with the number of labelled elements and (class losses) the accuracy.</summary>
+public sealed record LossResult(double Loss, long Count, double? Accuracy);
+
+/// <summary>
+/// A model ready to differentiate: the gradient artifact in one ONNX Runtime session whose parameter inputs are OrtValues
+/// over <see cref="Theta"/>. Shifting <see cref="Theta"/> in place (θ ± εv) changes what the next run sees, with no
+/// session rebuild and no copy of the model.
+/// </summary>
+public sealed class ModelSession : IDisposable
+{
+    public ModelFile File { get; }
+    public LossSettings Settings { get; }
+    public ParameterLayout Layout { get; }
+    public IReadOnlyList<Parameter> AllParameters { get; }
+    public TrainingArtifact Artifact { get; }
+    /// <summary>Live parameter values (float32, flat, by <see cref="Layout"/>).</summary>
+    public float[] Theta { get; }
+    /// <summary>Batches run through the gradient graph so far (each one forward and backward pass).</summary>
+    public long GradientEvaluations { get; private set; }
+
+    readonly InferenceSession session;
+    readonly OrtValue[] paramValues;
+    readonly Dictionary<string, TensorElementType> feedTypes;
+    readonly int fixedBatch;
+    readonly string[] outputNames;
+
+    ModelSession(ModelFile file, LossSettings settings, List<Parameter> all, TrainingArtifact artifact, int fixedBatch)
+    {
+        File = file; Settings = settings; AllParameters = all; Artifact = artifact; this.fixedBatch = fixedBatch;
+        Layout = new ParameterLayout(artifact.Parameters);
+        Theta = Layout.ReadValues(file);
+        using var options = OrtSessions.Options(settings.Threads);
+        session = OrtSessions.Create(artifact.Model.ToByteArray(), options, $"gradient graph of '{file.Path}'");
+        paramValues = Enumerable.Range(0, Layout.Count)
+            .Select(i => OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, Layout.Of(Theta, i), Layout.Parameters[i].Shape))
+            .ToArray();
+        feedTypes = artifact.Model.Graph.Input.Where(i => artifact.DataInputs.Contains(i.Name) || i.Name == LossHead.LabelInput)
+            .ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
+        outputNames = session.OutputNames.ToArray();
+    }
+
+    /// <summary>Loads the model, probes its shapes on <paramref name="data"/>, builds the gradient artifact and opens a session.</summary>
+    public static ModelSession Open(string modelPath, LossSettings settings, Dataset data, bool withGradients = true)
+    {
+        var file = ModelFile.Load(modelPath);
+        var output = settings.Output ?? file.Graph.Output.FirstOrDefault()?.Name ?? throw new UserError($"model '{modelPath}' has no outputs");
+        var all = Parameters.Discover(file, output, settings.Params, settings.Frozen);
+        var trainable = withGradients ? all.Where(p => p.Trainable).ToList() : [];
+        if (withGradients && trainable.Count == 0)
+            throw new UserError($"model '{modelPath}' has no trainable parameters for output '{output}'" + (settings.Params is null ? "" : " matching --params"));
+        var forward = OpsetUpgrade.Apply(file.Model);
+        var dataInputs = DataInputs(forward.Graph);
+        data.Require(dataInputs, $"inputs of '{modelPath}'");
+        int fixedBatch = FixedBatch(forward.Graph, dataInputs);
+        var shapes = Probe(file, forward, data, dataInputs, fixedBatch);
+        var artifact = TrainingArtifact.Build(file, forward, shapes, trainable, settings.Loss, output, settings.IgnoreIndex, withGradients);
+        return new ModelSession(file, settings, all, artifact, fixedBatch);
+    }
+
+    /// <summary>Graph inputs that must be fed (initializers listed as inputs are parameters with defaults).</summary>
+    public static List<string> DataInputs(GraphProto g)
+    {
+        var inits = g.Initializer.Select(t => t.Name).ToHashSet();
+        return g.Input.Where(i => !inits.Contains(i.Name)).Select(i => i.Name).ToList();
+    }
+
+    /// <summary>1 when an input's first dimension is fixed to 1 (samples go one at a time), else 0.</summary>
+    static int FixedBatch(GraphProto g, List<string> inputs) =>
+        g.Input.Where(i => inputs.Contains(i.Name)).Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } d && d[0].DimValue == 1 && d[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue) ? 1 : 0;
+
+    static TensorShapes Probe(ModelFile file, ModelProto forward, Dataset data, List<string> inputs, int fixedBatch)
+    {
+        // Two batch sizes tell batch-dependent dimensions apart from fixed ones.
+        var probeModel = forward.Clone();
+        foreach (var t in probeModel.Graph.Initializer.Where(t => t.IsExternal()))
+        {
+            var raw = t.RawBytes(file.Folder)!;
+            t.ExternalData.Clear(); t.DataLocation = TensorProto.Types.DataLocation.Default; t.RawData = ByteString.CopyFrom(raw);
+        }
+        var types = forward.Graph.Input.Where(i => inputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
+        var sizes = fixedBatch == 1 ? [1L] : new[] { Math.Min(2, data.Rows), Math.Min(3, data.Rows) }.Distinct().ToArray();
+        using var probeData = new Dataset(data.Arrays.Where(kv => inputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value), data.Source);
+        var feeds = sizes.Select(n => probeData.Batch(0, n, types)).ToList();
+        return ShapeProbe.Run(probeModel, feeds);
+    }
+
+    IEnumerable<(long Start, long Count)> Batches(Dataset data)
+    {
+        long size = fixedBatch == 1 ? 1 : Math.Max(1, Settings.BatchSize);
+        for (long s = 0; s < data.Rows; s += size) yield return (s, Math.Min(size, data.Rows - s));
+    }
+
+    /// <summary>Mean loss over all samples of <paramref name="data"/> and, when <paramref name="grad"/> is given, its gradient (written there).</summary>
+    public LossResult Run(Dataset data, Span<float> grad)
+    {
+        data.Require(feedTypes.Keys, "inputs and targets of the training artifact");
+        if (grad.Length > 0) { if (grad.Length != Layout.Size) throw new ArgumentException("gradient buffer size"); grad.Clear(); }
+        bool wantGrad = grad.Length > 0;
+        var names = wantGrad ? outputNames : outputNames.Where(n => !n.StartsWith(TrainingArtifact.GradPrefix)).ToArray();
+        var inputNames = feedTypes.Keys.Concat(Layout.Parameters.Select(p => p.Name)).ToArray();
+        double lossSum = 0, correct = 0; long count = 0;
+        foreach (var (start, n) in Batches(data))
+        {
+            var feed = data.Batch(start, n, feedTypes);
+            var inputs = feedTypes.Keys.Select(k => feed[k]).Concat(paramValues).ToArray();
+            using var results = session.Run(new RunOptions(), inputNames, inputs, names);
+            double batchCount = Scalar(results[Array.IndexOf(names, TrainingArtifact.CountOutput)]);
+            lossSum += Scalar(results[Array.IndexOf(names, TrainingArtifact.LossOutput)]) * batchCount;
+            count += (long)batchCount;
+            if (Artifact.HasCorrect) correct += Scalar(results[Array.IndexOf(names, TrainingArtifact.CorrectOutput)]);
+            if (!wantGrad) continue;
+            GradientEvaluations++;
+            for (int i = 0; i < Layout.Count; i++)
+            {
+                var g = results[Array.IndexOf(names, TrainingArtifact.GradName(Layout.Parameters[i].Name))].GetTensorDataAsSpan<float>();
+                var dst = Layout.Of(grad, i);
+                TensorPrimitives.MultiplyAdd(g, (float)batchCount, dst, dst);
+            }
+        }
+        if (count == 0) throw new UserError($"'{data.Source}' has no labelled samples");
+        if (wantGrad) TensorPrimitives.Multiply(grad, (float)(1.0 / count), grad);
+        return new LossResult(lossSum / count, count, Artifact.HasCorrect ? correct / count : null);
+    }
+
+    static double Scalar(OrtValue v) => v.GetTensorTypeAndShape().ElementDataType switch
+    {
+        TensorElementType.Float => v.GetTensorDataAsSpan<float>()[0],
+        TensorElementType.Double => v.GetTensorDataAsSpan<double>()[0],
+        TensorElementType.Int64 => v.GetTensorDataAsSpan<long>()[0],
+        var t => throw new InvalidOperationException($"unexpected scalar type {t}"),
+    };
+
+    public void Dispose()
+    {
+        foreach (var v in paramValues) v.Dispose();
+        session.Dispose();
+    }
+}
