@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using OnnxUnlearn.Tests;
 using System.IO.Compression;
 using System.Text;
 using OnnxUnlearn.Data;

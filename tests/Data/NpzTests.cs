@@ -1,4 +1,5 @@
 using System.IO.Compression;
+using OnnxUnlearn.Tests;
 using OnnxUnlearn.Data;
 
 namespace OnnxUnlearn.Tests.Data;

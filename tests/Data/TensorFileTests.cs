@@ -1,4 +1,5 @@
 using Google.Protobuf;
+using OnnxUnlearn.Tests;
 using Onnx;
 using OnnxUnlearn.Data;
 using DataType = Onnx.TensorProto.Types.DataType;
