@@ -46,7 +46,8 @@ public sealed class ModelSession : IDisposable
     readonly int fixedBatch;
     readonly string[] outputNames;
 
-    ModelSession(ModelFile file, LossSettings settings, List<Parameter> all, TrainingArtifact artifact, int fixedBatch)
+    /// <summary>A session over an artifact built elsewhere (gradient checks build their own).</summary>
+    public ModelSession(ModelFile file, LossSettings settings, IReadOnlyList<Parameter> all, TrainingArtifact artifact, int fixedBatch = 0)
     {
         File = file; Settings = settings; AllParameters = all; Artifact = artifact; this.fixedBatch = fixedBatch;
         Layout = new ParameterLayout(artifact.Parameters);
@@ -60,6 +61,8 @@ public sealed class ModelSession : IDisposable
             .ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
         outputNames = session.OutputNames.ToArray();
     }
+
+    public IReadOnlyDictionary<string, TensorElementType> FeedTypes => feedTypes;
 
     /// <summary>Loads the model, probes its shapes on <paramref name="data"/>, builds the gradient artifact and opens a session.</summary>
     public static ModelSession Open(string modelPath, LossSettings settings, Dataset data, bool withGradients = true)
@@ -117,31 +120,45 @@ public sealed class ModelSession : IDisposable
     {
         data.Require(feedTypes.Keys, "inputs and targets of the training artifact");
         if (grad.Length > 0) { if (grad.Length != Layout.Size) throw new ArgumentException("gradient buffer size"); grad.Clear(); }
-        bool wantGrad = grad.Length > 0;
-        var names = wantGrad ? outputNames : outputNames.Where(n => !n.StartsWith(TrainingArtifact.GradPrefix)).ToArray();
-        var inputNames = feedTypes.Keys.Concat(Layout.Parameters.Select(p => p.Name)).ToArray();
         double lossSum = 0, correct = 0; long count = 0;
         foreach (var (start, n) in Batches(data))
         {
-            var feed = data.Batch(start, n, feedTypes);
-            var inputs = feedTypes.Keys.Select(k => feed[k]).Concat(paramValues).ToArray();
-            using var results = session.Run(new RunOptions(), inputNames, inputs, names);
-            double batchCount = Scalar(results[Array.IndexOf(names, TrainingArtifact.CountOutput)]);
-            lossSum += Scalar(results[Array.IndexOf(names, TrainingArtifact.LossOutput)]) * batchCount;
-            count += (long)batchCount;
-            if (Artifact.HasCorrect) correct += Scalar(results[Array.IndexOf(names, TrainingArtifact.CorrectOutput)]);
-            if (!wantGrad) continue;
+            var (loss, batchCount, hits) = RunBatch(data.Batch(start, n, feedTypes), grad, accumulate: true);
+            lossSum += loss * batchCount;
+            count += batchCount;
+            correct += hits;
+        }
+        if (count == 0) throw new UserError($"'{data.Source}' has no labelled samples");
+        if (grad.Length > 0) TensorPrimitives.Multiply(grad, (float)(1.0 / count), grad);
+        return new LossResult(lossSum / count, count, Artifact.HasCorrect ? correct / count : null);
+    }
+
+    /// <summary>
+    /// One run of the artifact on a ready feed (data inputs and label). With a gradient buffer, the batch's mean-loss
+    /// gradient is written to it, or, with <paramref name="accumulate"/>, added to it weighted by the batch's count.
+    /// </summary>
+    public (double Loss, long Count, double Correct) RunBatch(IReadOnlyDictionary<string, OrtValue> feed, Span<float> grad, bool accumulate = false)
+    {
+        bool wantGrad = grad.Length > 0;
+        var names = wantGrad ? outputNames : outputNames.Where(n => !n.StartsWith(TrainingArtifact.GradPrefix)).ToArray();
+        var inputNames = feedTypes.Keys.Concat(Layout.Parameters.Select(p => p.Name)).ToArray();
+        var inputs = feedTypes.Keys.Select(k => feed[k]).Concat(paramValues).ToArray();
+        using var results = session.Run(new RunOptions(), inputNames, inputs, names);
+        double count = Scalar(results[Array.IndexOf(names, TrainingArtifact.CountOutput)]);
+        double loss = Scalar(results[Array.IndexOf(names, TrainingArtifact.LossOutput)]);
+        double correct = Artifact.HasCorrect ? Scalar(results[Array.IndexOf(names, TrainingArtifact.CorrectOutput)]) : 0;
+        if (wantGrad)
+        {
             GradientEvaluations++;
             for (int i = 0; i < Layout.Count; i++)
             {
                 var g = results[Array.IndexOf(names, TrainingArtifact.GradName(Layout.Parameters[i].Name))].GetTensorDataAsSpan<float>();
                 var dst = Layout.Of(grad, i);
-                TensorPrimitives.MultiplyAdd(g, (float)batchCount, dst, dst);
+                if (accumulate) TensorPrimitives.MultiplyAdd(g, (float)count, dst, dst);
+                else g.CopyTo(dst);
             }
         }
-        if (count == 0) throw new UserError($"'{data.Source}' has no labelled samples");
-        if (wantGrad) TensorPrimitives.Multiply(grad, (float)(1.0 / count), grad);
-        return new LossResult(lossSum / count, count, Artifact.HasCorrect ? correct / count : null);
+        return (loss, (long)count, correct);
     }
 
     static double Scalar(OrtValue v) => v.GetTensorTypeAndShape().ElementDataType switch

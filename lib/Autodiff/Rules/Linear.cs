@@ -30,8 +30,9 @@ public static partial class GradientRegistry
         var b = c.B;
         var (a, bb, y) = (c.Shapes[c.X(0)]!, c.Shapes[c.X(1)]!, c.Shapes[c.Y()]!);
         string A = c.X(0), B = c.X(1), dY = c.dY;
-        if (a.Rank == 1) { A = b.Unsqueeze(A, 0); a = a.Unsqueezed(0); dY = b.Unsqueeze(dY, -2); y = y.Unsqueezed(-2); }
+        // Restore the axes the forward dropped: first B's column axis (last), then A's row axis (second to last).
         if (bb.Rank == 1) { B = b.Unsqueeze(B, -1); bb = bb.Unsqueezed(-1); dY = b.Unsqueeze(dY, -1); y = y.Unsqueezed(-1); }
+        if (a.Rank == 1) { A = b.Unsqueeze(A, 0); a = a.Unsqueezed(0); dY = b.Unsqueeze(dY, -2); y = y.Unsqueezed(-2); }
 
         if (c.Needs(0))
         {

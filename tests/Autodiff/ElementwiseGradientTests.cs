@@ -1,0 +1,68 @@
+namespace OnnxUnlearn.Tests.Autodiff;
+
+/// <summary>Each elementwise and product rule against finite differences (one line per case).</summary>
+public class ElementwiseGradientTests
+{
+    static readonly long[] S = [3, 4];
+
+    [Theory]
+    [InlineData("Neg")] [InlineData("Abs")] [InlineData("Exp")] [InlineData("Sin")] [InlineData("Cos")] [InlineData("Tanh")]
+    [InlineData("Sigmoid")] [InlineData("Softplus")] [InlineData("Softsign")] [InlineData("Erf")] [InlineData("Relu")]
+    [InlineData("LeakyRelu")] [InlineData("Elu")] [InlineData("Selu")] [InlineData("Celu")] [InlineData("HardSigmoid")]
+    [InlineData("HardSwish")] [InlineData("Mish")] [InlineData("Identity")] [InlineData("ThresholdedRelu")]
+    public void Unary(string op) => new NodeModel { Op = op, Inputs = [("x", S)], Opset = 18 }.Check();
+
+    [Theory]
+    [InlineData("Log")] [InlineData("Sqrt")] [InlineData("Reciprocal")]
+    public void UnaryPositive(string op) =>
+        new NodeModel { Op = op, Inputs = [("x", S)], Values = { ["x"] = Enumerable.Range(1, 12).Select(i => 0.5f + i * 0.25f).ToArray() } }.Check();
+
+    [Theory]
+    [InlineData("none")] [InlineData("tanh")]
+    public void Gelu(string approximate) => new NodeModel { Op = "Gelu", Inputs = [("x", S)], Opset = 20, Attrs = [("approximate", approximate)] }.Check();
+
+    [Theory]
+    [InlineData("Add")] [InlineData("Sub")] [InlineData("Mul")] [InlineData("Div")]
+    public void BinaryBroadcasting(string op)
+    {
+        new NodeModel { Op = op, Inputs = [("a", [2, 3, 4]), ("b", [4])] }.Check();
+        new NodeModel { Op = op, Inputs = [("a", [2, 1, 4]), ("b", [3, 1])], Double = true }.Check();
+        new NodeModel { Op = op, Inputs = [("a", [3, 4]), ("b", [3, 4])] }.Check();
+    }
+
+    [Fact]
+    public void Pow() => new NodeModel
+    {
+        Op = "Pow", Inputs = [("a", S), ("b", [4])],
+        Values = { ["a"] = Enumerable.Range(1, 12).Select(i => 0.3f + i * 0.2f).ToArray() },
+    }.Check();
+
+    [Theory]
+    [InlineData("Max")] [InlineData("Min")] [InlineData("Sum")] [InlineData("Mean")]
+    public void Variadic(string op) => new NodeModel { Op = op, Inputs = [("a", [2, 3, 4]), ("b", [3, 4]), ("c", [4])] }.Check();
+
+    [Fact]
+    public void PRelu() => new NodeModel { Op = "PRelu", Inputs = [("x", [2, 3, 4]), ("slope", [3, 1])] }.Check();
+
+    [Fact]
+    public void Clip() => new NodeModel { Op = "Clip", Inputs = [("x", S)], FloatConsts = { [1] = [-0.5f], [2] = [0.7f] } }.Check();
+
+    [Theory]
+    [InlineData(new long[] { 3, 4 }, new long[] { 4, 5 })]
+    [InlineData(new long[] { 2, 3, 4 }, new long[] { 4, 5 })]
+    [InlineData(new long[] { 2, 3, 4 }, new long[] { 2, 4, 5 })]
+    [InlineData(new long[] { 1, 3, 4 }, new long[] { 2, 4, 5 })]
+    [InlineData(new long[] { 4 }, new long[] { 2, 4, 5 })]
+    [InlineData(new long[] { 2, 3, 4 }, new long[] { 4 })]
+    [InlineData(new long[] { 4 }, new long[] { 4 })]
+    public void MatMul(long[] a, long[] b) => new NodeModel { Op = "MatMul", Inputs = [("a", a), ("b", b)] }.Check();
+
+    [Theory]
+    [InlineData(0, 0)] [InlineData(1, 0)] [InlineData(0, 1)] [InlineData(1, 1)]
+    public void Gemm(long transA, long transB) => new NodeModel
+    {
+        Op = "Gemm",
+        Inputs = [("a", transA == 1 ? [4, 3] : [3, 4]), ("b", transB == 1 ? [5, 4] : [4, 5]), ("c", [5])],
+        Attrs = [("transA", transA), ("transB", transB), ("alpha", 0.7f), ("beta", 1.3f)],
+    }.Check();
+}
