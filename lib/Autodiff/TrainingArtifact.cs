@@ -40,7 +40,7 @@ public sealed class TrainingArtifact
         g.Initializer.Clear();
         foreach (var t in initializers)
         {
-            if (t.IsExternal()) Inline(t, file.Folder);
+            t.Inline(file.Folder);
             if (!trainableNames.Contains(t.Name) || embedDefaults) g.Initializer.Add(t);
         }
         // Constant-node parameters become initializers (then inputs) of the same name.
@@ -109,14 +109,6 @@ public sealed class TrainingArtifact
         var shape = new TensorShapeProto();
         foreach (var d in dims) shape.Dim.Add(d >= 0 ? new TensorShapeProto.Types.Dimension { DimValue = d } : new TensorShapeProto.Types.Dimension { DimParam = "d" + shape.Dim.Count });
         return new global::Onnx.ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = type, Shape = shape } } };
-    }
-
-    static void Inline(TensorProto t, string folder)
-    {
-        var raw = t.RawBytes(folder)!;
-        t.ExternalData.Clear();
-        t.DataLocation = TensorProto.Types.DataLocation.Default;
-        t.RawData = ByteString.CopyFrom(raw);
     }
 
     /// <summary>Integer values of an initializer or Constant node (axes, pads, shapes given as inputs).</summary>

@@ -84,6 +84,16 @@ public static class TensorProtoExtensions
         return null;
     }
 
+    /// <summary>Moves external data into raw_data, so the tensor can travel in a model loaded from memory.</summary>
+    public static void Inline(this TensorProto t, string modelFolder)
+    {
+        if (!t.IsExternal()) return;
+        var raw = t.RawBytes(modelFolder)!;
+        t.ExternalData.Clear();
+        t.DataLocation = TensorProto.Types.DataLocation.Default;
+        t.RawData = Google.Protobuf.ByteString.CopyFrom(raw);
+    }
+
     public static void DecodeRaw(ReadOnlySpan<byte> raw, int dataType, Span<float> dst)
     {
         switch (dataType)

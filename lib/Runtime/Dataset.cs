@@ -39,6 +39,21 @@ public sealed class Dataset : IDisposable
             throw new UserError($"'{Source}' has no array named {string.Join(", ", missing.Select(m => $"'{m}'"))} ({why}); it holds {string.Join(", ", Arrays.Keys)}. Keys of a data file are the model's input names plus 'label'.");
     }
 
+    /// <summary>Checks ranks and fixed dimensions of the arrays against the graph's declared input shapes.</summary>
+    public void CheckShapes(IEnumerable<global::Onnx.ValueInfoProto> inputs, string model)
+    {
+        foreach (var input in inputs)
+        {
+            if (!Arrays.TryGetValue(input.Name, out var a) || input.Type?.TensorType?.Shape is not { } shape) continue;
+            var dims = shape.Dim.Select(d => d.ValueCase == global::Onnx.TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1).ToArray();
+            string want = "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";
+            // axis 0 is the sample axis: a model with a fixed batch of 1 is fed one sample at a time.
+            bool ok = dims.Length == a.Shape.Length && dims.Select((d, i) => d < 0 || i == 0 || d == a.Shape[i]).All(x => x);
+            if (!ok)
+                throw new UserError($"'{Source}': array '{input.Name}' has shape {NdArray.FormatShape(a.Shape)} but model '{model}' expects {want} for input '{input.Name}' (axis 0 = samples); reshape the data to match");
+        }
+    }
+
     /// <summary>Rows [start, start+count) of the named arrays as OrtValues of the given element types (converted when the file's type differs).</summary>
     public IReadOnlyDictionary<string, OrtValue> Batch(long start, long count, IReadOnlyDictionary<string, TensorElementType> types)
     {

@@ -68,18 +68,27 @@ public sealed class ModelSession : IDisposable
     public static ModelSession Open(string modelPath, LossSettings settings, Dataset data, bool withGradients = true)
     {
         var file = ModelFile.Load(modelPath);
-        var output = settings.Output ?? file.Graph.Output.FirstOrDefault()?.Name ?? throw new UserError($"model '{modelPath}' has no outputs");
+        var (artifact, all, fixedBatch) = Prepare(file, settings, data, withGradients);
+        return new ModelSession(file, settings, all, artifact, fixedBatch);
+    }
+
+    /// <summary>Builds the training artifact of a model: parameters, opset upgrade, shape probe on <paramref name="probe"/>, gradient graph.</summary>
+    public static (TrainingArtifact Artifact, List<Parameter> All, int FixedBatch) Prepare(ModelFile file, LossSettings settings, Dataset probe,
+        bool withGradients = true, bool embedDefaults = false)
+    {
+        var output = settings.Output ?? file.Graph.Output.FirstOrDefault()?.Name ?? throw new UserError($"model '{file.Path}' has no outputs");
         var all = Parameters.Discover(file, output, settings.Params, settings.Frozen);
         var trainable = withGradients ? all.Where(p => p.Trainable).ToList() : [];
         if (withGradients && trainable.Count == 0)
-            throw new UserError($"model '{modelPath}' has no trainable parameters for output '{output}'" + (settings.Params is null ? "" : " matching --params"));
+            throw new UserError($"model '{file.Path}' has no trainable parameters for output '{output}'" + (settings.Params is null ? "" : " matching --params"));
         var forward = OpsetUpgrade.Apply(file.Model);
         var dataInputs = DataInputs(forward.Graph);
-        data.Require(dataInputs, $"inputs of '{modelPath}'");
+        probe.Require(dataInputs, $"inputs of '{file.Path}'");
+        probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
         int fixedBatch = FixedBatch(forward.Graph, dataInputs);
-        var shapes = Probe(file, forward, data, dataInputs, fixedBatch);
-        var artifact = TrainingArtifact.Build(file, forward, shapes, trainable, settings.Loss, output, settings.IgnoreIndex, withGradients);
-        return new ModelSession(file, settings, all, artifact, fixedBatch);
+        var shapes = Probe(file, forward, probe, dataInputs, fixedBatch);
+        var artifact = TrainingArtifact.Build(file, forward, shapes, trainable, settings.Loss, output, settings.IgnoreIndex, withGradients, embedDefaults);
+        return (artifact, all, fixedBatch);
     }
 
     /// <summary>Graph inputs that must be fed (initializers listed as inputs are parameters with defaults).</summary>
@@ -89,20 +98,36 @@ public sealed class ModelSession : IDisposable
         return g.Input.Where(i => !inits.Contains(i.Name)).Select(i => i.Name).ToList();
     }
 
+    /// <summary>
+    /// Made-up inputs for probing shapes when no data is given: three samples, unknown dimensions 1, floats N(0,1)
+    /// (seeded), integers 0 (a valid index for any embedding).
+    /// </summary>
+    public static Dataset SyntheticInputs(GraphProto g, int seed = 0)
+    {
+        var rng = new Random(seed);
+        var arrays = new Dictionary<string, Data.NdArray>();
+        foreach (var name in DataInputs(g))
+        {
+            var t = g.Input.First(i => i.Name == name).Type?.TensorType ?? throw new UserError($"input '{name}' is not a tensor; only tensor inputs are supported");
+            var dims = t.Shape?.Dim.Select((d, a) => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d.DimValue > 0 ? d.DimValue : a == 0 ? 3 : 1).ToArray() ?? [3];
+            long n = dims.Aggregate(1L, (x, y) => x * y);
+            arrays[name] = DataTypes.IsFloat(t.ElemType)
+                ? Data.NdArray.FromFloat(Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), dims)
+                : Data.NdArray.FromInt64(new long[n], dims);
+        }
+        return new Dataset(arrays, "synthetic inputs");
+    }
+
     /// <summary>1 when an input's first dimension is fixed to 1 (samples go one at a time), else 0.</summary>
     static int FixedBatch(GraphProto g, List<string> inputs) =>
-        g.Input.Where(i => inputs.Contains(i.Name)).Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } d && d[0].DimValue == 1 && d[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue) ? 1 : 0;
+        g.Input.Where(i => inputs.Contains(i.Name)).Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } d && d[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d[0].DimValue == 1) ? 1 : 0;
 
     static TensorShapes Probe(ModelFile file, ModelProto forward, Dataset data, List<string> inputs, int fixedBatch)
     {
-        // Two batch sizes tell batch-dependent dimensions apart from fixed ones.
         var probeModel = forward.Clone();
-        foreach (var t in probeModel.Graph.Initializer.Where(t => t.IsExternal()))
-        {
-            var raw = t.RawBytes(file.Folder)!;
-            t.ExternalData.Clear(); t.DataLocation = TensorProto.Types.DataLocation.Default; t.RawData = ByteString.CopyFrom(raw);
-        }
+        foreach (var t in probeModel.Graph.Initializer) t.Inline(file.Folder);
         var types = forward.Graph.Input.Where(i => inputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
+        // Two batch sizes tell batch-dependent dimensions apart from fixed ones.
         var sizes = fixedBatch == 1 ? [1L] : new[] { Math.Min(2, data.Rows), Math.Min(3, data.Rows) }.Distinct().ToArray();
         using var probeData = new Dataset(data.Arrays.Where(kv => inputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value), data.Source);
         var feeds = sizes.Select(n => probeData.Batch(0, n, types)).ToList();
@@ -143,7 +168,7 @@ public sealed class ModelSession : IDisposable
         var names = wantGrad ? outputNames : outputNames.Where(n => !n.StartsWith(TrainingArtifact.GradPrefix)).ToArray();
         var inputNames = feedTypes.Keys.Concat(Layout.Parameters.Select(p => p.Name)).ToArray();
         var inputs = feedTypes.Keys.Select(k => feed[k]).Concat(paramValues).ToArray();
-        using var results = session.Run(new RunOptions(), inputNames, inputs, names);
+        using var results = OrtSessions.Run(session, inputNames, inputs, names, $"gradient graph of '{File.Path}'");
         double count = Scalar(results[Array.IndexOf(names, TrainingArtifact.CountOutput)]);
         double loss = Scalar(results[Array.IndexOf(names, TrainingArtifact.LossOutput)]);
         double correct = Artifact.HasCorrect ? Scalar(results[Array.IndexOf(names, TrainingArtifact.CorrectOutput)]) : 0;

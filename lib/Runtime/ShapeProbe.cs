@@ -33,7 +33,7 @@ public static class ShapeProbe
             var inputNames = feed.Keys.ToArray();
             var inputs = inputNames.Select(n => feed[n]).ToArray();
             var outputNames = session.OutputNames.ToArray();
-            using var results = session.Run(new RunOptions(), inputNames, inputs, outputNames);
+            using var results = OrtSessions.Run(session, inputNames, inputs, outputNames, "model (probing shapes)");
             var current = new Dictionary<string, ValueInfo>();
             for (int i = 0; i < outputNames.Length; i++)
             {

@@ -1,0 +1,48 @@
+using Onnx;
+using OnnxUnlearn.Autodiff;
+
+namespace OnnxUnlearn.Onnx;
+
+/// <summary>What <c>inspect</c> reports about a model; serialised as-is for <c>--json</c> (a registry hook parses it).</summary>
+public sealed record ModelSummary(
+    string Path, long IrVersion, string Producer, IReadOnlyDictionary<string, long> Opsets,
+    IReadOnlyList<ModelSummary.Value> Inputs, IReadOnlyList<ModelSummary.Value> Outputs,
+    IReadOnlyDictionary<string, int> Ops, IReadOnlyList<ModelSummary.Tensor> Parameters,
+    long TrainableElements, IReadOnlyList<ModelSummary.MissingRule> OpsWithoutGradient)
+{
+    public sealed record Value(string Name, string Type, IReadOnlyList<string> Shape);
+    public sealed record Tensor(string Name, string Type, IReadOnlyList<long> Shape, long Elements, string Storage, bool Trainable, string? Reason);
+    public sealed record MissingRule(string Op, string Node, long Opset);
+
+    public static ModelSummary Of(ModelFile file, string? output = null)
+    {
+        var g = file.Graph;
+        var inits = g.Initializer.Select(t => t.Name).ToHashSet();
+        var parameters = Onnx.Parameters.Discover(file, output);
+        var tensors = parameters.Select(p => new Tensor(p.Name, DataTypes.Name(p.DataType), p.Shape, p.Elements,
+            p.Storage == ParameterStorage.Constant ? "constant-node" : p.External ? "external" : "embedded", p.Trainable, p.WhyNot)).ToList();
+        var missing = g.Node.Where(n => n.Domain is "" or "ai.onnx" ? GradientRegistry.Find(n.OpType) is null : true)
+            .Select(n => new MissingRule((n.Domain is "" or "ai.onnx" ? "" : n.Domain + ".") + n.OpType, n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault() ?? "", OpsetOf(file.Model, n.Domain)))
+            .ToList();
+        return new ModelSummary(
+            file.Path, file.Model.IrVersion,
+            (file.Model.ProducerName + " " + file.Model.ProducerVersion).Trim(),
+            file.Model.OpsetImport.GroupBy(o => o.Domain is "" ? "ai.onnx" : o.Domain).ToDictionary(o => o.Key, o => o.Max(x => x.Version)),
+            g.Input.Where(i => !inits.Contains(i.Name)).Select(Describe).ToList(),
+            g.Output.Select(Describe).ToList(),
+            g.Node.GroupBy(n => (n.Domain is "" or "ai.onnx" ? "" : n.Domain + ".") + n.OpType).OrderByDescending(x => x.Count()).ThenBy(x => x.Key).ToDictionary(x => x.Key, x => x.Count()),
+            tensors, parameters.Where(p => p.Trainable).Sum(p => p.Elements), missing);
+    }
+
+    static long OpsetOf(ModelProto m, string domain) =>
+        m.OpsetImport.Where(o => (o.Domain is "" or "ai.onnx") == (domain is "" or "ai.onnx") && (domain is "" or "ai.onnx" || o.Domain == domain)).Select(o => o.Version).DefaultIfEmpty(0).Max();
+
+    static Value Describe(global::Onnx.ValueInfoProto v)
+    {
+        var t = v.Type?.TensorType;
+        if (t is null) return new Value(v.Name, v.Type?.ValueCase.ToString().ToLowerInvariant() ?? "unknown", []);
+        var dims = t.Shape?.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue.ToString()
+            : d.DimParam.Length > 0 ? d.DimParam : "?").ToList() ?? [];
+        return new Value(v.Name, DataTypes.Name(t.ElemType), dims);
+    }
+}

@@ -1,0 +1,93 @@
+using System.CommandLine;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Spectre.Console;
+
+namespace OnnxUnlearn.Cli;
+
+/// <summary>Shared CLI plumbing: exit codes, error printing, options used by several commands, JSON output.</summary>
+public static class Cli
+{
+    public const int Ok = 0, BadInput = 2, TargetMissed = 3;
+
+    public static readonly JsonSerializerOptions Json = new()
+    {
+        WriteIndented = true,
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+        Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
+    };
+
+    public static int Run(RootCommand root, string[] args)
+    {
+        try { return root.Parse(args).Invoke(); }
+        catch (UserError e) { return Fail(e.Message); }
+    }
+
+    /// <summary>Runs a command body; user mistakes become one line on stderr and exit code 2, never a stack trace.</summary>
+    public static int Guard(Func<int> body)
+    {
+        try { return body(); }
+        catch (UserError e) { return Fail(e.Message); }
+        catch (OperationCanceledException) { Console.Error.WriteLine("cancelled"); return 130; }
+    }
+
+    static int Fail(string message)
+    {
+        Console.Error.WriteLine("error: " + message);
+        return BadInput;
+    }
+
+    public static void WriteJson<T>(T value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, Json));
+
+    /// <summary>Tables and progress go to the terminal; piped output stays plain.</summary>
+    public static bool Interactive => !Console.IsOutputRedirected;
+
+    public static Argument<string> ModelArgument() => new("MODEL") { Description = "the ONNX model file" };
+
+    public static Option<string> Loss() => new("--loss") { Description = "loss head: ce (softmax cross-entropy, integer labels), bce (with logits), mse, nll (on log-probabilities)", DefaultValueFactory = _ => "ce" };
+    public static Option<string?> Output() => new("--output") { Description = "model output the loss is computed on (default: the first output)" };
+    public static Option<string[]> Params() => new("--params") { Description = "glob(s) of parameters to train (default: every float tensor on a differentiable path)", AllowMultipleArgumentsPerToken = true };
+    public static Option<string[]> Frozen() => new("--frozen") { Description = "glob(s) of parameters to keep fixed", AllowMultipleArgumentsPerToken = true };
+    public static Option<int> BatchSize() => new("--batch-size") { Description = "samples per ONNX Runtime run (results do not depend on it)", DefaultValueFactory = _ => 256 };
+    public static Option<int> Threads() => new("--threads") { Description = "ONNX Runtime intra-op threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+    public static Option<long?> IgnoreIndex() => new("--ignore-index") { Description = "label value excluded from ce/nll (padding)" };
+    public static Option<bool> JsonFlag() => new("--json") { Description = "print a stable JSON document instead of tables" };
+
+    public static string Shape(IEnumerable<long> dims) => "[" + string.Join(", ", dims) + "]";
+
+    public static Table Table(params string[] columns)
+    {
+        var t = new Table().Border(TableBorder.Rounded);
+        foreach (var c in columns) t.AddColumn(c);
+        return t;
+    }
+}
+
+/// <summary>The options that turn a model into a loss, bound once for every command that needs them.</summary>
+public sealed class LossOptions
+{
+    public Option<string> Loss { get; } = Cli.Loss();
+    public Option<string?> Output { get; } = Cli.Output();
+    public Option<string[]> Params { get; } = Cli.Params();
+    public Option<string[]> Frozen { get; } = Cli.Frozen();
+    public Option<int> BatchSize { get; } = Cli.BatchSize();
+    public Option<int> Threads { get; } = Cli.Threads();
+    public Option<long?> IgnoreIndex { get; } = Cli.IgnoreIndex();
+
+    public void AddTo(Command c)
+    {
+        foreach (Option o in new Option[] { Loss, Output, Params, Frozen, BatchSize, Threads, IgnoreIndex }) c.Options.Add(o);
+    }
+
+    public Runtime.LossSettings Read(ParseResult r) => new()
+    {
+        Loss = Autodiff.LossHead.Parse(r.GetValue(Loss)!),
+        Output = r.GetValue(Output),
+        Params = r.GetValue(Params) is { Length: > 0 } p ? p : null,
+        Frozen = r.GetValue(Frozen) is { Length: > 0 } f ? f : null,
+        BatchSize = r.GetValue(BatchSize),
+        Threads = r.GetValue(Threads),
+        IgnoreIndex = r.GetValue(IgnoreIndex),
+    };
+}

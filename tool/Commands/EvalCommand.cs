@@ -1,0 +1,27 @@
+using System.CommandLine;
+using OnnxUnlearn.Runtime;
+
+namespace OnnxUnlearn.Cli.Commands;
+
+public static class EvalCommand
+{
+    public static Command Create()
+    {
+        var model = Cli.ModelArgument();
+        var data = new Option<string>("--data") { Description = ".npz of samples: the model's input names plus 'label'", Required = true };
+        var json = Cli.JsonFlag();
+        var loss = new LossOptions();
+        var c = new Command("eval", "Mean loss (and accuracy for ce/nll) of a model on a data file.");
+        c.Arguments.Add(model); c.Options.Add(data); c.Options.Add(json); loss.AddTo(c);
+        c.SetAction(r => Cli.Guard(() =>
+        {
+            using var d = Dataset.Load(r.GetValue(data)!);
+            using var s = ModelSession.Open(r.GetValue(model)!, loss.Read(r), d, withGradients: false);
+            var result = s.Run(d, []);
+            if (r.GetValue(json)) Cli.WriteJson(new { model = r.GetValue(model), data = r.GetValue(data), loss = result.Loss, accuracy = result.Accuracy, count = result.Count });
+            else Console.WriteLine($"loss {result.Loss:G6}" + (result.Accuracy is { } a ? $", accuracy {a:P2}" : "") + $" over {result.Count} labelled elements");
+            return Cli.Ok;
+        }));
+        return c;
+    }
+}

@@ -1,0 +1,30 @@
+using System.CommandLine;
+using OnnxUnlearn.Data;
+using OnnxUnlearn.Runtime;
+using Spectre.Console;
+
+namespace OnnxUnlearn.Cli.Commands;
+
+public static class GradCommand
+{
+    public static Command Create()
+    {
+        var model = Cli.ModelArgument();
+        var data = new Option<string>("--data") { Description = ".npz of samples: the model's input names plus 'label'", Required = true };
+        var output = new Option<string>("--out") { Description = ".npz to write, keyed by parameter name", Required = true };
+        var loss = new LossOptions();
+        var c = new Command("grad", "Gradient of the mean loss over all samples of a data file, keyed by parameter name.");
+        c.Arguments.Add(model); c.Options.Add(data); c.Options.Add(output); loss.AddTo(c);
+        c.SetAction(r => Cli.Guard(() =>
+        {
+            using var d = Dataset.Load(r.GetValue(data)!);
+            using var s = ModelSession.Open(r.GetValue(model)!, loss.Read(r), d);
+            var grad = new float[s.Layout.Size];
+            var result = s.Run(d, grad);
+            Npz.Write(r.GetValue(output)!, s.Layout.Split(grad));
+            Console.WriteLine($"loss {result.Loss:G6} over {result.Count} labelled elements; gradient of {s.Layout.Count} tensors ({s.Layout.Size:N0} elements) written to {r.GetValue(output)}");
+            return Cli.Ok;
+        }));
+        return c;
+    }
+}

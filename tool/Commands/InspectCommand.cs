@@ -1,0 +1,43 @@
+using System.CommandLine;
+using OnnxUnlearn.Onnx;
+using Spectre.Console;
+
+namespace OnnxUnlearn.Cli.Commands;
+
+public static class InspectCommand
+{
+    public static Command Create()
+    {
+        var model = Cli.ModelArgument();
+        var json = Cli.JsonFlag();
+        var output = Cli.Output();
+        var c = new Command("inspect", "Show a model's IR, opsets, inputs/outputs, ops, parameters (trainable or not, and why) and ops without a gradient rule.");
+        c.Arguments.Add(model); c.Options.Add(output); c.Options.Add(json);
+        c.SetAction(r => Cli.Guard(() =>
+        {
+            var summary = ModelSummary.Of(ModelFile.Load(r.GetValue(model)!), r.GetValue(output));
+            if (r.GetValue(json)) { Cli.WriteJson(summary); return Cli.Ok; }
+            Print(summary);
+            return Cli.Ok;
+        }));
+        return c;
+    }
+
+    static void Print(ModelSummary s)
+    {
+        var console = AnsiConsole.Console;
+        console.MarkupLine($"[bold]{Markup.Escape(s.Path)}[/]  IR {s.IrVersion}, opsets {Markup.Escape(string.Join(", ", s.Opsets.Select(o => $"{o.Key} {o.Value}")))}, producer {Markup.Escape(s.Producer.Length > 0 ? s.Producer : "(none)")}");
+        var io = Cli.Table("", "name", "type", "shape");
+        foreach (var v in s.Inputs) io.AddRow("input", Markup.Escape(v.Name), v.Type, Markup.Escape("[" + string.Join(", ", v.Shape) + "]"));
+        foreach (var v in s.Outputs) io.AddRow("output", Markup.Escape(v.Name), v.Type, Markup.Escape("[" + string.Join(", ", v.Shape) + "]"));
+        console.Write(io);
+        console.MarkupLine("ops: " + Markup.Escape(string.Join(", ", s.Ops.Select(o => $"{o.Key} ×{o.Value}"))));
+        var t = Cli.Table("parameter", "type", "shape", "elements", "storage", "trainable");
+        foreach (var p in s.Parameters)
+            t.AddRow(Markup.Escape(p.Name), p.Type, Markup.Escape(Cli.Shape(p.Shape)), p.Elements.ToString("N0"), p.Storage, p.Trainable ? "yes" : Markup.Escape("no: " + p.Reason));
+        console.Write(t);
+        console.MarkupLine($"trainable elements: [bold]{s.TrainableElements:N0}[/] in {s.Parameters.Count(p => p.Trainable)} tensors");
+        if (s.OpsWithoutGradient.Count > 0)
+            console.MarkupLine("[yellow]no gradient rule:[/] " + Markup.Escape(string.Join("; ", s.OpsWithoutGradient.Select(m => $"{m.Op} (node '{m.Node}', opset {m.Opset})"))));
+    }
+}
