@@ -1,0 +1,59 @@
+using OnnxUnlearn.Selection;
+
+namespace OnnxUnlearn.Curvature;
+
+/// <summary>An estimate of diag(H) with its per-entry standard error and, for Hutchinson, the stability of its top-k set.</summary>
+public sealed record DiagonalEstimate(float[] Values, float[]? StandardError, int Probes, int HvpCount, double? TopKOverlap, double StabilityFraction);
+
+/// <summary>Progress of a long computation: what, how far.</summary>
+public delegate void ProgressCallback(string what, int done, int total);
+
+public static class Diagonal
+{
+    /// <summary>
+    /// Hutchinson's estimator with Rademacher probes: diag(H) ≈ mean_j z_j ⊙ H z_j. Probe j's signs come from a generator
+    /// seeded with (seed, j), so results depend only on the seed. Stability: overlap (Jaccard) of the top-k sets (k = a
+    /// <paramref name="stabilityFraction"/> of the elements) estimated from the first and second half of the probes.
+    /// </summary>
+    public static DiagonalEstimate Hutchinson(Hvp hvp, int probes, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null)
+    {
+        if (probes < 1) throw new UserError("--probes must be at least 1");
+        int n = hvp.Size;
+        var z = new float[n]; var hz = new float[n];
+        var mean = new double[n]; var m2 = new double[n];
+        var halves = new[] { new double[n], new double[n] };
+        for (int j = 0; j < probes; j++)
+        {
+            var rng = new Random(HashCode.Combine(seed, j));
+            for (int i = 0; i < n; i++) z[i] = rng.Next(2) == 0 ? -1f : 1f;
+            hvp.Apply(z, hz);
+            var half = halves[j < (probes + 1) / 2 ? 0 : 1];
+            for (int i = 0; i < n; i++)
+            {   // Welford's running mean and variance of the per-probe estimates
+                double x = z[i] * hz[i], d = x - mean[i];
+                mean[i] += d / (j + 1);
+                m2[i] += d * (x - mean[i]);
+                half[i] += x;
+            }
+            progress?.Invoke("Hutchinson probes", j + 1, probes);
+        }
+        var values = mean.Select(x => (float)x).ToArray();
+        float[]? se = probes > 1 ? m2.Select(v => (float)Math.Sqrt(v / (probes - 1) / probes)).ToArray() : null;
+        double? overlap = probes > 1 ? TopK.Jaccard(halves[0], halves[1], stabilityFraction) : null;
+        return new DiagonalEstimate(values, se, probes, probes, overlap, stabilityFraction);
+    }
+
+    /// <summary>Exact diagonal: H_ii = e_iᵀ H e_i, one Hessian-vector product per element.</summary>
+    public static DiagonalEstimate Exact(Hvp hvp, ProgressCallback? progress = null)
+    {
+        int n = hvp.Size;
+        var e = new float[n]; var h = new float[n]; var diag = new float[n];
+        for (int i = 0; i < n; i++)
+        {
+            e[i] = 1; hvp.Apply(e, h); e[i] = 0;
+            diag[i] = h[i];
+            progress?.Invoke("exact diagonal", i + 1, n);
+        }
+        return new DiagonalEstimate(diag, null, 0, n, null, 0);
+    }
+}
