@@ -1,0 +1,287 @@
+using System.Buffers.Binary;
+
+namespace OnnxUnlearn.Onnx;
+
+/// <summary>
+/// New values for one parameter. <paramref name="Indices"/> null: <paramref name="Values"/> replaces the whole
+/// tensor. Otherwise Indices[i] (flat, C order) gets Values[i].
+/// </summary>
+public sealed record TensorPatch(long[]? Indices, float[] Values);
+
+/// <summary>What patching one parameter did. Elements whose stored bytes already equal the new value are not "changed".</summary>
+public sealed record TensorPatchResult(string Name, string File, long ElementsWritten, long ElementsChanged, long BytesChanged);
+
+public sealed record PatchSummary(string OutputPath, IReadOnlyList<TensorPatchResult> Tensors)
+{
+    public long ElementsChanged => Tensors.Sum(t => t.ElementsChanged);
+    public long BytesChanged => Tensors.Sum(t => t.BytesChanged);
+}
+
+/// <summary>
+/// Surgical write-back: overwrites parameter values in a copy of the model's bytes without re-serializing it,
+/// so every byte outside the changed values (field order, unknown fields, metadata, padding) stays identical.
+/// </summary>
+public static class WeightPatch
+{
+    /// <summary>Window for read-modify-write of a file; bounds memory for huge tensors and sparse patches.</summary>
+    private const int Window = 1 << 20;
+
+    /// <summary>Byte locations of every patchable parameter, by name. <paramref name="modelName"/> only labels errors.</summary>
+    public static IReadOnlyDictionary<string, ValueLocation> Locate(
+        ReadOnlySpan<byte> modelBytes, string modelFolder, string modelName = "(in-memory model)") =>
+        WireLayout.Read(modelBytes, modelFolder, modelName).Parameters;
+
+    /// <summary>
+    /// Writes <paramref name="outputPath"/> = <paramref name="inputPath"/> with <paramref name="patches"/> applied, plus a
+    /// copy of each external data file at the same relative location next to it. Every file is written to a temporary
+    /// name and renamed into place, so no reader sees a half-written file.
+    /// <paramref name="inPlace"/> allows overwriting the input model and its data files.
+    /// </summary>
+    public static PatchSummary Write(string inputPath, string outputPath, IReadOnlyDictionary<string, TensorPatch> patches,
+        bool inPlace = false)
+    {
+        var input = Path.GetFullPath(inputPath);
+        var output = Path.GetFullPath(outputPath);
+        if (!File.Exists(input)) throw new UserError($"model file {inputPath} does not exist.");
+        if (Directory.Exists(output)) throw new UserError($"output {outputPath} is a folder; give the path of the model file to write.");
+        if (!inPlace && SameFile(input, output))
+            throw new UserError($"refusing to overwrite the input model {inputPath}; choose a different output path " +
+                                "or request an in-place write.");
+        var inputFolder = Path.GetDirectoryName(input)!;
+        var outputFolder = Path.GetDirectoryName(output)!;
+
+        var model = File.ReadAllBytes(input);
+        var layout = WireLayout.Read(model, inputFolder, inputPath);
+        var plans = Plan(layout, patches, inputPath);
+
+        var copies = new List<(string Source, string Target, List<PlannedPatch> Plans)>();
+        foreach (var dataFile in layout.DataFiles)
+        {
+            var source = Path.Combine(inputFolder, dataFile);
+            var target = Path.Combine(outputFolder, dataFile);
+            var filePlans = plans.Where(p => p.Location.DataFile == dataFile).ToList();
+            if (SameFile(source, target))
+            {
+                if (!inPlace)
+                    throw new UserError($"writing {outputPath} would overwrite the input's external data file {source}; " +
+                                        "write the output to another folder or request an in-place write.");
+                if (filePlans.Count == 0) continue; // in place and untouched: the existing file is already right
+            }
+            copies.Add((source, target, filePlans));
+        }
+
+        var results = new List<TensorPatchResult>();
+        var temps = new List<(string Temp, string Target)>();
+        try
+        {
+            // The model is patched in memory first: its errors (varint widths) surface before any data file is copied.
+            using (var stream = new MemoryStream(model, writable: true))
+                results.AddRange(plans.Where(p => p.Location.DataFile is null).Select(p => Apply(p, stream, output)));
+
+            foreach (var (source, target, filePlans) in copies)
+            {
+                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                var temp = TempPath(target);
+                temps.Add((temp, target));
+                File.Copy(source, temp);
+                using var stream = new FileStream(temp, FileMode.Open, FileAccess.ReadWrite, FileShare.None, bufferSize: 0);
+                results.AddRange(filePlans.Select(p => Apply(p, stream, target)));
+            }
+
+            Directory.CreateDirectory(outputFolder);
+            var modelTemp = TempPath(output);
+            temps.Add((modelTemp, output));
+            File.WriteAllBytes(modelTemp, model);
+
+            // Data files before the model, so the new model never points at data that is not there yet.
+            foreach (var (temp, target) in temps) File.Move(temp, target, overwrite: true);
+        }
+        finally
+        {
+            // Moved temps no longer exist, so this only cleans up after a failure.
+            foreach (var (temp, _) in temps) File.Delete(temp);
+        }
+        return new PatchSummary(output, results.OrderBy(r => r.Name, StringComparer.Ordinal).ToList());
+    }
+
+    /// <summary>A validated patch: indices sorted ascending (so byte offsets ascend) with values permuted alongside.</summary>
+    private sealed record PlannedPatch(ValueLocation Location, long[]? Indices, float[] Values)
+    {
+        public long IndexAt(int k) => Indices?[k] ?? k;
+    }
+
+    /// <summary>Checks every patch before any file is written, so bad input never leaves partial output.</summary>
+    private static List<PlannedPatch> Plan(ModelLayout layout, IReadOnlyDictionary<string, TensorPatch> patches, string source)
+    {
+        var plans = new List<PlannedPatch>();
+        foreach (var (name, patch) in patches.OrderBy(p => p.Key, StringComparer.Ordinal))
+        {
+            if (!layout.Parameters.TryGetValue(name, out var location))
+            {
+                if (layout.Unpatchable.TryGetValue(name, out var reason))
+                    throw new UserError($"cannot patch {name} in model file {source}: {reason}");
+                throw new UserError(UnknownName(name, layout.Parameters.Keys, source));
+            }
+            var count = location.ElementCount;
+            if (patch.Indices is null)
+            {
+                if (patch.Values.Length != count)
+                    throw new UserError($"patch for {name} gives {patch.Values.Length} values and no indices, but {name} has " +
+                                        $"{count} elements; give every value or list the element indices to change.");
+                plans.Add(new PlannedPatch(location, null, patch.Values));
+                continue;
+            }
+            if (patch.Indices.Length != patch.Values.Length)
+                throw new UserError($"patch for {name} has {patch.Indices.Length} indices but {patch.Values.Length} values; " +
+                                    "they must pair up one to one.");
+            var indices = (long[])patch.Indices.Clone();
+            var values = (float[])patch.Values.Clone();
+            Array.Sort(indices, values);
+            for (var i = 0; i < indices.Length; i++)
+            {
+                if (indices[i] < 0 || indices[i] >= count)
+                    throw new UserError($"element index {indices[i]} is out of range for {name}, which has {count} elements " +
+                                        $"(valid flat C-order indices are 0..{count - 1}).");
+                if (i > 0 && indices[i] == indices[i - 1])
+                    throw new UserError($"patch for {name} lists element index {indices[i]} more than once; give each index once.");
+            }
+            plans.Add(new PlannedPatch(location, indices, values));
+        }
+        return plans;
+    }
+
+    private static string UnknownName(string name, IEnumerable<string> known, string source)
+    {
+        var names = known.Order(StringComparer.Ordinal).ToList();
+        var close = names
+            .Select(k => (Name: k, Distance: EditDistance(name.ToLowerInvariant(), k.ToLowerInvariant())))
+            .Where(c => c.Distance <= Math.Max(2, name.Length / 3) || c.Name.Contains(name, StringComparison.OrdinalIgnoreCase))
+            .OrderBy(c => c.Distance).Take(5).Select(c => c.Name).ToList();
+        var hint = close.Count > 0
+            ? $"Close names: {string.Join(", ", close)}."
+            : names.Count > 0
+                ? $"It has {names.Count} patchable parameters, e.g. {string.Join(", ", names.Take(5))}."
+                : "It has no patchable parameters.";
+        return $"model file {source} has no parameter named '{name}'. {hint} Patchable parameters are float initializers, " +
+               "Constant node outputs and '<node>.coefficients' / '<node>.intercepts' of LinearClassifier/LinearRegressor nodes.";
+    }
+
+    private static int EditDistance(string a, string b)
+    {
+        var previous = Enumerable.Range(0, b.Length + 1).ToArray();
+        var current = new int[b.Length + 1];
+        for (var i = 1; i <= a.Length; i++)
+        {
+            current[0] = i;
+            for (var j = 1; j <= b.Length; j++)
+                current[j] = Math.Min(Math.Min(previous[j] + 1, current[j - 1] + 1), previous[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1));
+            (previous, current) = (current, previous);
+        }
+        return previous[b.Length];
+    }
+
+    /// <summary>Read-modify-write of the patched elements, one window of nearby elements at a time.</summary>
+    private static TensorPatchResult Apply(PlannedPatch plan, Stream file, string filePath)
+    {
+        var location = plan.Location;
+        var count = plan.Values.Length;
+        long changedElements = 0, changedBytes = 0;
+        if (count > 0)
+        {
+            var (first, _) = location.ElementRange(plan.IndexAt(0));
+            var (last, lastWidth) = location.ElementRange(plan.IndexAt(count - 1));
+            var buffer = new byte[Math.Min(Window, last + lastWidth - first)];
+            Span<byte> encoded = stackalloc byte[8];
+            for (var k = 0; k < count;)
+            {
+                var (start, _) = location.ElementRange(plan.IndexAt(k));
+                var end = start;
+                var stop = k;
+                for (; stop < count; stop++)
+                {
+                    var (offset, width) = location.ElementRange(plan.IndexAt(stop));
+                    if (offset + width - start > buffer.Length) break;
+                    end = offset + width;
+                }
+
+                var window = buffer.AsSpan(0, (int)(end - start));
+                file.Position = start;
+                file.ReadExactly(window);
+                var dirty = false;
+                for (var i = k; i < stop; i++)
+                {
+                    var (offset, width) = location.ElementRange(plan.IndexAt(i));
+                    var slot = window.Slice((int)(offset - start), width);
+                    var bytes = encoded[..width];
+                    Encode(plan.Values[i], location, plan.IndexAt(i), bytes);
+                    var differing = 0;
+                    for (var b = 0; b < width; b++)
+                        if (slot[b] != bytes[b]) differing++;
+                    if (differing == 0) continue;
+                    changedElements++;
+                    changedBytes += differing;
+                    bytes.CopyTo(slot);
+                    dirty = true;
+                }
+                if (dirty)
+                {
+                    file.Position = start;
+                    file.Write(window);
+                }
+                k = stop;
+            }
+        }
+        return new TensorPatchResult(location.Name, filePath, count, changedElements, changedBytes);
+    }
+
+    /// <summary>Encodes <paramref name="value"/> in the parameter's stored format into <paramref name="slot"/> (the old value's exact width).</summary>
+    private static void Encode(float value, ValueLocation location, long index, Span<byte> slot)
+    {
+        switch (location.Type)
+        {
+            case StoredType.Float32:
+                BinaryPrimitives.WriteSingleLittleEndian(slot, value);
+                return;
+            case StoredType.Float64:
+                BinaryPrimitives.WriteDoubleLittleEndian(slot, value);
+                return;
+        }
+        var bits = location.Type == StoredType.Float16 ? BitConverter.HalfToUInt16Bits((Half)value) : ToBFloat16(value);
+        if (location.Storage != ValueStorage.Int32Data)
+        {
+            BinaryPrimitives.WriteUInt16LittleEndian(slot, bits);
+            return;
+        }
+
+        // int32_data holds the 16 bits as a varint, whose length depends on the value; a different length would
+        // shift every later byte, which surgical patching must never do.
+        var length = 0;
+        for (uint v = bits; ; v >>= 7)
+        {
+            length++;
+            if (v < 0x80) break;
+        }
+        if (length != slot.Length)
+            throw new UserError($"tensor {location.Name} keeps its {location.Type} values as varints in int32_data; the new value " +
+                                $"{value} for element {index} needs {length} bytes where the old one used {slot.Length}, so it cannot be " +
+                                "patched without re-serializing the model. Re-save the tensor with raw_data and patch again.");
+        for (var i = 0; i < length; i++)
+            slot[i] = (byte)(((uint)bits >> (7 * i)) & 0x7F | (i < length - 1 ? 0x80u : 0));
+    }
+
+    /// <summary>float → bfloat16 with round-to-nearest-even, as ONNX and PyTorch convert.</summary>
+    internal static ushort ToBFloat16(float value)
+    {
+        var bits = BitConverter.SingleToUInt32Bits(value);
+        // Rounding could carry a NaN's payload into the exponent and make it infinity; keep it a (quiet) NaN instead.
+        if (float.IsNaN(value)) return (ushort)((bits >> 16) | 0x0040);
+        return (ushort)((bits + 0x7FFFu + ((bits >> 16) & 1)) >> 16);
+    }
+
+    private static bool SameFile(string a, string b) =>
+        File.Exists(a) && File.Exists(b) && WireLayout.RealPath(a) == WireLayout.RealPath(b);
+
+    /// <summary>Temporary name in the target's own folder, so the final rename stays on one file system.</summary>
+    private static string TempPath(string target) =>
+        Path.Combine(Path.GetDirectoryName(target)!, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
+}

@@ -1,0 +1,594 @@
+using System.Globalization;
+
+namespace OnnxUnlearn.Onnx;
+
+/// <summary>
+/// Everything <see cref="WireLayout.Read"/> learned: the patchable parameters, why some names are not patchable,
+/// and every external data file the model references (relative to its folder), parameter or not.
+/// </summary>
+internal sealed record ModelLayout(
+    IReadOnlyDictionary<string, ValueLocation> Parameters,
+    IReadOnlyDictionary<string, string> Unpatchable,
+    IReadOnlyList<string> DataFiles);
+
+/// <summary>
+/// Walks a serialized ModelProto and records the byte ranges of every float parameter of the top-level graph:
+/// initializers, Constant node values and ai.onnx.ml LinearClassifier/LinearRegressor coefficients.
+/// Subgraphs, sparse tensors, training graphs and functions are walked only for their external data references,
+/// because a written copy of the model needs all of its data files. Repeated occurrences of a message field
+/// (e.g. two <c>graph</c> fields) are merged, as protobuf parsers do.
+/// </summary>
+internal static class WireLayout
+{
+    // Field numbers from onnx.proto.
+    private const int ModelGraph = 7, ModelTrainingInfo = 20, ModelFunctions = 25;
+    private const int TrainingInitialization = 1, TrainingAlgorithm = 2;
+    private const int FunctionNode = 7;
+    private const int GraphNode = 1, GraphInitializer = 5, GraphSparseInitializer = 15;
+    private const int NodeOutput = 2, NodeName = 3, NodeOpType = 4, NodeAttribute = 5, NodeDomain = 7;
+    private const int AttrName = 1, AttrF = 2, AttrT = 5, AttrG = 6, AttrFloats = 7, AttrTensors = 10, AttrGraphs = 11,
+        AttrSparseTensor = 22, AttrSparseTensors = 23;
+    private const int SparseValues = 1, SparseIndices = 2;
+    private const int TensorDims = 1, TensorDataType = 2, TensorFloatData = 4, TensorInt32Data = 5, TensorName = 8,
+        TensorRawData = 9, TensorDoubleData = 10, TensorExternalData = 13, TensorDataLocation = 14;
+    private const int EntryKey = 1, EntryValue = 2;
+    private const int External = 1; // TensorProto.DataLocation.EXTERNAL
+
+    public static ModelLayout Read(ReadOnlySpan<byte> model, string modelFolder, string source)
+    {
+        var walker = new Walker(Path.GetFullPath(modelFolder), source);
+        var reader = new WireReader(model, 0, source);
+        var sawGraph = false;
+        while (!reader.AtEnd)
+        {
+            var (field, wireType) = reader.ReadTag();
+            if (field is not (ModelGraph or ModelTrainingInfo or ModelFunctions))
+            {
+                reader.SkipField(wireType);
+                continue;
+            }
+            reader.Expect(field, wireType, WireReader.LengthDelimited);
+            var message = reader.ReadLengthDelimited();
+            switch (field)
+            {
+                case ModelGraph:
+                    walker.ReadGraph(ref message, topLevel: true);
+                    sawGraph = true;
+                    break;
+                case ModelTrainingInfo:
+                    walker.ReadGraphFields(ref message, TrainingInitialization, TrainingAlgorithm);
+                    break;
+                default:
+                    walker.ReadFunction(ref message);
+                    break;
+            }
+        }
+        if (!sawGraph)
+            throw new UserError($"model file {source} has no graph: it is empty, truncated or not an ONNX model.");
+        return walker.Result();
+    }
+
+    /// <summary>
+    /// Resolves every symlink along a full path (like realpath(3)), so containment checks see where the bytes
+    /// really live and two paths to one file compare equal.
+    /// </summary>
+    internal static string RealPath(string fullPath)
+    {
+        var root = Path.GetPathRoot(fullPath)!;
+        var current = root;
+        foreach (var part in fullPath[root.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
+        {
+            current = Path.Combine(current, part);
+            FileSystemInfo info = Directory.Exists(current) ? new DirectoryInfo(current) : new FileInfo(current);
+            // Re-resolve the target: its own parent folders may be symlinks too.
+            if (info.LinkTarget is not null)
+                current = RealPath(info.ResolveLinkTarget(returnFinalTarget: true)!.FullName);
+        }
+        return current;
+    }
+
+    private sealed class Walker(string modelFolder, string source)
+    {
+        private readonly Dictionary<string, ValueLocation> _parameters = new(StringComparer.Ordinal);
+        private readonly Dictionary<string, string> _unpatchable = new(StringComparer.Ordinal);
+        private readonly HashSet<string> _ambiguous = new(StringComparer.Ordinal);
+        private readonly SortedSet<string> _dataFiles = new(StringComparer.Ordinal);
+        private int _nodeIndex; // top-level nodes only, counted across repeated graph fields like the merged graph.node
+
+        public ModelLayout Result() => new(_parameters, _unpatchable, _dataFiles.ToList());
+
+        public void ReadGraph(ref WireReader graph, bool topLevel)
+        {
+            while (!graph.AtEnd)
+            {
+                var (field, wireType) = graph.ReadTag();
+                if (field is not (GraphNode or GraphInitializer or GraphSparseInitializer))
+                {
+                    graph.SkipField(wireType);
+                    continue;
+                }
+                graph.Expect(field, wireType, WireReader.LengthDelimited);
+                var message = graph.ReadLengthDelimited();
+                switch (field)
+                {
+                    case GraphNode:
+                        ReadNode(ref message, topLevel ? _nodeIndex++ : null);
+                        break;
+                    case GraphInitializer:
+                        var tensor = new TensorFields();
+                        ReadTensor(ref message, tensor);
+                        Complete(tensor, tensor.Name, topLevel ? tensor.Name : null, $"initializer {tensor.Name}");
+                        break;
+                    default:
+                        foreach (var part in ReadSparse(ref message)) Complete(part, Label(part, "(sparse initializer)"), null, "");
+                        break;
+                }
+            }
+        }
+
+        /// <summary>Reads a message whose listed fields are GraphProtos outside the top-level graph (training info).</summary>
+        public void ReadGraphFields(ref WireReader message, params int[] graphFields)
+        {
+            while (!message.AtEnd)
+            {
+                var (field, wireType) = message.ReadTag();
+                if (!graphFields.Contains(field))
+                {
+                    message.SkipField(wireType);
+                    continue;
+                }
+                message.Expect(field, wireType, WireReader.LengthDelimited);
+                var graph = message.ReadLengthDelimited();
+                ReadGraph(ref graph, topLevel: false);
+            }
+        }
+
+        public void ReadFunction(ref WireReader function)
+        {
+            while (!function.AtEnd)
+            {
+                var (field, wireType) = function.ReadTag();
+                if (field != FunctionNode)
+                {
+                    function.SkipField(wireType);
+                    continue;
+                }
+                function.Expect(field, wireType, WireReader.LengthDelimited);
+                var node = function.ReadLengthDelimited();
+                ReadNode(ref node, null);
+            }
+        }
+
+        /// <param name="index">Position in the top-level graph.node; null for nodes elsewhere, which hold no parameters.</param>
+        private void ReadNode(ref WireReader node, int? index)
+        {
+            string? firstOutput = null;
+            string name = "", opType = "", domain = "";
+            var attributes = new List<AttributeFields>();
+            while (!node.AtEnd)
+            {
+                var (field, wireType) = node.ReadTag();
+                if (field is not (NodeOutput or NodeName or NodeOpType or NodeDomain or NodeAttribute))
+                {
+                    node.SkipField(wireType);
+                    continue;
+                }
+                node.Expect(field, wireType, WireReader.LengthDelimited);
+                switch (field)
+                {
+                    case NodeOutput:
+                        var output = node.ReadString();
+                        firstOutput ??= output;
+                        break;
+                    case NodeName:
+                        name = node.ReadString();
+                        break;
+                    case NodeOpType:
+                        opType = node.ReadString();
+                        break;
+                    case NodeDomain:
+                        domain = node.ReadString();
+                        break;
+                    default:
+                        var attribute = node.ReadLengthDelimited();
+                        attributes.Add(ReadAttribute(ref attribute));
+                        break;
+                }
+            }
+
+            // Decided only after the whole node is read: protobuf does not order fields, so op_type may follow the attributes.
+            var label = firstOutput ?? (name != "" ? name : opType);
+            var constant = index is not null && opType == "Constant" && domain is ("" or "ai.onnx") && firstOutput is not null;
+            var origin = $"Constant node producing {firstOutput}";
+            foreach (var attribute in attributes)
+            {
+                if (attribute.Tensor is { } tensor)
+                {
+                    var parameter = constant && attribute.Name == "value" ? firstOutput : null;
+                    Complete(tensor, Label(tensor, label), parameter, origin);
+                }
+                foreach (var other in attribute.OtherTensors) Complete(other, Label(other, label), null, "");
+            }
+
+            if (constant) AddConstantAttributes(firstOutput!, attributes, origin);
+            else if (index is not null && opType is ("LinearClassifier" or "LinearRegressor") && domain == "ai.onnx.ml")
+            {
+                var prefix = name != "" ? name : $"{opType}_{index}";
+                foreach (var attribute in attributes)
+                    if (attribute.Name is "coefficients" or "intercepts")
+                        Add(FloatList($"{prefix}.{attribute.Name}", attribute), $"{opType} node {prefix}");
+            }
+        }
+
+        /// <summary>value_float and value_floats; a Constant's value tensor goes through <see cref="Complete"/>.</summary>
+        private void AddConstantAttributes(string output, List<AttributeFields> attributes, string origin)
+        {
+            foreach (var attribute in attributes)
+            {
+                switch (attribute.Name)
+                {
+                    case "value_float" when attribute.FOffset is { } offset:
+                        Add(new ValueLocation(output, null, ValueStorage.AttributeFloat, StoredType.Float32,
+                            [new ValueRun(offset, 1, 4, 4)]), origin);
+                        break;
+                    case "value_float":
+                        // proto3 writers omit a float that equals 0, so there are no bytes to overwrite.
+                        _unpatchable[output] = $"the {origin} stores value_float = 0 implicitly (no bytes in the file), " +
+                                               "so it cannot be patched surgically; re-export the model with a non-zero value.";
+                        break;
+                    case "value_floats":
+                        Add(FloatList(output, attribute), origin);
+                        break;
+                }
+            }
+        }
+
+        private static string Label(TensorFields tensor, string fallback) => tensor.Name != "" ? tensor.Name : fallback;
+
+        private static ValueLocation FloatList(string name, AttributeFields attribute) =>
+            new(name, null, ValueStorage.AttributeFloats, StoredType.Float32, attribute.Floats);
+
+        private void Add(ValueLocation location, string origin)
+        {
+            if (_ambiguous.Contains(location.Name)) return;
+            if (_parameters.Remove(location.Name))
+            {
+                _ambiguous.Add(location.Name);
+                _unpatchable[location.Name] = $"the name {location.Name} is used by more than one parameter " +
+                                              $"(the last is the {origin}); rename the nodes or tensors so it is unique.";
+                return;
+            }
+            _parameters.Add(location.Name, location);
+        }
+
+        /// <summary>
+        /// Handles a fully read tensor: validates and records its external data file, and when
+        /// <paramref name="parameter"/> is given and the tensor is float, registers it under that name.
+        /// </summary>
+        private void Complete(TensorFields tensor, string label, string? parameter, string origin)
+        {
+            var external = tensor.DataLocation == External ? ResolveExternal(tensor, label) : null;
+            if (parameter is not null && TensorLocation(tensor, parameter, external) is { } location) Add(location, origin);
+        }
+
+        private AttributeFields ReadAttribute(ref WireReader attribute)
+        {
+            var result = new AttributeFields();
+            while (!attribute.AtEnd)
+            {
+                var (field, wireType) = attribute.ReadTag();
+                switch (field)
+                {
+                    case AttrName:
+                        attribute.Expect(field, wireType, WireReader.LengthDelimited);
+                        result.Name = attribute.ReadString();
+                        break;
+                    case AttrF:
+                        attribute.Expect(field, wireType, WireReader.Fixed32);
+                        result.FOffset = attribute.Offset;
+                        attribute.Skip(4);
+                        break;
+                    case AttrFloats:
+                        ReadFixedWidth(ref attribute, field, wireType, 4, result.Floats);
+                        break;
+                    case AttrT or AttrTensors or AttrG or AttrGraphs or AttrSparseTensor or AttrSparseTensors:
+                        attribute.Expect(field, wireType, WireReader.LengthDelimited);
+                        var message = attribute.ReadLengthDelimited();
+                        switch (field)
+                        {
+                            case AttrT: // a singular message field: repeats merge into one tensor
+                                ReadTensor(ref message, result.Tensor ??= new TensorFields());
+                                break;
+                            case AttrTensors:
+                                var tensor = new TensorFields();
+                                ReadTensor(ref message, tensor);
+                                result.OtherTensors.Add(tensor);
+                                break;
+                            case AttrG or AttrGraphs:
+                                ReadGraph(ref message, topLevel: false);
+                                break;
+                            default:
+                                result.OtherTensors.AddRange(ReadSparse(ref message));
+                                break;
+                        }
+                        break;
+                    default:
+                        attribute.SkipField(wireType);
+                        break;
+                }
+            }
+            return result;
+        }
+
+        /// <summary>The values and indices tensors of a SparseTensorProto, read only for their external data.</summary>
+        private static List<TensorFields> ReadSparse(ref WireReader sparse)
+        {
+            TensorFields? values = null, indices = null;
+            while (!sparse.AtEnd)
+            {
+                var (field, wireType) = sparse.ReadTag();
+                if (field is not (SparseValues or SparseIndices))
+                {
+                    sparse.SkipField(wireType);
+                    continue;
+                }
+                sparse.Expect(field, wireType, WireReader.LengthDelimited);
+                var tensor = sparse.ReadLengthDelimited();
+                ReadTensor(ref tensor, field == SparseValues ? values ??= new() : indices ??= new());
+            }
+            return [.. new[] { values, indices }.OfType<TensorFields>()];
+        }
+
+        private static void ReadTensor(ref WireReader tensor, TensorFields result)
+        {
+            while (!tensor.AtEnd)
+            {
+                var (field, wireType) = tensor.ReadTag();
+                switch (field)
+                {
+                    case TensorDims when wireType == WireReader.LengthDelimited:
+                        var packed = tensor.ReadLengthDelimited();
+                        while (!packed.AtEnd) result.Dims.Add((long)packed.ReadVarint());
+                        break;
+                    case TensorDims:
+                        tensor.Expect(field, wireType, WireReader.Varint);
+                        result.Dims.Add((long)tensor.ReadVarint());
+                        break;
+                    case TensorDataType:
+                        tensor.Expect(field, wireType, WireReader.Varint);
+                        result.DataType = (int)tensor.ReadVarint();
+                        break;
+                    case TensorFloatData:
+                        ReadFixedWidth(ref tensor, field, wireType, 4, result.FloatData);
+                        break;
+                    case TensorDoubleData:
+                        ReadFixedWidth(ref tensor, field, wireType, 8, result.DoubleData);
+                        break;
+                    case TensorInt32Data:
+                        ReadVarints(ref tensor, wireType, result.Int32Data);
+                        break;
+                    case TensorName:
+                        tensor.Expect(field, wireType, WireReader.LengthDelimited);
+                        result.Name = tensor.ReadString();
+                        break;
+                    case TensorRawData:
+                        tensor.Expect(field, wireType, WireReader.LengthDelimited);
+                        var raw = tensor.ReadLengthDelimited();
+                        result.Raw = (raw.Offset, raw.Remaining);
+                        break;
+                    case TensorExternalData:
+                        tensor.Expect(field, wireType, WireReader.LengthDelimited);
+                        var entry = tensor.ReadLengthDelimited();
+                        var (key, value) = ReadEntry(ref entry);
+                        result.External[key] = value;
+                        break;
+                    case TensorDataLocation:
+                        tensor.Expect(field, wireType, WireReader.Varint);
+                        result.DataLocation = (int)tensor.ReadVarint();
+                        break;
+                    default:
+                        tensor.SkipField(wireType);
+                        break;
+                }
+            }
+        }
+
+        private static (string Key, string Value) ReadEntry(ref WireReader entry)
+        {
+            string key = "", value = "";
+            while (!entry.AtEnd)
+            {
+                var (field, wireType) = entry.ReadTag();
+                if (field is EntryKey or EntryValue)
+                {
+                    entry.Expect(field, wireType, WireReader.LengthDelimited);
+                    if (field == EntryKey) key = entry.ReadString();
+                    else value = entry.ReadString();
+                }
+                else entry.SkipField(wireType);
+            }
+            return (key, value);
+        }
+
+        /// <summary>Repeated float/double: a packed block, or one fixed-width field per element (both are legal).</summary>
+        private static void ReadFixedWidth(ref WireReader reader, int field, int wireType, int width, List<ValueRun> runs)
+        {
+            if (wireType == WireReader.LengthDelimited)
+            {
+                var block = reader.ReadLengthDelimited();
+                var length = block.Remaining;
+                if (length % width != 0) throw block.Malformed($"packed field {field} of {length} bytes is not a multiple of {width}");
+                if (length > 0) runs.Add(new ValueRun(block.Offset, length / width, width, width));
+                return;
+            }
+            reader.Expect(field, wireType, width == 4 ? WireReader.Fixed32 : WireReader.Fixed64);
+            var offset = reader.Offset;
+            var stride = (int)(offset - reader.TagOffset) + width;
+            reader.Skip(width);
+            // Consecutive tagged elements form one run, so a million-element non-packed list stays one entry.
+            if (runs.Count > 0 && runs[^1] is var last && last.Stride == stride && last.Offset + last.Count * stride == offset)
+                runs[^1] = last with { Count = last.Count + 1 };
+            else runs.Add(new ValueRun(offset, 1, stride, width));
+        }
+
+        /// <summary>Repeated int32 (float16/bfloat16 bits): every varint is its own run because widths differ.</summary>
+        private static void ReadVarints(ref WireReader reader, int wireType, List<ValueRun> runs)
+        {
+            if (wireType == WireReader.LengthDelimited)
+            {
+                var block = reader.ReadLengthDelimited();
+                while (!block.AtEnd) AddVarint(ref block, runs);
+                return;
+            }
+            reader.Expect(TensorInt32Data, wireType, WireReader.Varint);
+            AddVarint(ref reader, runs);
+        }
+
+        private static void AddVarint(ref WireReader reader, List<ValueRun> runs)
+        {
+            var start = reader.Offset;
+            reader.ReadVarint();
+            var width = (int)(reader.Offset - start);
+            runs.Add(new ValueRun(start, 1, width, width));
+        }
+
+        /// <summary>Location of a float tensor's values, or null for non-float tensors (not parameters).</summary>
+        private ValueLocation? TensorLocation(TensorFields tensor, string name, ExternalReference? external)
+        {
+            if (!TryStoredType(tensor.DataType, out var type)) return null;
+            var width = type switch { StoredType.Float32 => 4, StoredType.Float64 => 8, _ => 2 };
+            long count = 1;
+            foreach (var dim in tensor.Dims)
+            {
+                if (dim < 0) throw Bad(name, $"has negative dimension {dim}");
+                // Bounded so that count × width (bytes) cannot overflow either.
+                if (dim != 0 && count > long.MaxValue / 8 / dim) throw Bad(name, "has a shape too large to store");
+                count *= dim;
+            }
+
+            var typed = type switch
+            {
+                StoredType.Float32 => (Runs: tensor.FloatData, Storage: ValueStorage.FloatData),
+                StoredType.Float64 => (Runs: tensor.DoubleData, Storage: ValueStorage.DoubleData),
+                _ => (Runs: tensor.Int32Data, Storage: ValueStorage.Int32Data),
+            };
+            ValueLocation location;
+            if (external is not null)
+            {
+                var length = external.Length ?? count * width;
+                if (length != count * width)
+                    throw Bad(name, $"declares {length} bytes of external data in '{external.Location}' but its shape needs {count * width}");
+                CheckRange(name, external, length);
+                location = new(name, external.File, ValueStorage.ExternalData, type,
+                    count == 0 ? [] : [new ValueRun(external.Offset, count, width, width)]);
+            }
+            else if (tensor.Raw is var (rawOffset, rawLength))
+            {
+                if (typed.Runs.Count > 0) throw Bad(name, "has values in both raw_data and a typed field");
+                if (rawLength != count * width)
+                    throw Bad(name, $"has {rawLength} bytes of raw_data but its shape needs {count * width}");
+                location = new(name, null, ValueStorage.RawData, type, count == 0 ? [] : [new ValueRun(rawOffset, count, width, width)]);
+            }
+            else location = new(name, null, typed.Storage, type, typed.Runs);
+
+            if (location.ElementCount != count)
+                throw Bad(name, $"stores {location.ElementCount} values but its shape needs {count}");
+            return location;
+        }
+
+        private static bool TryStoredType(int dataType, out StoredType type)
+        {
+            (var known, type) = dataType switch
+            {
+                1 => (true, StoredType.Float32),
+                10 => (true, StoredType.Float16),
+                11 => (true, StoredType.Float64),
+                16 => (true, StoredType.BFloat16),
+                _ => (false, default),
+            };
+            return known;
+        }
+
+        /// <param name="Location">As written in the model.</param>
+        /// <param name="File">Normalized path relative to the model's folder.</param>
+        /// <param name="Length">The declared length, if any.</param>
+        private sealed record ExternalReference(string Location, string File, long Offset, long? Length, long FileLength);
+
+        /// <summary>
+        /// Validates an external-data reference: a relative path that stays inside the model's folder even after
+        /// following symlinks, and a byte range inside the file. A hostile model must not make us read or
+        /// overwrite files elsewhere.
+        /// </summary>
+        private ExternalReference ResolveExternal(TensorFields tensor, string name)
+        {
+            if (!tensor.External.TryGetValue("location", out var location) || location == "")
+                throw Bad(name, "is marked as external data but has no 'location' entry");
+            if (location.Contains('\0'))
+                throw Bad(name, "has an external data location containing a NUL character");
+            if (Path.IsPathRooted(location) || location.StartsWith('\\') || (location.Length > 1 && location[1] == ':'))
+                throw Bad(name, $"has absolute external data location '{location}'; ONNX requires a path relative to the " +
+                                "model's folder. Move the file next to the model and set the location to its relative name.");
+
+            var full = Path.GetFullPath(Path.Combine(modelFolder, location));
+            if (!IsInside(full, modelFolder))
+                throw Bad(name, $"has external data location '{location}' that escapes the model's folder {modelFolder}; " +
+                                "keep data files in or below the model's folder.");
+            if (!File.Exists(full))
+                throw Bad(name, $"refers to external data file '{location}', which does not exist in {modelFolder}.");
+            var real = RealPath(full);
+            if (!IsInside(real, RealPath(modelFolder)))
+                throw Bad(name, $"has external data location '{location}' that is a symlink resolving outside the model's " +
+                                $"folder {modelFolder}; copy the data file into the folder instead.");
+
+            var reference = new ExternalReference(location, Path.GetRelativePath(modelFolder, full),
+                ParseNumber(tensor, "offset", name, location) ?? 0, ParseNumber(tensor, "length", name, location),
+                new FileInfo(real).Length); // the target's: FileInfo on a symlink measures the link
+            CheckRange(name, reference, reference.Length ?? 0);
+            _dataFiles.Add(reference.File);
+            return reference;
+        }
+
+        private void CheckRange(string name, ExternalReference external, long length)
+        {
+            if (external.Offset > external.FileLength || length > external.FileLength - external.Offset)
+                throw Bad(name, $"reads bytes {external.Offset}..{external.Offset + length} of '{external.Location}', but that " +
+                                $"file has only {external.FileLength} bytes; the data file is truncated or does not belong to this model.");
+        }
+
+        private long? ParseNumber(TensorFields tensor, string key, string name, string location)
+        {
+            if (!tensor.External.TryGetValue(key, out var text)) return null;
+            if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
+                throw Bad(name, $"has external data {key} '{text}' for '{location}', which is not a non-negative integer");
+            return value;
+        }
+
+        private static bool IsInside(string path, string folder)
+        {
+            var prefix = Path.EndsInDirectorySeparator(folder) ? folder : folder + Path.DirectorySeparatorChar;
+            return path.StartsWith(prefix, StringComparison.Ordinal);
+        }
+
+        private UserError Bad(string tensor, string problem) => new($"tensor {tensor} in model file {source} {problem}");
+    }
+
+    private sealed class TensorFields
+    {
+        public string Name = "";
+        public int DataType;
+        public int DataLocation;
+        public (long Offset, int Length)? Raw; // bytes fields are last-one-wins
+        public readonly List<long> Dims = [];
+        public readonly List<ValueRun> FloatData = [], DoubleData = [], Int32Data = [];
+        public readonly Dictionary<string, string> External = new(StringComparer.Ordinal);
+    }
+
+    private sealed class AttributeFields
+    {
+        public string Name = "";
+        public long? FOffset;
+        public TensorFields? Tensor;
+        public readonly List<ValueRun> Floats = [];
+        public readonly List<TensorFields> OtherTensors = []; // tensors and sparse tensors: external data only
+    }
+}
