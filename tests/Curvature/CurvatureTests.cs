@@ -1,0 +1,57 @@
+using OnnxUnlearn.Curvature;
+using OnnxUnlearn.Data;
+using OnnxUnlearn.Runtime;
+using Xunit.Abstractions;
+
+namespace OnnxUnlearn.Tests.Curvature;
+
+/// <summary>Finite-difference curvature against exact Hessians from PyTorch (float64 autograd).</summary>
+public class CurvatureTests(ITestOutputHelper log)
+{
+    static (ModelSession, Dataset, Dictionary<string, NdArray>) Open(string fixture)
+    {
+        var data = Dataset.Load(Fixtures.File(fixture, "data.npz"));
+        return (ModelSession.Open(Fixtures.File(fixture, "model.onnx"), new LossSettings(), data), data, Npz.Read(Fixtures.File(fixture, "reference.npz")));
+    }
+
+    static double RelativeL2(IReadOnlyList<double> expected, IReadOnlyList<float> actual) =>
+        Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
+
+    [Fact]
+    public void HvpMatchesClosedFormLogisticRegressionHessian()
+    {
+        var (s, data, reference) = Open("logreg");
+        using var _ = s; using var __ = data;
+        var h = reference["hessian_full"].ToDouble();
+        int n = s.Layout.Size;
+        Assert.Equal(650, n);
+        var hvp = new Hvp(s, data);
+        var rng = new Random(3);
+        for (int trial = 0; trial < 3; trial++)
+        {
+            var v = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
+            var hv = new float[n];
+            hvp.Apply(v, hv);
+            var exact = Enumerable.Range(0, n).Select(i => Enumerable.Range(0, n).Sum(j => h[i * n + j] * v[j])).ToArray();
+            double err = RelativeL2(exact, hv);
+            log.WriteLine($"logreg HVP relative L2 error: {err:E2}");
+            Assert.True(err < 1e-3, $"HVP relative error {err:E2}");
+        }
+    }
+
+    [Theory]
+    [InlineData("logreg")]
+    [InlineData("mlp")]
+    [InlineData("cnn")]
+    [InlineData("transformer")]
+    public void ExactDiagonalMatchesPyTorch(string fixture)
+    {
+        var (s, data, reference) = Open(fixture);
+        using var _ = s; using var __ = data;
+        var d = Diagonal.Exact(new Hvp(s, data));
+        var expected = s.Layout.Parameters.SelectMany(p => reference["hdiag/" + p.Name].ToDouble()).ToArray();
+        double err = RelativeL2(expected, d.Values);
+        log.WriteLine($"{fixture}: exact diagonal relative L2 error {err:E2} over {expected.Length} elements ({d.HvpCount} HVPs)");
+        Assert.True(err <= 2e-2, $"{fixture}: relative L2 error {err:E2}");
+    }
+}
