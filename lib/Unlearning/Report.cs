@@ -1,0 +1,36 @@
+using System.Security.Cryptography;
+
+namespace OnnxUnlearn.Unlearning;
+
+/// <summary>The record a model registry stores next to the new model version (serialised as report.json).</summary>
+public sealed record Report
+{
+    public string Tool { get; init; } = "onnx-unlearn " + (typeof(Report).Assembly.GetName().Version?.ToString(3) ?? "?");
+    public required string InputModel { get; init; }
+    public required string InputSha256 { get; init; }
+    public string? OutputModel { get; init; }
+    public string? OutputSha256 { get; init; }
+    public required IReadOnlyDictionary<string, object?> Settings { get; init; }
+    public required int Seed { get; init; }
+    public required int SelectedElements { get; init; }
+    public required int TrainableElements { get; init; }
+    public required IReadOnlyDictionary<string, int> SelectedPerTensor { get; init; }
+    public required double GradientDifferenceNorm { get; init; }
+    public required double UpdateNorm { get; init; }
+    public double? Tau { get; init; }
+    public Solver? Cg { get; init; }
+    public required IReadOnlyDictionary<string, Metrics> Before { get; init; }
+    public IReadOnlyDictionary<string, Metrics>? After { get; init; }
+    public required long GradientEvaluations { get; init; }
+    public required double Seconds { get; init; }
+    public required string Outcome { get; init; }
+
+    public sealed record Solver(int Iterations, double RelativeResidual, string Stop);
+    public sealed record Metrics(double Loss, double? Accuracy, long Samples);
+
+    public static string Sha256(string path)
+    {
+        using var f = File.OpenRead(path);
+        return Convert.ToHexStringLower(SHA256.HashData(f));
+    }
+}

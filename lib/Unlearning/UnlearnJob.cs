@@ -1,0 +1,99 @@
+using System.Numerics.Tensors;
+using OnnxUnlearn.Curvature;
+using OnnxUnlearn.Onnx;
+using OnnxUnlearn.Runtime;
+using OnnxUnlearn.Selection;
+
+namespace OnnxUnlearn.Unlearning;
+
+/// <summary>The files of one unlearning request.</summary>
+public sealed record UnlearnRequest(string Model, string Train, string Forget, string? Corrected, string? Test, string? Output);
+
+/// <summary>
+/// One unlearning request end to end: load, measure before, update the selected parameters, measure after, write the
+/// new model surgically (only the selected elements' bytes change; the input is never modified) and return the report.
+/// </summary>
+public static class UnlearnJob
+{
+    public static Report Run(UnlearnRequest request, LossSettings loss, UnlearnOptions options, ProgressCallback? progress = null)
+    {
+        using var train = Dataset.Load(request.Train);
+        using var forget = Dataset.Load(request.Forget);
+        using var corrected = request.Corrected is { } c ? Dataset.Load(c) : null;
+        using var test = request.Test is { } t ? Dataset.Load(t) : null;
+        if (request.Output is { } o && Path.GetFullPath(o) == Path.GetFullPath(request.Model))
+            throw new UserError($"--out '{o}' is the input model; write the new model to another file");
+        using var s = ModelSession.Open(request.Model, loss, train);
+        var sets = new List<(string Name, Dataset Data)> { ("forget", forget) };
+        if (corrected is not null) sets.Add(("corrected", corrected));
+        if (test is not null) sets.Add(("test", test));
+
+        Dictionary<string, Report.Metrics> Measure() => sets.ToDictionary(x => x.Name, x =>
+        {
+            var r = s.Run(x.Data, []);
+            return new Report.Metrics(r.Loss, r.Accuracy, x.Data.Rows);
+        });
+        var before = Measure();
+        var theta0 = (float[])s.Theta.Clone();
+        var result = Unlearner.Run(s, train, forget, corrected, options, progress);
+
+        bool applied = result.Cg is not { Usable: false };
+        string outcome = applied ? "updated" : $"no update: conjugate gradients stopped ({result.Cg!.Stop}); the model was left as it was";
+        Dictionary<string, Report.Metrics>? after = null;
+        string? outputSha = null;
+        if (applied)
+        {
+            TensorPrimitives.Add(theta0, result.Update, s.Theta);
+            after = Measure();
+            if (request.Output is { } output)
+            {
+                WeightPatch.Write(request.Model, output, Patches(s.Layout, result.Selected, s.Theta));
+                outputSha = Report.Sha256(output);
+            }
+            theta0.CopyTo(s.Theta, 0);
+        }
+        return new Report
+        {
+            InputModel = request.Model,
+            InputSha256 = Report.Sha256(request.Model),
+            OutputModel = applied ? request.Output : null,
+            OutputSha256 = outputSha,
+            Settings = new Dictionary<string, object?>
+            {
+                ["train"] = request.Train, ["forget"] = request.Forget, ["corrected"] = request.Corrected, ["test"] = request.Test,
+                ["loss"] = loss.Loss.ToString(), ["output"] = s.Artifact.Output, ["select"] = options.Select.ToString(),
+                ["order"] = options.Smallest ? "smallest" : "largest", ["fraction"] = options.Fraction, ["count"] = options.Count,
+                ["perTensor"] = options.PerTensor, ["update"] = options.Update.ToString(), ["tau"] = options.Tau, ["damping"] = options.Damping,
+                ["probes"] = options.Probes, ["maxIterations"] = options.MaxIterations, ["tolerance"] = options.Tolerance,
+                ["hessianSamples"] = options.HessianSamples, ["trainSize"] = options.TrainSize ?? train.Rows, ["batchSize"] = loss.BatchSize,
+                ["threads"] = loss.Threads,
+            },
+            Seed = options.Seed,
+            SelectedElements = result.Selected.Length,
+            TrainableElements = s.Layout.Size,
+            SelectedPerTensor = Masks.PerTensor(s.Layout, result.Selected),
+            GradientDifferenceNorm = result.DeltaGNorm,
+            UpdateNorm = applied ? result.UpdateNorm : 0,
+            Tau = options.Update == UpdateKind.FirstOrder ? result.Tau : null,
+            Cg = result.Cg is { } cg ? new Report.Solver(cg.Iterations, cg.RelativeResidual, cg.Stop) : null,
+            Before = before,
+            After = after,
+            GradientEvaluations = result.GradientEvaluations,
+            Seconds = result.Seconds,
+            Outcome = outcome,
+        };
+    }
+
+    /// <summary>New values of the selected elements, grouped by tensor, for the surgical write-back.</summary>
+    public static Dictionary<string, TensorPatch> Patches(ParameterLayout layout, int[] selected, float[] theta)
+    {
+        var patches = new Dictionary<string, TensorPatch>();
+        foreach (var group in selected.GroupBy(i => layout.Locate(i).Tensor))
+        {
+            var idx = group.Order().ToArray();
+            int offset = layout.Offset(group.Key);
+            patches[layout.Parameters[group.Key].Name] = new TensorPatch(idx.Select(i => (long)(i - offset)).ToArray(), idx.Select(i => theta[i]).ToArray());
+        }
+        return patches;
+    }
+}

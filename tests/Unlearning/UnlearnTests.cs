@@ -1,0 +1,75 @@
+using OnnxUnlearn.Onnx;
+using OnnxUnlearn.Runtime;
+using OnnxUnlearn.Unlearning;
+
+namespace OnnxUnlearn.Tests.Unlearning;
+
+public class UnlearnTests
+{
+    static UnlearnRequest Request(string output) => new(
+        Fixtures.File("mlp", "model.onnx"), Fixtures.File("mlp", "data.npz"), Fixtures.File("mlp", "forget.npz"),
+        Fixtures.File("mlp", "corrected.npz"), null, output);
+
+    [Theory]
+    [InlineData(SelectionKind.Hessian)]
+    [InlineData(SelectionKind.All)]
+    [InlineData(SelectionKind.LastLayer)]
+    [InlineData(SelectionKind.Random)]
+    [InlineData(SelectionKind.Gradient)]
+    [InlineData(SelectionKind.Fisher)]
+    [InlineData(SelectionKind.Magnitude)]
+    public void FirstOrderMovesTowardCorrectedLabelsAndChangesOnlySelectedBytes(SelectionKind select)
+    {
+        using var dir = new TempDir();
+        var output = dir.File("new.onnx");
+        var input = Fixtures.File("mlp", "model.onnx");
+        var before = File.ReadAllBytes(input);
+        var report = UnlearnJob.Run(Request(output), new LossSettings(), new UnlearnOptions { Select = select, Seed = 1 });
+
+        Assert.Equal(before, File.ReadAllBytes(input)); // the input is never modified
+        Assert.True(report.After!["corrected"].Loss < report.Before["corrected"].Loss, $"{select}: corrected loss {report.Before["corrected"].Loss} → {report.After["corrected"].Loss}");
+        Assert.True(report.After["forget"].Loss > report.Before["forget"].Loss);
+        int expected = select switch
+        {
+            SelectionKind.All => 2410,
+            SelectionKind.LastLayer => 330, // fc2.weight + fc2.bias
+            _ => 121, // 5 % of 2410
+        };
+        Assert.Equal(expected, report.SelectedElements, tolerance: 1);
+        var diff = ModelDiff.Compare(input, output);
+        Assert.False(diff.OtherBytesDiffer);
+        // Only selected elements change (an update below float32 resolution leaves a selected element's bytes as they were).
+        Assert.True(diff.Parameters.Sum(p => p.ElementsDiffering) > 0);
+        foreach (var p in diff.Parameters)
+            Assert.True(p.ElementsDiffering <= report.SelectedPerTensor[p.Name], $"{p.Name}: {p.ElementsDiffering} differ, {report.SelectedPerTensor[p.Name]} selected");
+        Assert.Equal(Report.Sha256(output), report.OutputSha256);
+    }
+
+    [Fact]
+    public void SecondOrderOnLogisticRegressionSolvesTheNewtonSystem()
+    {
+        // Convex model: (H_SS + λI) d = Δg_S has a solution; CG must converge and lower the corrected loss.
+        using var dir = new TempDir();
+        var data = Fixtures.File("logreg", "data.npz");
+        var forget = dir.File("forget.npz"); var corrected = dir.File("corrected.npz");
+        var d = OnnxUnlearn.Data.Npz.Read(data);
+        var rows = Enumerable.Range(0, 6).Select(i => (long)i).ToArray();
+        OnnxUnlearn.Data.Npz.Write(forget, new Dictionary<string, OnnxUnlearn.Data.NdArray> { ["x"] = d["x"].TakeRows(rows), ["label"] = d["label"].TakeRows(rows) });
+        var flipped = d["label"].TakeRows(rows).ToInt64().Select(y => (y + 1) % 10).ToArray();
+        OnnxUnlearn.Data.Npz.Write(corrected, new Dictionary<string, OnnxUnlearn.Data.NdArray> { ["x"] = d["x"].TakeRows(rows), ["label"] = OnnxUnlearn.Data.NdArray.FromInt64(flipped, 6) });
+        var report = UnlearnJob.Run(new UnlearnRequest(Fixtures.File("logreg", "model.onnx"), data, forget, corrected, null, dir.File("new.onnx")),
+            new LossSettings(), new UnlearnOptions { Update = UpdateKind.SecondOrder, Fraction = 0.2, Damping = 1e-3, MaxIterations = 100 });
+        Assert.Equal("converged", report.Cg!.Stop);
+        Assert.True(report.Cg.RelativeResidual <= 1e-3);
+        Assert.True(report.After!["corrected"].Loss < report.Before["corrected"].Loss);
+    }
+
+    [Fact]
+    public void MismatchedForgetAndCorrectedSetsAreRefused()
+    {
+        using var dir = new TempDir();
+        var req = Request(dir.File("x.onnx")) with { Corrected = Fixtures.File("mlp", "data.npz") };
+        var e = Assert.Throws<UserError>(() => UnlearnJob.Run(req, new LossSettings(), new UnlearnOptions()));
+        Assert.Contains("same samples", e.Message);
+    }
+}

@@ -1,0 +1,98 @@
+using System.CommandLine;
+using System.Text.Json;
+using OnnxUnlearn.Unlearning;
+using Spectre.Console;
+
+namespace OnnxUnlearn.Cli.Commands;
+
+public static class UnlearnCommand
+{
+    public static Command Create()
+    {
+        var model = Cli.ModelArgument();
+        var train = new Option<string>("--train") { Description = ".npz of the training set (or a sample of it): defines n and the Hessian", Required = true };
+        var forget = new Option<string>("--forget") { Description = ".npz of the affected samples Z, as they were trained on", Required = true };
+        var corrected = new Option<string?>("--corrected") { Description = ".npz of the same samples corrected (Z̃); omit to delete Z" };
+        var test = new Option<string?>("--test") { Description = ".npz of held-out samples, measured before and after" };
+        var output = new Option<string?>("--out") { Description = "new model file (only the selected elements' bytes differ from the input)" };
+        var report = new Option<string?>("--report") { Description = "write the JSON report here" };
+        var select = new Option<string>("--select") { Description = "hessian (sharp parameters), all, last-layer, random, gradient (|Δg|), fisher, magnitude (|θ|)", DefaultValueFactory = _ => "hessian" };
+        var order = new Option<string>("--order") { Description = "largest or smallest scores", DefaultValueFactory = _ => "largest" };
+        var fraction = new Option<double?>("--fraction") { Description = "share of trainable elements to update (default 0.05)" };
+        var count = new Option<long?>("--count") { Description = "number of elements to update" };
+        var perTensor = new Option<bool>("--per-tensor") { Description = "take the top share of each tensor instead of a global top-k" };
+        var update = new Option<string>("--update") { Description = "first-order or second-order", DefaultValueFactory = _ => "first-order" };
+        var tau = new Option<double?>("--tau") { Description = "first-order step (default: the Cauchy step ‖Δg_S‖²/Δg_SᵀHΔg_S)" };
+        var damping = new Option<double>("--damping") { Description = "λ in (H_SS + λI) d = Δg_S", DefaultValueFactory = _ => 1e-3 };
+        var probes = new Option<int>("--probes") { Description = "Hutchinson probes for --select hessian", DefaultValueFactory = _ => 20 };
+        var seed = new Option<int>("--seed") { Description = "seed of every random choice (probes, random selection, samples)", DefaultValueFactory = _ => 0 };
+        var iterations = new Option<int>("--max-iterations") { Description = "CG iteration cap", DefaultValueFactory = _ => 50 };
+        var tolerance = new Option<double>("--tolerance") { Description = "CG relative residual tolerance", DefaultValueFactory = _ => 1e-3 };
+        var hessianSamples = new Option<int?>("--hessian-samples") { Description = "seeded sample of the training set used for the Hessian" };
+        var trainSize = new Option<long?>("--train-size") { Description = "n, the size of the original training set (default: samples in --train)" };
+        var requireAccuracy = new Option<double?>("--require-accuracy") { Description = "exit with 3 unless accuracy on the corrected set (or forget set) after unlearning reaches this" };
+        var json = Cli.JsonFlag();
+        var loss = new LossOptions();
+        var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically.");
+        c.Arguments.Add(model);
+        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, order, fraction, count, perTensor, update, tau, damping, probes, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, json })
+            c.Options.Add(opt);
+        loss.AddTo(c);
+        c.SetAction(r => Cli.Guard(() =>
+        {
+            var options = new UnlearnOptions
+            {
+                Select = Parse<SelectionKind>(r.GetValue(select)!, "--select"),
+                Smallest = r.GetValue(order) switch { "largest" => false, "smallest" => true, var x => throw new UserError($"--order must be largest or smallest, got '{x}'") },
+                Fraction = r.GetValue(fraction), Count = r.GetValue(count), PerTensor = r.GetValue(perTensor),
+                Update = Parse<UpdateKind>(r.GetValue(update)!, "--update"),
+                Tau = r.GetValue(tau), Damping = r.GetValue(damping), Probes = r.GetValue(probes), Seed = r.GetValue(seed),
+                MaxIterations = r.GetValue(iterations), Tolerance = r.GetValue(tolerance),
+                HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize),
+            };
+            var request = new UnlearnRequest(r.GetValue(model)!, r.GetValue(train)!, r.GetValue(forget)!, r.GetValue(corrected), r.GetValue(test), r.GetValue(output));
+            var result = Progress.Run(p => UnlearnJob.Run(request, loss.Read(r), options, p));
+            if (r.GetValue(report) is { } path)
+                AtomicFile.Write(path, s => JsonSerializer.Serialize(s, result, Cli.Json));
+            if (r.GetValue(json)) Cli.WriteJson(result); else Print(result);
+            if (result.After is null)
+            {
+                Console.Error.WriteLine("no update was made: " + result.Outcome);
+                return Cli.TargetMissed;
+            }
+            if (r.GetValue(requireAccuracy) is { } target)
+            {
+                var set = result.After?.GetValueOrDefault("corrected") ?? result.After?.GetValueOrDefault("forget");
+                if (set?.Accuracy is not { } acc || acc < target)
+                {
+                    Console.Error.WriteLine($"target not met: accuracy {(set?.Accuracy is { } a ? a.ToString("P2") : "n/a")} < {target:P2}");
+                    return Cli.TargetMissed;
+                }
+            }
+            return Cli.Ok;
+        }));
+        return c;
+    }
+
+    /// <summary>Kebab-case option values to enum members ("last-layer" → LastLayer).</summary>
+    public static T Parse<T>(string value, string option) where T : struct, Enum =>
+        Enum.TryParse<T>(value.Replace("-", ""), ignoreCase: true, out var v) ? v
+        : throw new UserError($"{option} must be one of {string.Join(", ", Enum.GetNames<T>().Select(Kebab))}, got '{value}'");
+
+    static string Kebab(string name) => string.Concat(name.Select((ch, i) => char.IsUpper(ch) && i > 0 ? "-" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString()));
+
+    static void Print(Report r)
+    {
+        AnsiConsole.MarkupLine($"[bold]{Markup.Escape(r.Outcome)}[/]: {r.SelectedElements:N0} of {r.TrainableElements:N0} elements selected, ‖Δg‖ = {r.GradientDifferenceNorm:G4}, ‖update‖ = {r.UpdateNorm:G4}"
+            + (r.Tau is { } tau ? $", τ = {tau:G4}" : "") + (r.Cg is { } cg ? $", CG {cg.Iterations} iterations, residual {cg.RelativeResidual:E2} ({Markup.Escape(cg.Stop)})" : ""));
+        var t = Cli.Table("set", "samples", "loss before", "loss after", "accuracy before", "accuracy after");
+        foreach (var (name, b) in r.Before)
+        {
+            var a = r.After?.GetValueOrDefault(name);
+            t.AddRow(name, b.Samples.ToString(), b.Loss.ToString("G5"), a?.Loss.ToString("G5") ?? "-", b.Accuracy?.ToString("P2") ?? "-", a?.Accuracy?.ToString("P2") ?? "-");
+        }
+        AnsiConsole.Write(t);
+        AnsiConsole.MarkupLine("selected per tensor: " + Markup.Escape(string.Join(", ", r.SelectedPerTensor.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key} {kv.Value}"))));
+        AnsiConsole.MarkupLine($"{r.GradientEvaluations} gradient evaluations, {r.Seconds:F2} s" + (r.OutputModel is { } o ? $"; wrote {Markup.Escape(o)}" : ""));
+    }
+}
