@@ -1,0 +1,83 @@
+using System.CommandLine;
+using OnnxUnlearn.Curvature;
+using OnnxUnlearn.Data;
+using OnnxUnlearn.Runtime;
+using OnnxUnlearn.Selection;
+using Spectre.Console;
+
+namespace OnnxUnlearn.Cli.Commands;
+
+public static class SharpnessCommand
+{
+    public static Command Create()
+    {
+        var model = Cli.ModelArgument();
+        var data = new Option<string>("--data") { Description = ".npz of samples defining the mean loss L", Required = true };
+        var output = new Option<string>("--out") { Description = ".npz of scores keyed by parameter name (and '<name>/stderr' for Hutchinson)", Required = true };
+        var score = new Option<string>("--score") { Description = "hessian (diag ∇²L), fisher (mean squared per-sample gradient), gradient (|∇L|), magnitude (|θ|)", DefaultValueFactory = _ => "hessian" };
+        var probes = new Option<int>("--probes") { Description = "Hutchinson Rademacher probes", DefaultValueFactory = _ => 100 };
+        var seed = new Option<int>("--seed") { Description = "probe seed (results depend only on it and the thread count)", DefaultValueFactory = _ => 0 };
+        var exact = new Option<bool>("--exact") { Description = "exact diagonal: one HVP per element" };
+        var force = new Option<bool>("--force") { Description = $"allow --exact above {ExactLimit:N0} elements" };
+        var step = new Option<double>("--step") { Description = "relative finite-difference step c: the largest coordinate moves by c·rms(θ)", DefaultValueFactory = _ => 1e-3 };
+        var topFraction = new Option<double>("--top") { Description = "share of elements whose top-k set the summary and stability refer to", DefaultValueFactory = _ => 0.05 };
+        var json = Cli.JsonFlag();
+        var loss = new LossOptions();
+        var c = new Command("sharpness", "Estimate the Hessian diagonal (Hutchinson or exact, from finite-difference HVPs) or a baseline score per parameter element.");
+        c.Arguments.Add(model);
+        foreach (Option o in new Option[] { data, output, score, probes, seed, exact, force, step, topFraction, json }) c.Options.Add(o);
+        loss.AddTo(c);
+        c.SetAction(r => Cli.Guard(() =>
+        {
+            using var d = Dataset.Load(r.GetValue(data)!);
+            using var s = ModelSession.Open(r.GetValue(model)!, loss.Read(r), d);
+            var hvp = new Hvp(s, d) { RelativeStep = r.GetValue(step) };
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            string kind = r.GetValue(score)!;
+            DiagonalEstimate est = kind switch
+            {
+                "hessian" when r.GetValue(exact) => s.Layout.Size > ExactLimit && !r.GetValue(force)
+                    ? throw new UserError($"--exact needs {s.Layout.Size:N0} HVPs ({2L * s.Layout.Size:N0} gradient evaluations); above {ExactLimit:N0} elements add --force, or use Hutchinson (--probes)")
+                    : Progress.Run(p => Diagonal.Exact(hvp, p)),
+                "hessian" => Progress.Run(p => Diagonal.Hutchinson(hvp, r.GetValue(probes), r.GetValue(seed), r.GetValue(topFraction), p)),
+                "fisher" => new DiagonalEstimate(Progress.Run(p => Scores.Fisher(s, d, p)), null, 0, 0, null, 0),
+                "gradient" => new DiagonalEstimate(Scores.GradientMagnitude(s, d), null, 0, 0, null, 0),
+                "magnitude" => new DiagonalEstimate(Scores.Magnitude(s), null, 0, 0, null, 0),
+                _ => throw new UserError($"--score must be hessian, fisher, gradient or magnitude, got '{kind}'"),
+            };
+            var arrays = s.Layout.Split(est.Values);
+            if (est.StandardError is { } se) foreach (var (k, v) in s.Layout.Split(se, "stderr/")) arrays[k] = v;
+            Npz.Write(r.GetValue(output)!, arrays);
+            var summary = Summary(s, est, kind, r.GetValue(topFraction), clock.Elapsed.TotalSeconds, r.GetValue(seed));
+            if (r.GetValue(json)) Cli.WriteJson(summary); else Print(summary);
+            return Cli.Ok;
+        }));
+        return c;
+    }
+
+    public const int ExactLimit = 20_000;
+
+    sealed record TensorRow(string Name, long Elements, double Mean, double Max, double ShareOfTopK);
+    sealed record SummaryDoc(string Score, int Elements, int Probes, int Seed, int HvpCount, long GradientEvaluations, double Seconds, double? TopKOverlap, double TopFraction, IReadOnlyList<TensorRow> Tensors);
+
+    static SummaryDoc Summary(ModelSession s, DiagonalEstimate est, string kind, double top, double seconds, int seed)
+    {
+        int k = Masks.Count(top, null, s.Layout.Size);
+        var perTensor = Masks.PerTensor(s.Layout, TopK.Indices(est.Values, k));
+        var rows = s.Layout.Parameters.Select((p, i) =>
+        {
+            var v = s.Layout.Of(est.Values.AsSpan(), i).ToArray();
+            return new TensorRow(p.Name, p.Elements, v.Length > 0 ? v.Average() : 0, v.Length > 0 ? v.Max() : 0, perTensor[p.Name] / (double)k);
+        }).ToList();
+        return new SummaryDoc(kind, s.Layout.Size, est.Probes, seed, est.HvpCount, s.GradientEvaluations, seconds, est.TopKOverlap, top, rows);
+    }
+
+    static void Print(SummaryDoc d)
+    {
+        var t = Cli.Table("tensor", "elements", "mean", "max", $"share of top {d.TopFraction:P0}");
+        foreach (var row in d.Tensors) t.AddRow(Markup.Escape(row.Name), row.Elements.ToString("N0"), row.Mean.ToString("E3"), row.Max.ToString("E3"), row.ShareOfTopK.ToString("P1"));
+        AnsiConsole.Write(t);
+        AnsiConsole.MarkupLine($"{d.Score}: {d.Elements:N0} elements, {d.HvpCount} HVPs, {d.GradientEvaluations} gradient evaluations, {d.Seconds:F2} s"
+            + (d.TopKOverlap is { } o ? $"; top-{d.TopFraction:P0} overlap between probe halves (Jaccard): {o:F3}" : ""));
+    }
+}
