@@ -47,6 +47,13 @@ public sealed class GradContext
     public int Rank(string value) => Shapes.Rank(value);
     public long[] Dims(string value) => Shapes[value]?.Dims ?? throw new InvalidOperationException($"no shape for '{value}'");
 
+    /// <summary>
+    /// Extent of axis <paramref name="axis"/> (≥ 0) of a value, as a 1-D int64 tensor of length 1: a constant where the
+    /// probes found it fixed, read at run time otherwise.
+    /// </summary>
+    public string Extent(string value, int axis) =>
+        Shapes[value] is { } v && v.Dims[axis] >= 0 ? B.Ints(v.Dims[axis]) : B.Shape(value, axis, axis + 1);
+
     /// <summary>Normalises a possibly negative axis against a rank.</summary>
     public static long Axis(long axis, int rank) => axis < 0 ? axis + rank : axis;
 

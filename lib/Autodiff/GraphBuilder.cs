@@ -112,6 +112,9 @@ public sealed class GraphBuilder(long opset, Func<string, bool> nameTaken)
 
     // ---- shapes ----
     public string Shape(string x) => Op("Shape", [x]);
+    /// <summary>Extents of axes [start, end) of x as a 1-D int64 tensor (end omitted: to the last axis).</summary>
+    public string Shape(string x, long start, long? end = null) =>
+        end is { } e ? Op("Shape", [x], ("start", start), ("end", e)) : Op("Shape", [x], ("start", start));
     public string Reshape(string x, string shape) => Op("Reshape", [x, shape]);
     public string Transpose(string x, long[] perm) => Op("Transpose", [x], ("perm", perm));
     public string Unsqueeze(string x, params long[] axes) => Op("Unsqueeze", [x, Ints(axes)]);
@@ -134,6 +137,17 @@ public sealed class GraphBuilder(long opset, Func<string, bool> nameTaken)
 
     /// <summary>Swaps the last two axes of a tensor of any rank ≥ 2 (rank read at run time via a 1-D permutation trick).</summary>
     public string SwapLast2(string x, int rank) => Transpose(x, SwapPerm(rank));
+
+    /// <summary>The permutation that undoes <paramref name="perm"/>.</summary>
+    public static long[] InversePerm(long[] perm)
+    {
+        var inverse = new long[perm.Length];
+        for (int i = 0; i < perm.Length; i++) inverse[perm[i]] = i;
+        return inverse;
+    }
+
+    /// <summary>Integer indices with negative ones counted from the end: idx + n where idx &lt; 0 (n broadcasts).</summary>
+    public string NonNegative(string idx, string n) => Where(Op("Less", [idx, Int(0)]), Add(idx, n), idx);
 
     public static long[] SwapPerm(int rank)
     {
