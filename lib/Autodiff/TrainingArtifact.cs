@@ -53,6 +53,22 @@ public sealed class TrainingArtifact
         foreach (var i in g.Input.Where(i => trainableNames.Contains(i.Name)).ToList()) g.Input.Remove(i);
         var dataInputs = g.Input.Where(i => !g.Initializer.Any(t => t.Name == i.Name)).Select(i => i.Name).ToList();
 
+        // The artifact's output names are fixed; a model value that already uses one is renamed inside the copy.
+        var reserved = new[] { LossOutput, CountOutput, CorrectOutput }.Concat(trainable.Select(p => GradName(p.Name))).ToHashSet();
+        foreach (var node in g.Node)
+            for (int k = 0; k < node.Output.Count; k++)
+                if (reserved.Contains(node.Output[k]))
+                {
+                    var old = node.Output[k]; var renamed = "model_" + old.Replace('/', '_');
+                    while (g.Node.Any(n => n.Output.Contains(renamed) || n.Input.Contains(renamed))) renamed += "_";
+                    foreach (var n in g.Node) for (int j = 0; j < n.Input.Count; j++) if (n.Input[j] == old) n.Input[j] = renamed;
+                    node.Output[k] = renamed;
+                    if (shapes[old] is { } info) shapes.Declare(renamed, info);
+                    if (output == old) output = renamed;
+                }
+        if (g.Input.Any(i => reserved.Contains(i.Name)) || g.Initializer.Any(t => reserved.Contains(t.Name)))
+            throw new UserError($"model '{file.Path}' has an input or initializer named like an artifact output ({string.Join(", ", reserved.Where(r => g.Input.Any(i => i.Name == r) || g.Initializer.Any(t => t.Name == r)))}); rename it");
+
         var taken = new HashSet<string>(g.Node.SelectMany(n => n.Output).Concat(g.Node.SelectMany(n => n.Input)).Concat(graphInputs).Concat(g.Initializer.Select(t => t.Name)));
         if (taken.Contains(LossHead.LabelInput))
             throw new UserError($"model '{file.Path}' already has a value named '{LossHead.LabelInput}'; the training artifact needs that name for the targets");

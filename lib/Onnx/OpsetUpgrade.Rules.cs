@@ -35,6 +35,8 @@ public static partial class OpsetUpgrade
         d["Upsample"] = Upsample;
         d["Resize"] = Resize10;
         d["Scatter"] = s => s.Node.OpType = "ScatterElements";
+        // RoiAlign-16 added coordinate_transformation_mode with a new default (half_pixel); older models meant output_half_pixel.
+        d["RoiAlign"] = s => { if (s.From < 16 && s.Attr("coordinate_transformation_mode") is null) s.Set("coordinate_transformation_mode", "output_half_pixel"); };
         d["Scan"] = Scan8;
         // Before opset 6/7.
         d["Concat"] = s => { if (s.From < 4 && s.Attr("axis") is null) s.Set("axis", 1L); };

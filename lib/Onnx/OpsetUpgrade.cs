@@ -13,8 +13,8 @@ namespace OnnxUnlearn.Onnx;
 /// </summary>
 public static partial class OpsetUpgrade
 {
-    public const long MinOpset = 15;
-    /// <summary>IR version 8 is the first that allows opset 15.</summary>
+    public const long MinOpset = 16;
+    /// <summary>IR version 8 is the first that allows opsets 15 and 16.</summary>
     public const long MinIrVersion = 8;
 
     public static ModelProto Apply(ModelProto model)
@@ -221,7 +221,7 @@ public static partial class OpsetUpgrade
         }
     }
 
-    /// <summary>Experimental ops dropped from the default domain: none has a standard equivalent at opset 15.</summary>
+    /// <summary>Experimental ops dropped from the default domain: none has a standard equivalent at opset 16.</summary>
     static readonly Dictionary<string, (long Until, string What)> Removed = new()
     {
         ["ATen"] = (MinOpset, "experimental"), ["Affine"] = (MinOpset, "experimental"), ["ConstantFill"] = (MinOpset, "experimental"),

@@ -35,10 +35,19 @@ public static partial class GradientRegistry
         }, 1, 2, 3, 4);
         Rule(d, "Pad", c =>
         {   // constant mode: Y = X padded by p (negative p crops): dX = dY padded by −p
-            var mode = c.Str("mode", "constant");
-            if (mode != "constant")
-                throw new UserError($"no gradient for {Backprop.Describe(c.Node, c.Opset)}: Pad mode '{mode}' is not supported (only 'constant'); freeze the parameters before it (--frozen)");
             var b = c.B;
+            if (c.Str("mode", "constant") != "constant")
+            {   // reflect/edge/wrap: pad a map of X's flat indices the same way, then scatter-add dY back through it
+                var shape = b.Shape(c.X(0));
+                var index = b.Reshape(b.Op("Range", [b.Int(0), b.Op("Size", [c.X(0)]), b.Int(1)]), shape);
+                var padInputs = new List<string> { index, c.HasX(1) ? c.X(1) : b.Ints(c.Ints("pads")!) };
+                if (c.HasX(3)) padInputs.AddRange(["", c.X(3)]);
+                var source = b.Reshape(b.Op("Pad", padInputs, ("mode", c.Str("mode", "constant"))), b.Ints(-1));
+                var zeros = b.Reshape(b.ZerosLike(c.X(0)), b.Ints(-1));
+                var summed = b.Op("ScatterElements", [zeros, source, b.Reshape(c.dY, b.Ints(-1))], ("axis", 0L), ("reduction", "add"));
+                c.Give(0, b.Reshape(summed, shape));
+                return;
+            }
             var pads = c.IntsFromAttrOrInput("pads", 1) is { } p ? b.Ints(p.Select(v => -v).ToArray()) : b.Neg(c.X(1));
             c.Give(0, c.HasX(3) ? b.Op("Pad", [c.dY, pads, "", c.X(3)]) : b.Op("Pad", [c.dY, pads]));
         }, 1, 2, 3);
