@@ -101,7 +101,7 @@ public class CliTests
     public void SharpnessAndSelectProduceScoresAndMasks()
     {
         using var dir = new TempDir();
-        var (code, output, err) = Run("sharpness", Fixtures.File("logreg", "model.onnx"), "--data", Fixtures.File("logreg", "data.npz"), "--out", dir.File("h.npz"), "--probes", "20", "--json");
+        var (code, output, err) = Run("sharpness", Fixtures.File("logreg", "model.onnx"), "--data", Fixtures.File("logreg", "data.npz"), "--out", dir.File("h.npz"), "--probes", "20", "--estimator", "hutchinson", "--json");
         Assert.True(code == 0, err);
         using var doc = JsonDocument.Parse(output);
         Assert.Equal(20, doc.RootElement.GetProperty("probes").GetInt32());
