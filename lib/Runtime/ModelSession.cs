@@ -76,12 +76,12 @@ public sealed class ModelSession : IDisposable
     public static (TrainingArtifact Artifact, List<Parameter> All, int FixedBatch) Prepare(ModelFile file, LossSettings settings, Dataset probe,
         bool withGradients = true, bool embedDefaults = false)
     {
-        var output = settings.Output ?? file.Graph.Output.FirstOrDefault()?.Name ?? throw new UserError($"model '{file.Path}' has no outputs");
+        var output = Parameters.OutputOrDefault(file, settings.Output);
         var all = Parameters.Discover(file, output, settings.Params, settings.Frozen);
         var trainable = withGradients ? all.Where(p => p.Trainable).ToList() : [];
         if (withGradients && trainable.Count == 0)
             throw new UserError($"model '{file.Path}' has no trainable parameters for output '{output}'" + (settings.Params is null ? "" : " matching --params"));
-        var forward = OpsetUpgrade.Apply(file.Model);
+        var forward = LinearModels.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
         var dataInputs = DataInputs(forward.Graph);
         probe.Require(dataInputs, $"inputs of '{file.Path}'");
         probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
