@@ -21,6 +21,8 @@ public sealed class TrainingArtifact
     public required LossKind Loss { get; init; }
     public bool HasCorrect => LossHead.HasClasses(Loss);
     public bool HasGradients => Parameters.Count > 0;
+    /// <summary>The artifact outputs a <see cref="KinkPattern"/> (the model has piecewise-linear ops).</summary>
+    public bool HasPattern => Model.Graph.Output.Any(o => o.Name == KinkPattern.Output);
 
     public static string GradName(string parameter) => GradPrefix + parameter;
 
@@ -95,6 +97,7 @@ public sealed class TrainingArtifact
 
         var outputs = new List<(string Value, string Name)> { (lossName, LossOutput), (count, CountOutput) };
         if (correct is not null) outputs.Add((correct, CorrectOutput));
+        if (withGradients && KinkPattern.Build(b, g.Node.ToList()) is { } pattern) outputs.Add((pattern, KinkPattern.Output));
         if (withGradients && trainable.Count > 0)
         {
             var grads = Backprop.Build(g, opset, b, shapes, new Dictionary<string, string> { [output] = dOut },
