@@ -23,7 +23,7 @@ public static class KinkPattern
             "ThresholdedRelu" or "Clip" or "HardSigmoid" or "HardSwish" => [b.Op("Equal", [Y(), X(0)]), b.Op("Greater", [X(0), b.Scalar(0, X(0))])],
             "Max" or "Min" => n.Input.Select(x => b.Op("Equal", [x, Y()])).ToArray(),
             "MaxPool" => [b.Like(n, [X(0)], 2, "storage_order")[1]],
-            "GlobalMaxPool" => [b.Op("ArgMax", [b.Op("Flatten", [X(0)], ("axis", 2L))], ("axis", 2L))],
+            "GlobalMaxPool" => [b.Op("ArgMax", [b.Op("Flatten", [X(0)], ("axis", 2L))], ("axis", 1L))],
             "ReduceMax" or "ReduceMin" => [b.Op("Equal", [X(0), b.Like(n, [.. n.Input], 1, "keepdims")[0]])],
             _ => [],
         };
