@@ -21,7 +21,8 @@ public sealed record ModelSummary(
         var parameters = Onnx.Parameters.Discover(file, output);
         var tensors = parameters.Select(p => new Tensor(p.Name, DataTypes.Name(p.DataType), p.Shape, p.Elements,
             p.Storage == ParameterStorage.Constant ? "constant-node" : p.External ? "external" : "embedded", p.Trainable, p.WhyNot)).ToList();
-        var missing = g.Node.Where(n => n.Domain is "" or "ai.onnx" ? GradientRegistry.Find(n.OpType) is null : true)
+        // Recurrent ops have no rule of their own: they are unrolled into ops that have (Autodiff.Lowering.Recurrent).
+        var missing = g.Node.Where(n => n.Domain is "" or "ai.onnx" ? GradientRegistry.Find(n.OpType) is null && !Autodiff.Lowering.Recurrent.Is(n.OpType) : true)
             .Select(n => new MissingRule((n.Domain is "" or "ai.onnx" ? "" : n.Domain + ".") + n.OpType, n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault() ?? "", OpsetOf(file.Model, n.Domain)))
             .ToList();
         return new ModelSummary(
