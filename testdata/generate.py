@@ -3,9 +3,9 @@
 
 Run with Debian's python (python3-torch 1.13, python3-onnx 1.12, python3-sklearn):
 
-    OMP_NUM_THREADS=2 /usr/bin/python3 testdata/generate.py
+    OMP_NUM_THREADS=2 /usr/bin/python3 testdata/generate.py [fixture ...]
 
-For each fixture <name> it writes testdata/<name>/:
+(naming fixtures regenerates only those). For each fixture <name> it writes testdata/<name>/:
   model.onnx      float32 model, every trainable parameter (and every BatchNorm
                   running_mean / running_var) is an initializer named exactly as
                   in PyTorch (model.named_parameters() / named_buffers()).
@@ -27,6 +27,7 @@ import io
 import math
 import os
 import shutil
+import sys
 import time
 import zipfile
 
@@ -128,6 +129,20 @@ class TinyTransformer(nn.Module):
         return self.head(h.mean(dim=1))
 
 
+class CharLSTM(nn.Module):
+    """Next-character model: logits at every step."""
+
+    def __init__(self, vocab, d=8, hidden=16):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d)
+        self.lstm = nn.LSTM(d, hidden, batch_first=True)
+        self.fc = nn.Linear(hidden, vocab)
+
+    def forward(self, tokens):
+        h, _ = self.lstm(self.embed(tokens))
+        return self.fc(h)
+
+
 # --------------------------------------------------------------------------- data
 
 
@@ -152,6 +167,26 @@ def token_data(n, rng):
     return np.array(toks, dtype=np.int64), np.array(labels, dtype=np.int64)
 
 
+def ce(logits, y):
+    """Mean cross-entropy over every labelled position (class axis last)."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+CHAR_TEXT = ("the cat sat on the mat. the dog ran to the cat. a rat hid in the hut. "
+             "the hen is red. ten men sat in a den. the sun is hot. a big bat fell. the pup is fat. "
+             "a cat and a dog and a hen. ")
+
+
+def char_data(n, seq, rng):
+    """Windows of CHAR_TEXT (repeated): tokens = characters [t, t+seq), label = characters [t+1, t+seq+1)."""
+    vocab = sorted(set(CHAR_TEXT))
+    text = np.array([vocab.index(ch) for ch in CHAR_TEXT * 4], dtype=np.int64)
+    starts = rng.randint(0, len(text) - seq - 1, size=n)
+    toks = np.stack([text[s:s + seq] for s in starts])
+    labels = np.stack([text[s + 1:s + seq + 1] for s in starts])
+    return toks, labels, vocab
+
+
 def train(model, x, y, epochs, lr, seed, batch=64):
     g = torch.Generator().manual_seed(seed)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
@@ -162,26 +197,28 @@ def train(model, x, y, epochs, lr, seed, batch=64):
         for i in range(0, len(y), batch):
             idx = perm[i:i + batch]
             opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            ce(model(x[idx]), y[idx]).backward()
             opt.step()
     model.eval()
     with torch.no_grad():
-        acc = (model(x).argmax(1) == y).double().mean().item()
+        acc = (model(x).argmax(-1) == y).double().mean().item()
     return acc
 
 
 # --------------------------------------------------------------------------- export
 
 
-def export(model, example, input_names, path, opset, training_mode):
+def export(model, example, input_names, path, opset, training_mode, fold=False):
     model.eval()
     torch.onnx.export(
         model, example, path,
         input_names=input_names, output_names=["logits"],
         dynamic_axes={**{n: {0: "N"} for n in input_names}, "logits": {0: "N"}},
-        opset_version=opset, do_constant_folding=False, training=training_mode,
+        opset_version=opset, do_constant_folding=fold, training=training_mode,
         keep_initializers_as_inputs=False)
     m = onnx.load(path)
+    if fold:  # folded weights keep the exporter's names (see onnx_parameter_map)
+        return m, []
     notes = fix_initializer_names(m, model)
     return m, notes
 
@@ -291,6 +328,27 @@ def _maxpool(x, a):
     return out
 
 
+def _lstm(i, a):
+    """ONNX LSTM (forward, layout 0, default activations, gates i, o, f, c); returns Y [T, 1, N, H]."""
+    assert a.get("direction", b"forward") in (b"forward", "forward") and not a.get("layout", 0)
+    assert "activations" not in a and "clip" not in a and not a.get("input_forget", 0)
+    x, w, r = i[0], i[1][0], i[2][0]
+    assert len(i) < 5 or i[4] is None, "sequence_lens"
+    hidden = a["hidden_size"]
+    b = i[3][0] if len(i) > 3 and i[3] is not None else np.zeros(8 * hidden)
+    h = i[5][0] if len(i) > 5 and i[5] is not None else np.zeros((x.shape[1], hidden))
+    c = i[6][0] if len(i) > 6 and i[6] is not None else np.zeros((x.shape[1], hidden))
+    sig = lambda v: 1 / (1 + np.exp(-v))
+    ys = []
+    for t in range(x.shape[0]):
+        z = x[t] @ w.T + h @ r.T + b[:4 * hidden] + b[4 * hidden:]
+        gi, go, gf, gc = (z[:, k * hidden:(k + 1) * hidden] for k in range(4))
+        c = sig(gf) * c + sig(gi) * np.tanh(gc)
+        h = sig(go) * np.tanh(c)
+        ys.append(h)
+    return np.stack(ys)[:, None]
+
+
 def run_onnx_numpy(m, feeds):
     env = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in m.graph.initializer}
     env.update(feeds)
@@ -299,7 +357,8 @@ def run_onnx_numpy(m, feeds):
         i = [env[s] if s else None for s in node.input]
         op = node.op_type
         if op == "Constant":
-            r = numpy_helper.to_array(a["value"]).astype(np.float64)
+            r = numpy_helper.to_array(a["value"])
+            r = r.astype(np.float64) if r.dtype.kind == "f" else r
         elif op == "Identity":
             r = i[0]
         elif op == "Gemm":
@@ -312,6 +371,19 @@ def run_onnx_numpy(m, feeds):
             r = i[0] @ i[1]
         elif op == "Transpose":
             r = np.transpose(i[0], a.get("perm"))
+        elif op == "Shape":
+            r = np.array(i[0].shape, dtype=np.int64)
+        elif op == "Unsqueeze":
+            r = np.expand_dims(i[0], tuple(int(v) for v in i[1]))
+        elif op == "Squeeze":
+            r = np.squeeze(i[0], tuple(int(v) for v in i[1]))
+        elif op == "Concat":
+            r = np.concatenate(i, axis=a["axis"])
+        elif op == "ConstantOfShape":
+            v = numpy_helper.to_array(a["value"]) if "value" in a else np.zeros(1, np.float32)
+            r = np.full(tuple(int(d) for d in i[0]), v.reshape(-1)[0], dtype=np.float64 if v.dtype.kind == "f" else v.dtype)
+        elif op == "LSTM":
+            r = _lstm(i, a)
         elif op == "Add":
             r = i[0] + i[1]
         elif op == "Mul":
@@ -366,7 +438,7 @@ def reference(model, inputs, label, hessian_full=False):
     names = [n for n, _ in m.named_parameters()]
     params = [p for _, p in m.named_parameters()]
     logits = m(*args)
-    loss = F.cross_entropy(logits, y)  # mean over all samples
+    loss = ce(logits, y)  # mean over all samples (and positions)
     grads = torch.autograd.grad(loss, params, create_graph=True)
     ref = {"loss": np.array(loss.item(), dtype=np.float64), "logits": logits.detach().numpy()}
     full_rows = []
@@ -409,10 +481,10 @@ def fd_checks(m, args, y, ref, rng, per_tensor=3, h0=1e-4):
 
     def loss_at():
         with torch.no_grad():
-            return F.cross_entropy(m(*args), y).item()
+            return ce(m(*args), y).item()
 
     def grad_at(p, i):
-        loss = F.cross_entropy(m(*args), y)
+        loss = ce(m(*args), y)
         return torch.autograd.grad(loss, p)[0].reshape(-1)[i].item()
 
     def stencil(f, p, i):
@@ -494,8 +566,46 @@ def save_npz(path, arrays):
             zf.writestr(info, buf.getvalue())
 
 
+def onnx_parameter_map(m, model):
+    """For an export with constant folding: which PyTorch parameters each initializer is, and how to rearrange them.
+
+    torch.onnx folds nn.LSTM's weights into W [1, 4H, I], R [1, 4H, H] and B [1, 8H] (b_ih then b_hh), reordering the
+    gates from PyTorch's (i, f, g, o) to ONNX's (i, o, f, c), and nn.Linear's weight into its transpose for MatMul;
+    such initializers get names like `onnx::LSTM_111`. Returns {initializer: (description, f)} where f maps a dict of
+    arrays by PyTorch parameter name (values, gradients or Hessian diagonals: the maps only move coordinates) to the
+    initializer's array. Checks that every initializer matches exactly one candidate and that each parameter is used.
+    """
+    def gates(v):
+        i, f, g, o = np.split(v, 4, axis=0)
+        return np.concatenate([i, o, f, g], axis=0)
+
+    candidates = {}
+    for n, p in model.named_parameters():
+        candidates[n] = (lambda n: lambda d: d[n])(n)
+        if p.dim() == 2:
+            candidates[n + " transposed"] = (lambda n: lambda d: d[n].T)(n)
+    for mod_name, mod in model.named_modules():
+        if isinstance(mod, nn.LSTM):
+            assert mod.num_layers == 1 and not mod.bidirectional and mod.bias
+            pre = mod_name + "."
+            candidates[pre + "weight_ih_l0 as W"] = lambda d, pre=pre: gates(d[pre + "weight_ih_l0"])[None]
+            candidates[pre + "weight_hh_l0 as R"] = lambda d, pre=pre: gates(d[pre + "weight_hh_l0"])[None]
+            candidates[pre + "bias_ih_l0, bias_hh_l0 as B"] = lambda d, pre=pre: np.concatenate(
+                [gates(d[pre + "bias_ih_l0"]), gates(d[pre + "bias_hh_l0"])])[None]
+    values = {n: p.detach().numpy() for n, p in model.named_parameters()}
+    mapping = {}
+    for t in m.graph.initializer:
+        arr = numpy_helper.to_array(t)
+        match = [k for k, f in candidates.items() if f(values).shape == arr.shape and np.array_equal(f(values), arr)]
+        assert len(match) == 1, (t.name, arr.shape, match)
+        assert arr.dtype == np.float32, t.name
+        mapping[t.name] = (match[0], candidates[match[0]])
+    assert sum(numpy_helper.to_array(t).size for t in m.graph.initializer) == sum(v.size for v in values.values())
+    return mapping
+
+
 def make_fixture(name, model, inputs, input_names, label, opset, training_mode=torch.onnx.TrainingMode.EVAL,
-                 external=False, hessian_full=False, seed=0):
+                 external=False, hessian_full=False, seed=0, fold=False):
     t0 = time.time()
     out = os.path.join(HERE, name)
     shutil.rmtree(out, ignore_errors=True)  # external data is appended to, so start clean
@@ -503,8 +613,14 @@ def make_fixture(name, model, inputs, input_names, label, opset, training_mode=t
     path = os.path.join(out, "model.onnx")
     model.eval()
     example = tuple(torch.from_numpy(v[:2]) for v in inputs)
-    m, notes = export(model, example, input_names, path, opset, training_mode)
-    verify_onnx(m, model, input_names)
+    m, notes = export(model, example, input_names, path, opset, training_mode, fold)
+    if fold:
+        onnx.checker.check_model(m)
+        assert [i.name for i in m.graph.input] == input_names and [o.name for o in m.graph.output] == ["logits"]
+        mapping = onnx_parameter_map(m, model)
+        notes = [f"initializer {k} = {d}" for k, (d, _) in mapping.items()]
+    else:
+        verify_onnx(m, model, input_names)
 
     ref, m64, args64, y = reference(model, inputs, label, hessian_full)
     with torch.no_grad():
@@ -523,6 +639,11 @@ def make_fixture(name, model, inputs, input_names, label, opset, training_mode=t
         assert np.max(np.abs(H - Hc)) < 1e-12, np.max(np.abs(H - Hc))
         assert np.array_equal(np.diag(H), np.concatenate([ref["hdiag/fc.weight"].ravel(), ref["hdiag/fc.bias"]]))
     wg, wh, nshrunk = fd_checks(m64, args64, y, ref, np.random.RandomState(seed))
+    if fold:  # reference values under the initializers' names
+        for prefix in ("grad/", "hdiag/"):
+            by_param = {n: ref.pop(prefix + n) for n, _ in model.named_parameters()}
+            for init, (_, f) in mapping.items():
+                ref[prefix + init] = np.ascontiguousarray(f(by_param))
 
     if external:
         onnx.save_model(m, path, save_as_external_data=True, all_tensors_to_one_file=True,
@@ -555,53 +676,78 @@ def make_fixture(name, model, inputs, input_names, label, opset, training_mode=t
 
 
 def main():
+    wanted = set(sys.argv[1:])
+
+    def want(name):
+        return not wanted or name in wanted
+
     x, y, subset = digits()
     xs, ys = x[subset], y[subset]
 
-    torch.manual_seed(1)
-    np.random.seed(1)
-    model = LogReg()
-    acc = train(model, x, y, epochs=3, lr=0.01, seed=1)
-    print(f"logreg train acc {acc:.3f}")
-    make_fixture("logreg", model, [xs], ["x"], ys, opset=13, hessian_full=True, seed=1)
+    if want("logreg"):
+        torch.manual_seed(1)
+        np.random.seed(1)
+        model = LogReg()
+        acc = train(model, x, y, epochs=3, lr=0.01, seed=1)
+        print(f"logreg train acc {acc:.3f}")
+        make_fixture("logreg", model, [xs], ["x"], ys, opset=13, hessian_full=True, seed=1)
 
-    torch.manual_seed(2)
-    np.random.seed(2)
-    model = MLP()
-    acc = train(model, x, y, epochs=3, lr=0.01, seed=2)
-    print(f"mlp train acc {acc:.3f}")
-    make_fixture("mlp", model, [xs], ["x"], ys, opset=13, seed=2)
+    if want("mlp"):
+        torch.manual_seed(2)
+        np.random.seed(2)
+        model = MLP()
+        acc = train(model, x, y, epochs=3, lr=0.01, seed=2)
+        print(f"mlp train acc {acc:.3f}")
+        make_fixture("mlp", model, [xs], ["x"], ys, opset=13, seed=2)
 
-    torch.manual_seed(3)
-    np.random.seed(3)
-    model = CNN()
-    ximg = x.reshape(-1, 1, 8, 8)
-    acc = train(model, ximg, y, epochs=3, lr=0.005, seed=3)
-    print(f"cnn train acc {acc:.3f}")
-    # TrainingMode.EVAL would run the exporter's eval peephole, which folds every
-    # BatchNorm into the preceding Conv (new `onnx::Conv_N` weights, BN params gone).
-    # PRESERVE with the module in eval() exports the inference-form BatchNormalization.
-    make_fixture("cnn", model, [ximg[subset]], ["x"], ys, opset=13,
-                 training_mode=torch.onnx.TrainingMode.PRESERVE, seed=3)
+    if want("cnn"):
+        torch.manual_seed(3)
+        np.random.seed(3)
+        model = CNN()
+        ximg = x.reshape(-1, 1, 8, 8)
+        acc = train(model, ximg, y, epochs=3, lr=0.005, seed=3)
+        print(f"cnn train acc {acc:.3f}")
+        # TrainingMode.EVAL would run the exporter's eval peephole, which folds every
+        # BatchNorm into the preceding Conv (new `onnx::Conv_N` weights, BN params gone).
+        # PRESERVE with the module in eval() exports the inference-form BatchNormalization.
+        make_fixture("cnn", model, [ximg[subset]], ["x"], ys, opset=13,
+                     training_mode=torch.onnx.TrainingMode.PRESERVE, seed=3)
 
-    torch.manual_seed(4)
-    np.random.seed(4)
-    rng = np.random.RandomState(4)
-    tok_train, lab_train = token_data(2048, rng)
-    tok, lab = token_data(N_SAMPLES, rng)
-    model = TinyTransformer()
-    acc = train(model, tok_train, lab_train, epochs=2, lr=0.01, seed=4)
-    with torch.no_grad():
-        tacc = (model(torch.from_numpy(tok)).argmax(1).numpy() == lab).mean()
-    print(f"transformer train acc {acc:.3f}, fixture-sample acc {tacc:.3f}")
-    make_fixture("transformer", model, [tok], ["tokens"], lab, opset=17, seed=4)
+    if want("transformer"):
+        torch.manual_seed(4)
+        np.random.seed(4)
+        rng = np.random.RandomState(4)
+        tok_train, lab_train = token_data(2048, rng)
+        tok, lab = token_data(N_SAMPLES, rng)
+        model = TinyTransformer()
+        acc = train(model, tok_train, lab_train, epochs=2, lr=0.01, seed=4)
+        with torch.no_grad():
+            tacc = (model(torch.from_numpy(tok)).argmax(1).numpy() == lab).mean()
+        print(f"transformer train acc {acc:.3f}, fixture-sample acc {tacc:.3f}")
+        make_fixture("transformer", model, [tok], ["tokens"], lab, opset=17, seed=4)
 
-    torch.manual_seed(5)
-    np.random.seed(5)
-    model = MLP()
-    acc = train(model, x, y, epochs=3, lr=0.01, seed=5)
-    print(f"mlp_external train acc {acc:.3f}")
-    make_fixture("mlp_external", model, [xs], ["x"], ys, opset=13, external=True, seed=5)
+    if want("mlp_external"):
+        torch.manual_seed(5)
+        np.random.seed(5)
+        model = MLP()
+        acc = train(model, x, y, epochs=3, lr=0.01, seed=5)
+        print(f"mlp_external train acc {acc:.3f}")
+        make_fixture("mlp_external", model, [xs], ["x"], ys, opset=13, external=True, seed=5)
+
+    if want("charlstm"):
+        torch.manual_seed(6)
+        np.random.seed(6)
+        rng = np.random.RandomState(6)
+        tok_train, lab_train, vocab = char_data(2048, 12, rng)
+        tok, lab, _ = char_data(32, 12, rng)
+        model = CharLSTM(len(vocab))
+        acc = train(model, tok_train, lab_train, epochs=4, lr=0.02, seed=6)
+        with torch.no_grad():
+            tacc = (model(torch.from_numpy(tok)).argmax(-1).numpy() == lab).mean()
+        print(f"charlstm vocab {len(vocab)} {''.join(vocab)!r}: train acc {acc:.3f}, fixture-sample acc {tacc:.3f}")
+        # Constant folding, as torch.onnx.export does by default: W/R/B and the transposed Linear weight are
+        # initializers of their own (named by the exporter); the reference is mapped onto them.
+        make_fixture("charlstm", model, [tok], ["tokens"], lab, opset=14, seed=6, fold=True)
 
 
 if __name__ == "__main__":

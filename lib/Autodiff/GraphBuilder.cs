@@ -6,9 +6,9 @@ namespace OnnxUnlearn.Autodiff;
 /// <summary>
 /// Emits standard ONNX nodes into a graph under construction. Gradient rules go through it and never build protobuf by
 /// hand. Every node it writes uses the default domain at <see cref="Opset"/> (≥ 15, so CastLike and the input forms of
-/// Squeeze/Unsqueeze/ReduceSum are available).
+/// Squeeze/Unsqueeze/ReduceSum are available). Node names start with <paramref name="nodePrefix"/>.
 /// </summary>
-public sealed class GraphBuilder(long opset, Func<string, bool> nameTaken)
+public sealed class GraphBuilder(long opset, Func<string, bool> nameTaken, string nodePrefix = "grad_")
 {
     public long Opset { get; } = opset;
     public List<NodeProto> Nodes { get; } = [];
@@ -30,7 +30,7 @@ public sealed class GraphBuilder(long opset, Func<string, bool> nameTaken)
 
     public string[] OpN(string opType, IReadOnlyList<string> inputs, int outputs, params (string Name, object Value)[] attrs)
     {
-        var node = new NodeProto { OpType = opType, Name = Fresh("grad_" + opType) };
+        var node = new NodeProto { OpType = opType, Name = Fresh(nodePrefix + opType) };
         node.Input.AddRange(inputs);
         for (int i = 0; i < outputs; i++) node.Output.Add(Fresh(opType.ToLowerInvariant()));
         foreach (var (name, value) in attrs) node.Attribute.Add(Attr(name, value));
@@ -58,6 +58,7 @@ public sealed class GraphBuilder(long opset, Func<string, bool> nameTaken)
         string v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(v) },
         long[] v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints, Ints = { v } },
         float[] v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Floats, Floats = { v } },
+        string[] v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Strings, Strings = { v.Select(ByteString.CopyFromUtf8) } },
         TensorProto v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Tensor, T = v },
         _ => throw new ArgumentException($"unsupported attribute value {value.GetType()}"),
     };

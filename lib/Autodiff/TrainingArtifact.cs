@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Onnx;
+using OnnxUnlearn.Autodiff.Lowering;
 using OnnxUnlearn.Onnx;
 
 namespace OnnxUnlearn.Autodiff;
@@ -23,16 +24,35 @@ public sealed class TrainingArtifact
     public bool HasGradients => Parameters.Count > 0;
     /// <summary>The artifact outputs a <see cref="KinkPattern"/> (the model has piecewise-linear ops).</summary>
     public bool HasPattern => Model.Graph.Output.Any(o => o.Name == KinkPattern.Output);
+    /// <summary>
+    /// Recurrent nodes unrolled over the sequence length measured when the artifact was built (empty when none): the
+    /// artifact then takes only data inputs shaped like <see cref="BuiltFor"/> (axis 0, the batch, aside).
+    /// </summary>
+    public IReadOnlyList<UnrolledNode> Unrolled { get; init; } = [];
+    /// <summary>Shapes of the data inputs the artifact was built with (-1 where they varied between the probes).</summary>
+    public IReadOnlyDictionary<string, long[]> BuiltFor { get; init; } = new Dictionary<string, long[]>();
 
     public static string GradName(string parameter) => GradPrefix + parameter;
 
     /// <param name="forward">The forward model, already upgraded by <see cref="OpsetUpgrade"/> and with its linear ai.onnx.ml
-    /// nodes lowered by <see cref="LinearModels.Lower"/> (shapes were probed on it).</param>
+    /// nodes lowered by <see cref="LinearModels.Lower"/>.</param>
+    /// <param name="probe">Measures the shapes of every value of a model (the forward one, or one with recurrent ops
+    /// unrolled: <see cref="Recurrent"/> unrolls those between the parameters and the loss before differentiation).</param>
     /// <param name="withGradients">False builds an evaluation artifact (loss and accuracy only).</param>
     /// <param name="embedDefaults">Keep parameter values as initializers so the parameter inputs may be omitted (for saved artifacts).</param>
-    public static TrainingArtifact Build(ModelFile file, ModelProto forward, TensorShapes shapes, IReadOnlyList<Parameter> trainable,
+    public static TrainingArtifact Build(ModelFile file, ModelProto forward, Func<ModelProto, TensorShapes> probe, IReadOnlyList<Parameter> trainable,
         LossKind loss, string output, long? ignoreIndex = null, bool withGradients = true, bool embedDefaults = false)
     {
+        List<UnrolledNode> unrolled = [];
+        if (withGradients && trainable.Count > 0)
+        {
+            var original = forward;
+            (forward, unrolled) = Recurrent.LowerActive(original, trainable.Select(p => p.Name).ToList(), output, probe,
+                name => ConstantInts(original.Graph, name, file.Folder));
+        }
+        var shapes = probe(forward);
+        var builtFor = forward.Graph.Input.Where(i => shapes[i.Name] is not null && !forward.Graph.Initializer.Any(t => t.Name == i.Name))
+            .ToDictionary(i => i.Name, i => shapes[i.Name]!.Dims);
         var m = forward.Clone();
         var g = m.Graph;
         long opset = m.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).Max();
@@ -114,7 +134,7 @@ public sealed class TrainingArtifact
             g.Output.Add(new global::Onnx.ValueInfoProto { Name = name });
         }
         g.ValueInfo.Clear();
-        return new TrainingArtifact { Model = m, Parameters = trainable, DataInputs = dataInputs, Output = output, Loss = loss };
+        return new TrainingArtifact { Model = m, Parameters = trainable, DataInputs = dataInputs, Output = output, Loss = loss, Unrolled = unrolled, BuiltFor = builtFor };
     }
 
     static global::Onnx.ValueInfoProto LabelInput(LossKind loss, Autodiff.ValueInfo output)

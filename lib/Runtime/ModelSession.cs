@@ -34,7 +34,8 @@ public sealed class ModelSession : IDisposable
     public LossSettings Settings { get; }
     public ParameterLayout Layout { get; }
     public IReadOnlyList<Parameter> AllParameters { get; }
-    public TrainingArtifact Artifact { get; }
+    /// <summary>The artifact in use (with recurrent ops unrolled, the one built for the last batch's sequence length).</summary>
+    public TrainingArtifact Artifact { get; private set; }
     /// <summary>Live parameter values (float32, flat, by <see cref="Layout"/>).</summary>
     public float[] Theta { get; }
     /// <summary>
@@ -46,26 +47,38 @@ public sealed class ModelSession : IDisposable
     /// <summary>Batches run through the gradient graph so far (each one forward and backward pass).</summary>
     public long GradientEvaluations { get; private set; }
 
-    readonly InferenceSession session;
+    InferenceSession session;
+    string[] outputNames;
     readonly OrtValue[] paramValues;
     readonly Dictionary<string, TensorElementType> feedTypes;
     readonly int fixedBatch;
-    readonly string[] outputNames;
+    readonly Func<Dataset, TrainingArtifact>? rebuild;
+    /// <summary>Artifacts with unrolled recurrent ops, by the data input shapes they were built for.</summary>
+    readonly Dictionary<string, (InferenceSession Session, TrainingArtifact Artifact, string[] Outputs)> bySequence = [];
 
     /// <summary>A session over an artifact built elsewhere (gradient checks build their own).</summary>
-    public ModelSession(ModelFile file, LossSettings settings, IReadOnlyList<Parameter> all, TrainingArtifact artifact, int fixedBatch = 0)
+    /// <param name="rebuild">Builds the artifact again from a probe of other inputs: with unrolled recurrent ops, called
+    /// for each new sequence length; without it such a batch is refused.</param>
+    public ModelSession(ModelFile file, LossSettings settings, IReadOnlyList<Parameter> all, TrainingArtifact artifact, int fixedBatch = 0,
+        Func<Dataset, TrainingArtifact>? rebuild = null)
     {
-        File = file; Settings = settings; AllParameters = all; Artifact = artifact; this.fixedBatch = fixedBatch;
+        File = file; Settings = settings; AllParameters = all; Artifact = artifact; this.fixedBatch = fixedBatch; this.rebuild = rebuild;
         Layout = new ParameterLayout(artifact.Parameters);
         Theta = Layout.ReadValues(file);
-        using var options = OrtSessions.Options(settings.Threads);
-        session = OrtSessions.Create(artifact.Model.ToByteArray(), options, $"gradient graph of '{file.Path}'");
+        session = CreateSession(artifact);
         paramValues = Enumerable.Range(0, Layout.Count)
             .Select(i => OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, Layout.Of(Theta, i), Layout.Parameters[i].Shape))
             .ToArray();
         feedTypes = artifact.Model.Graph.Input.Where(i => artifact.DataInputs.Contains(i.Name) || i.Name == LossHead.LabelInput)
             .ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
         outputNames = session.OutputNames.ToArray();
+        if (artifact.Unrolled.Count > 0) bySequence[ShapeKey(artifact.BuiltFor.ToDictionary(kv => kv.Key, kv => kv.Value))] = (session, artifact, outputNames);
+    }
+
+    InferenceSession CreateSession(TrainingArtifact artifact)
+    {
+        using var options = OrtSessions.Options(Settings.Threads);
+        return OrtSessions.Create(artifact.Model.ToByteArray(), options, $"gradient graph of '{File.Path}'");
     }
 
     public IReadOnlyDictionary<string, TensorElementType> FeedTypes => feedTypes;
@@ -75,7 +88,7 @@ public sealed class ModelSession : IDisposable
     {
         var file = ModelFile.Load(modelPath);
         var (artifact, all, fixedBatch) = Prepare(file, settings, data, withGradients);
-        return new ModelSession(file, settings, all, artifact, fixedBatch);
+        return new ModelSession(file, settings, all, artifact, fixedBatch, d => Prepare(file, settings, d, withGradients).Artifact);
     }
 
     /// <summary>Builds the training artifact of a model: parameters, opset upgrade, shape probe on <paramref name="probe"/>, gradient graph.</summary>
@@ -92,8 +105,8 @@ public sealed class ModelSession : IDisposable
         probe.Require(dataInputs, $"inputs of '{file.Path}'");
         probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
         int fixedBatch = FixedBatch(forward.Graph, dataInputs);
-        var shapes = Probe(file, forward, probe, dataInputs, fixedBatch);
-        var artifact = TrainingArtifact.Build(file, forward, shapes, trainable, settings.Loss, output, settings.IgnoreIndex, withGradients, embedDefaults);
+        var artifact = TrainingArtifact.Build(file, forward, m => Probe(file, m, probe, dataInputs, fixedBatch), trainable, settings.Loss, output,
+            settings.IgnoreIndex, withGradients, embedDefaults);
         return (artifact, all, fixedBatch);
     }
 
@@ -171,6 +184,7 @@ public sealed class ModelSession : IDisposable
     /// </summary>
     public (double Loss, long Count, double Correct) RunBatch(IReadOnlyDictionary<string, OrtValue> feed, Span<float> grad, bool accumulate = false)
     {
+        if (Artifact.Unrolled.Count > 0) UseArtifactFor(feed);
         bool wantGrad = grad.Length > 0;
         var names = wantGrad ? outputNames : outputNames.Where(n => !n.StartsWith(TrainingArtifact.GradPrefix)).ToArray();
         var inputNames = feedTypes.Keys.Concat(Layout.Parameters.Select(p => p.Name)).ToArray();
@@ -199,6 +213,53 @@ public sealed class ModelSession : IDisposable
         return (loss, (long)count, correct);
     }
 
+    /// <summary>
+    /// With recurrent ops unrolled over a fixed number of steps, switches to the artifact built for the feed's data
+    /// input shapes, building it on first sight of them (probing with the feed's samples).
+    /// </summary>
+    void UseArtifactFor(IReadOnlyDictionary<string, OrtValue> feed)
+    {
+        var shapes = Artifact.DataInputs.ToDictionary(n => n, n => feed[n].GetTensorTypeAndShape().Shape);
+        bool fits = shapes.All(kv => Artifact.BuiltFor.TryGetValue(kv.Key, out var built) && built.Length == kv.Value.Length
+            && built.Select((d, a) => a == 0 || d < 0 || d == kv.Value[a]).All(x => x));
+        if (fits) return;
+        var key = ShapeKey(shapes);
+        if (!bySequence.TryGetValue(key, out var built))
+        {
+            var steps = string.Join(", ", Artifact.Unrolled.Select(u => $"{u.Op} '{u.Node}' over {u.SequenceLength} steps"));
+            var had = string.Join(", ", Artifact.BuiltFor.Select(kv => $"'{kv.Key}' {Data.NdArray.FormatShape(kv.Value)}"));
+            var got = string.Join(", ", shapes.Select(kv => $"'{kv.Key}' {Data.NdArray.FormatShape(kv.Value)}"));
+            if (rebuild is null)
+                throw new UserError($"the gradient graph of '{File.Path}' unrolls {steps}, built for inputs {had}; this batch has {got}. Build the artifact for this sequence length.");
+            using var probe = new Dataset(shapes.Keys.ToDictionary(n => n, n => ProbeRows(feed[n])), $"a batch of shape {got}");
+            var artifact = rebuild(probe);
+            var s = CreateSession(artifact);
+            built = bySequence[key] = (s, artifact, s.OutputNames.ToArray());
+        }
+        (session, Artifact, outputNames) = built;
+    }
+
+    static string ShapeKey(Dictionary<string, long[]> shapes) =>
+        string.Join(";", shapes.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Key + ":" + string.Join(",", kv.Value.Skip(1))));
+
+    /// <summary>A batch's values as an array of at least three rows (repeated as needed), so that the probe sees two batch sizes.</summary>
+    static Data.NdArray ProbeRows(OrtValue v)
+    {
+        var info = v.GetTensorTypeAndShape();
+        var shape = info.Shape;
+        Data.NdArray a = info.ElementDataType switch
+        {
+            TensorElementType.Float => Data.NdArray.FromFloat(v.GetTensorDataAsSpan<float>().ToArray(), shape),
+            TensorElementType.Double => Data.NdArray.FromDouble(v.GetTensorDataAsSpan<double>().ToArray(), shape),
+            TensorElementType.Int64 => Data.NdArray.FromInt64(v.GetTensorDataAsSpan<long>().ToArray(), shape),
+            TensorElementType.Int32 => Data.NdArray.FromInt32(v.GetTensorDataAsSpan<int>().ToArray(), shape),
+            TensorElementType.UInt8 => Data.NdArray.FromUInt8(v.GetTensorDataAsSpan<byte>().ToArray(), shape),
+            TensorElementType.Bool => Data.NdArray.FromBool(v.GetTensorDataAsSpan<bool>().ToArray(), shape),
+            var t => throw new UserError($"cannot rebuild the gradient graph for inputs of element type {t}"),
+        };
+        return a.TakeRows(Enumerable.Range(0, (int)Math.Max(3, a.Rows)).Select(i => i % a.Rows).ToArray());
+    }
+
     static double Scalar(OrtValue v) => v.GetTensorTypeAndShape().ElementDataType switch
     {
         TensorElementType.Float => v.GetTensorDataAsSpan<float>()[0],
@@ -211,5 +272,6 @@ public sealed class ModelSession : IDisposable
     {
         foreach (var v in paramValues) v.Dispose();
         session.Dispose();
+        foreach (var (s, _, _) in bySequence.Values) if (!ReferenceEquals(s, session)) s.Dispose();
     }
 }

@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Microsoft.ML.OnnxRuntime;
 using OnnxUnlearn.Data;
+using OnnxUnlearn.Runtime;
 
 namespace OnnxUnlearn.Tests.Autodiff;
 
@@ -30,5 +31,102 @@ public class ArtifactTests
         var actual = results[1].GetTensorDataAsSpan<float>().ToArray();
         double err = Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
         Assert.True(err < 1e-4, $"relative error {err:E2}");
+    }
+}
+
+/// <summary>The char-LSTM fixture: artifacts unrolled over the sequence length they were built for.</summary>
+public class RecurrentArtifactTests
+{
+    [Fact]
+    public void SavedLstmArtifactRecordsItsSequenceLengthAndRunsOnPlainOnnxRuntime()
+    {
+        using var dir = new TempDir();
+        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "onnx-unlearn.dll"), "artifacts", Fixtures.File("charlstm", "model.onnx"),
+            "--data", Fixtures.File("charlstm", "data.npz"), "--out", dir.Path })
+            psi.ArgumentList.Add(a);
+        using (var p = System.Diagnostics.Process.Start(psi)!)
+        {
+            var err = p.StandardError.ReadToEndAsync();
+            var stdout = p.StandardOutput.ReadToEnd();
+            p.WaitForExit();
+            Assert.True(p.ExitCode == 0, err.Result);
+            Assert.Contains("unrolled over 12 time steps", stdout);
+        }
+        using var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Path, "manifest.json")));
+        var unrolled = manifest.RootElement.GetProperty("unrolled");
+        Assert.Equal(12, unrolled.GetProperty("nodes")[0].GetProperty("sequenceLength").GetInt64());
+        Assert.Equal("LSTM", unrolled.GetProperty("nodes")[0].GetProperty("op").GetString());
+        Assert.Equal(12, unrolled.GetProperty("inputShapes").GetProperty("tokens")[1].GetInt64());
+
+        using var session = new InferenceSession(Path.Combine(dir.Path, "gradient.onnx"));
+        var data = Npz.Read(Fixtures.File("charlstm", "data.npz"));
+        using var x = OrtValue.CreateTensorValueFromMemory(data["tokens"].ToInt64(), data["tokens"].Shape);
+        using var y = OrtValue.CreateTensorValueFromMemory(data["label"].ToInt64(), data["label"].Shape);
+        using var results = session.Run(new RunOptions(), ["tokens", "label"], [x, y], ["loss", "grad/onnx::LSTM_112"]);
+        var reference = Npz.Read(Fixtures.File("charlstm", "reference.npz"));
+        Assert.Equal(reference["loss"].ToDouble()[0], results[0].GetTensorDataAsSpan<float>()[0], 1e-5);
+        var expected = reference["grad/onnx::LSTM_112"].ToDouble();
+        var actual = results[1].GetTensorDataAsSpan<float>().ToArray();
+        double err2 = Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
+        Assert.True(err2 < 1e-4, $"relative error {err2:E2}");
+    }
+
+    static Dataset Prefix(Dictionary<string, NdArray> data, int steps) => new(new Dictionary<string, NdArray>
+    {
+        ["tokens"] = Columns(data["tokens"], steps), ["label"] = Columns(data["label"], steps),
+    }, $"first {steps} steps");
+
+    static NdArray Columns(NdArray a, int steps)
+    {
+        var v = a.ToInt64();
+        long n = a.Shape[0], t = a.Shape[1];
+        return NdArray.FromInt64(Enumerable.Range(0, (int)n).SelectMany(r => v.Skip((int)(r * t)).Take(steps)).ToArray(), n, steps);
+    }
+
+    [Fact]
+    public void SessionRebuildsPerSequenceLengthAndRefusesWithoutARebuild()
+    {
+        var npz = Npz.Read(Fixtures.File("charlstm", "data.npz"));
+        using var full = Prefix(npz, 12);
+        using var shorter = Prefix(npz, 7);
+        // The export fixes T = 12 in the declared shapes; a copy declares it dynamic.
+        using var dir = new TempDir();
+        var proto = global::Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(Fixtures.File("charlstm", "model.onnx")));
+        foreach (var v in proto.Graph.Input.Concat(proto.Graph.Output))
+            v.Type.TensorType.Shape.Dim[1] = new global::Onnx.TensorShapeProto.Types.Dimension { DimParam = "T" };
+        var model = dir.File("model.onnx");
+        File.WriteAllBytes(model, Google.Protobuf.MessageExtensions.ToByteArray(proto));
+        using var s = ModelSession.Open(model, new LossSettings { BatchSize = 16 }, full);
+        Assert.Equal(12, Assert.Single(s.Artifact.Unrolled).SequenceLength);
+        var g12 = new float[s.Layout.Size];
+        var r12 = s.Run(full, g12);
+
+        var g7 = new float[s.Layout.Size];
+        var r7 = s.Run(shorter, g7);
+        Assert.Equal(7, Assert.Single(s.Artifact.Unrolled).SequenceLength);
+        using (var fresh = ModelSession.Open(model, new LossSettings { BatchSize = 16 }, shorter))
+        {
+            var expected = new float[fresh.Layout.Size];
+            Assert.Equal(fresh.Run(shorter, expected).Loss, r7.Loss, 1e-6);
+            Close(expected, g7);
+        }
+        var again = new float[s.Layout.Size];
+        Assert.Equal(r12.Loss, s.Run(full, again).Loss, 1e-6);
+        Close(g12, again);
+        Assert.Equal(12, Assert.Single(s.Artifact.Unrolled).SequenceLength);
+
+        // Without a way to rebuild (an artifact built elsewhere), another length is refused, naming the node and the lengths.
+        using var fixedSession = new ModelSession(s.File, s.Settings, s.AllParameters, s.Artifact);
+        var e = Assert.Throws<UserError>(() => fixedSession.Run(shorter, new float[s.Layout.Size]));
+        Assert.Contains("LSTM", e.Message);
+        Assert.Contains("12 steps", e.Message);
+        Assert.Contains(", 7)", e.Message);
+    }
+
+    static void Close(float[] expected, float[] actual)
+    {
+        double err = Math.Sqrt(expected.Zip(actual, (e, a) => (double)(e - a) * (e - a)).Sum() / expected.Sum(e => (double)e * e));
+        Assert.True(err < 1e-6, $"relative error {err:E2}");
     }
 }

@@ -12,6 +12,7 @@ public class FixtureGradientTests
     [InlineData("cnn")]
     [InlineData("transformer")]
     [InlineData("mlp_external")]
+    [InlineData("charlstm")]
     public void MatchesPyTorchFloat64(string fixture)
     {
         var reference = Npz.Read(Fixtures.File(fixture, "reference.npz"));

@@ -43,8 +43,8 @@ public static class GradCheck
         var dataInputs = ModelSession.DataInputs(forward.Graph);
         var types = forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
         var feed = types.ToDictionary(kv => kv.Key, kv => OrtFeeds.Create(feeds[kv.Key], kv.Value, kv.Key));
-        var shapes = ShapeProbe.Run(forward, [feed]);
-        var artifact = TrainingArtifact.Build(file, forward, shapes, trainable, LossKind.Dot, output);
+        TensorShapes? shapes = null; // the last probe is of the whole (possibly unrolled) model
+        var artifact = TrainingArtifact.Build(file, forward, model => shapes = ShapeProbe.Run(model, [feed]), trainable, LossKind.Dot, output);
         using var s = new ModelSession(file, new LossSettings { Loss = LossKind.Dot }, all, artifact);
 
         var rng = new Random(seed);

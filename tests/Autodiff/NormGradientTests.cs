@@ -202,7 +202,7 @@ public class NormGradientTests
         var all = Parameters.Discover(file, "y0", wrt);
         var forward = OpsetUpgrade.Apply(model);
         var shapes = ShapeProbe.Run(forward, [new Dictionary<string, OrtValue>()]);
-        var artifact = TrainingArtifact.Build(file, forward, shapes, all.Where(p => wrt.Contains(p.Name)).ToList(), LossKind.Dot, "y0");
+        var artifact = TrainingArtifact.Build(file, forward, _ => shapes, all.Where(p => wrt.Contains(p.Name)).ToList(), LossKind.Dot, "y0");
         using var s = new ModelSession(file, new LossSettings { Loss = LossKind.Dot }, all, artifact);
         using var label = OrtValue.CreateTensorValueFromMemory(w, shapes["y0"]!.Dims);
         var grad = new float[s.Layout.Size];

@@ -110,6 +110,7 @@ public class LoadingTests
 
     [Theory]
     [InlineData("logreg", 650)] [InlineData("mlp", 2410)] [InlineData("cnn", 1010)] [InlineData("transformer", 819)] [InlineData("mlp_external", 2410)]
+    [InlineData("charlstm", 2164)]
     public void InspectsEveryFixture(string fixture, long trainable)
     {
         var s = ModelSummary.Of(ModelFile.Load(Fixtures.File(fixture, "model.onnx")));

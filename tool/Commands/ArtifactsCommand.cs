@@ -28,6 +28,8 @@ public static class ArtifactsCommand
             var manifest = Manifest(file, artifact, fixedBatch);
             AtomicFile.Write(Path.Combine(dir, "manifest.json"), s => System.Text.Json.JsonSerializer.Serialize(s, manifest, Cli.Json));
             Console.WriteLine($"wrote {Path.Combine(dir, "gradient.onnx")} ({artifact.Parameters.Count} trainable tensors, {artifact.Model.Graph.Node.Count} nodes) and manifest.json");
+            foreach (var u in artifact.Unrolled)
+                Console.WriteLine($"  {u.Op} '{u.Node}' unrolled over {u.SequenceLength} time steps: the artifact takes sequences of that length only");
             return Cli.Ok;
         }));
         return c;
@@ -40,6 +42,14 @@ public static class ArtifactsCommand
         output = a.Output,
         opset = a.Model.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Max(o => o.Version),
         batch = fixedBatch == 1 ? "fixed at 1: feed samples one at a time" : "any",
+        // Recurrent ops between the parameters and the loss are unrolled over the sequence length of the probe data:
+        // the artifact then takes only inputs of those shapes (axis 0 aside); write one artifact per sequence length.
+        unrolled = a.Unrolled.Count == 0 ? null : new
+        {
+            nodes = a.Unrolled.Select(u => new { node = u.Node, op = u.Op, sequenceLength = u.SequenceLength }),
+            inputShapes = a.BuiltFor.ToDictionary(kv => kv.Key, kv => kv.Value.Select((d, i) => i == 0 || d < 0 ? (object)"any" : d)),
+            note = "the recurrent ops are unrolled over a fixed number of time steps: feed inputs of exactly these shapes (axis 0, the batch, aside); rerun 'artifacts' with --data of another sequence length for another artifact",
+        },
         inputs = new
         {
             data = a.DataInputs,
