@@ -72,6 +72,7 @@ public class ConvGradientTests
     [Fact] public void MaxPool1D() => Pool("MaxPool", [2, 3, 9], attrs: [("kernel_shape", L(3)), ("strides", L(2)), ("pads", L(1, 1))]);
     [Fact] public void MaxPool3D() => Pool("MaxPool", [1, 2, 4, 5, 4], attrs: [("kernel_shape", L(2, 3, 2)), ("strides", L(2, 1, 2))]);
     [Fact] public void MaxPoolOverlappingPadded() => Pool("MaxPool", [2, 2, 5, 6], attrs: [("kernel_shape", L(3, 3)), ("pads", L(1, 1, 1, 1))]);
+    [Fact] public void MaxPoolDilatedStridedPadded() => Pool("MaxPool", [1, 2, 11, 9], attrs: [("kernel_shape", L(3, 3)), ("dilations", L(2, 3)), ("strides", L(2, 1)), ("pads", L(1, 2, 1, 0))]);
     [Fact] public void MaxPoolOverlappingOpset15() => Pool("MaxPool", [2, 2, 5, 6], 15, [("kernel_shape", L(3, 3)), ("strides", L(2, 1)), ("pads", L(1, 1, 1, 1))]);
     [Fact] public void MaxPoolCeilMode() => Pool("MaxPool", [1, 2, 7, 8], attrs: [("kernel_shape", L(3, 3)), ("strides", L(2, 2)), ("pads", L(1, 0, 0, 1)), ("ceil_mode", 1L)]);
     [Fact] public void MaxPoolDilations() => Pool("MaxPool", [1, 2, 7, 7], attrs: [("kernel_shape", L(2, 3)), ("dilations", L(2, 2)), ("strides", L(1, 2))]);

@@ -202,27 +202,11 @@ public static partial class GradientRegistry
             ? b.Op("ScatterElements", [zeros, b.Reshape(at, b.Ints(-1)), b.Reshape(dy, b.Ints(-1))], ("axis", 0L), ("reduction", "add"))
             : b.Op("ScatterElements", [zeros, b.Reshape(at, b.Ints(-1)), b.Reshape(dy, b.Ints(-1))], ("axis", 0L));
 
-        // Windows o, o' with o ≡ o' (mod ⌈span/s⌉) on every axis are disjoint: such phases need no add.
-        var phases = Enumerable.Range(0, win.Rank).Select(a => CeilDiv(win.Span(a), win.S[a])).ToArray();
-        string grad;
-        if (phases.All(p => p == 1)) grad = Scatter(c.dY, indices, add: false);
-        else if (b.Opset >= 16) grad = Scatter(c.dY, indices, add: true);
-        else
-        {   // opset 15 has no scatter-add: scatter each phase separately and sum
-            var axes = b.Ints([.. Enumerable.Range(2, win.Rank).Select(a => (long)a)]);
-            var parts = new List<string>();
-            foreach (var start in Phases(phases))
-            {
-                var args = new[] { b.Ints(start), b.Ints([.. start.Select(_ => long.MaxValue)]), axes, b.Ints(phases) };
-                parts.Add(Scatter(b.Op("Slice", [c.dY, .. args]), b.Op("Slice", [indices, .. args]), add: false));
-            }
-            grad = b.Sum(parts);
-        }
+        // Windows that cannot overlap (stride ≥ span on every axis) need no add.
+        bool disjoint = Enumerable.Range(0, win.Rank).All(k => win.Span(k) <= win.S[k]);
+        var grad = Scatter(c.dY, indices, add: !disjoint);
         c.Give(0, b.Reshape(grad, b.Shape(c.X(0))));
     }
-
-    static IEnumerable<long[]> Phases(long[] counts) => counts.Aggregate(
-        (IEnumerable<long[]>)[[]], (acc, count) => acc.SelectMany(p => Enumerable.Range(0, (int)count).Select(i => (long[])[.. p, i])));
 
     /// <summary>
     /// Y[o] = Σ_{i∈win(o)} X[i] / div[o], div the window size or (count_include_pad = 0) its count of real elements, clipped
@@ -287,24 +271,11 @@ public static partial class GradientRegistry
     /// <summary>G'[…i…] = Σ_{o,t: i_t(o) = i} w_t(o)·G[…o…] along axis a (indices and weights shaped [1…, O, …1]).</summary>
     static string AxisTranspose(GraphBuilder b, string g, int a, int rank, string extent, List<(string Index, string? Weight)> taps)
     {
-        if (b.Opset >= 16)
-        {
-            var shape = b.Op("Concat", [b.Op("Shape", [g], ("end", (long)a)), b.Reshape(extent, b.Ints(1)), b.Op("Shape", [g], ("start", a + 1L))], ("axis", 0L));
-            var at = taps.Select(t => b.Expand(t.Index, b.Shape(g))).ToList();
-            var updates = taps.Select(t => t.Weight is null ? g : b.Mul(g, t.Weight)).ToList();
-            string Join(List<string> parts) => parts.Count == 1 ? parts[0] : b.Op("Concat", parts, ("axis", (long)a));
-            return b.Op("ScatterElements", [b.Expand(b.Scalar(0, g), shape), Join(at), Join(updates)], ("axis", (long)a), ("reduction", "add"));
-        }
-        // Opset 15 has no scatter-add: multiply by the dense matrix A[o, i] = Σ_t w_t(o)·[i_t(o) = i] instead.
-        var column = b.Op("Range", [b.Int(0), extent, b.Int(1)]);
-        var matrix = b.Sum(taps.Select(t =>
-        {
-            var hit = b.Op("CastLike", [b.Op("Equal", [b.Reshape(t.Index, b.Ints(-1, 1)), column]), g]);
-            return t.Weight is null ? hit : b.Mul(hit, b.Reshape(t.Weight, b.Ints(-1, 1)));
-        }).ToList());
-        long[] last = [.. Enumerable.Range(0, rank).Where(k => k != a).Select(k => (long)k), a];
-        long[] back = [.. Enumerable.Range(0, rank).Select(k => (long)Array.IndexOf(last, k))];
-        return b.Transpose(b.MatMul(b.Transpose(g, last), matrix), back);
+        var shape = b.Op("Concat", [b.Op("Shape", [g], ("end", (long)a)), b.Reshape(extent, b.Ints(1)), b.Op("Shape", [g], ("start", a + 1L))], ("axis", 0L));
+        var at = taps.Select(t => b.Expand(t.Index, b.Shape(g))).ToList();
+        var updates = taps.Select(t => t.Weight is null ? g : b.Mul(g, t.Weight)).ToList();
+        string Join(List<string> parts) => parts.Count == 1 ? parts[0] : b.Op("Concat", parts, ("axis", (long)a));
+        return b.Op("ScatterElements", [b.Expand(b.Scalar(0, g), shape), Join(at), Join(updates)], ("axis", (long)a), ("reduction", "add"));
     }
 
     /// <summary>Slices spatial axes (2…) from the extents produced down to the wanted ones, where they differ.</summary>
