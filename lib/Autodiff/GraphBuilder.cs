@@ -114,6 +114,17 @@ public sealed class GraphBuilder(long opset, Func<string, bool> nameTaken, strin
     public string Exp(string a) => Op("Exp", [a]);
     public string Log(string a) => Op("Log", [a]);
     public string Sigmoid(string a) => Op("Sigmoid", [a]);
+
+    /// <summary>
+    /// σ(x) from e = exp(−|x|): e/(1+e) for x &lt; 0, 1/(1+e) otherwise. Keeps float32 relative precision in the tails,
+    /// where ONNX Runtime's Sigmoid kernel (a fast approximation) loses it (σ(−16) comes out as 6e-8, not 1.1e-7).
+    /// </summary>
+    public string StableSigmoid(string x)
+    {
+        var e = Exp(Neg(Op("Abs", [x])));
+        var inv = Div(Scalar(1, x), Add(Scalar(1, x), e));
+        return Where(Op("Less", [x, Scalar(0, x)]), Mul(e, inv), inv);
+    }
     public string MatMul(string a, string b) => Op("MatMul", [a, b]);
     public string Scale(string a, double s) => s == 1 ? a : Mul(a, Scalar(s, a));
     public string Sum(IReadOnlyList<string> terms) => terms.Count == 1 ? terms[0] : Op("Sum", terms);

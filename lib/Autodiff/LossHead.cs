@@ -10,6 +10,8 @@ public enum LossKind
     MeanSquaredError,
     /// <summary>Negative log-likelihood on log-probabilities (class axis last) with integer labels.</summary>
     NegativeLogLikelihood,
+    /// <summary>−log p[label] on probabilities (clamped at 1e-12), for probabilities not made by a final Softmax.</summary>
+    CrossEntropyProb,
     /// <summary>Σ label ⊙ output: a linear function of the output with weights given as the label (gradient checks).</summary>
     Dot,
 }
@@ -25,14 +27,36 @@ public static class LossHead
     public static LossKind Parse(string name) => name.ToLowerInvariant() switch
     {
         "ce" or "cross-entropy" => LossKind.CrossEntropy,
+        "ce-prob" => LossKind.CrossEntropyProb,
         "bce" => LossKind.BinaryCrossEntropy,
         "mse" => LossKind.MeanSquaredError,
         "nll" => LossKind.NegativeLogLikelihood,
         "dot" => LossKind.Dot,
-        _ => throw new UserError($"unknown loss '{name}'; choose one of ce, bce, mse, nll"),
+        _ => throw new UserError($"unknown loss '{name}'; choose one of ce, ce-prob, bce, mse, nll"),
     };
 
-    public static bool HasClasses(LossKind k) => k is LossKind.CrossEntropy or LossKind.NegativeLogLikelihood;
+    public static bool HasClasses(LossKind k) => k is LossKind.CrossEntropy or LossKind.NegativeLogLikelihood or LossKind.CrossEntropyProb;
+
+    /// <summary>
+    /// Deployed classifiers often return probabilities: a final Softmax/LogSoftmax over the last axis (ce) or Sigmoid
+    /// (bce). The loss is then computed from that node's input, the logits — exact, and stable where the probabilities
+    /// saturate. Identity nodes in between are looked through.
+    /// </summary>
+    public static (string Value, LossKind Kind) Source(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
+    {
+        var producer = g.Node.LastOrDefault(n => n.Output.Contains(output));
+        while (producer is { OpType: "Identity" }) { var x = producer.Input[0]; producer = g.Node.LastOrDefault(n => n.Output.Contains(x)); }
+        if (producer is null || producer.Domain is not ("" or "ai.onnx")) return (output, kind);
+        var input = producer.Input[0];
+        bool lastAxis = shapes[input] is { } info && GradContext.Axis(producer.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? -1, info.Rank) == info.Rank - 1;
+        return (kind, producer.OpType) switch
+        {
+            (LossKind.CrossEntropy, "Softmax" or "LogSoftmax") when lastAxis => (input, LossKind.CrossEntropy),
+            (LossKind.NegativeLogLikelihood, "Softmax") when lastAxis => (input, LossKind.CrossEntropy),
+            (LossKind.BinaryCrossEntropy, "Sigmoid") => (input, LossKind.BinaryCrossEntropy),
+            _ => (output, kind),
+        };
+    }
 
     /// <summary>Emits the loss head. Returns the scalar loss, the gradient of the output and, for class losses, the number of correct predictions.</summary>
     public static (string Loss, string Grad, string? Correct, string Count) Build(GraphBuilder b, LossKind kind, string output, string label, long? ignoreIndex = null)
@@ -61,6 +85,19 @@ public static class LossHead
                 var correct = b.Op("ReduceSum", [b.Op("Cast", [hit], ("to", 7L))], ("keepdims", 0L));
                 return (loss, grad, correct, count);
             }
+            case LossKind.CrossEntropyProb:
+            {   // ℓ = −log max(p[label], 1e-12): dℓ/dp = −onehot / p where p is above the clamp, else 0
+                var p = b.Op("Max", [output, b.Scalar(1e-12, output)]);
+                var picked = b.Squeeze(b.Op("GatherElements", [p, b.Unsqueeze(label, -1)], ("axis", -1L)), -1);
+                var count = b.Op("CastLike", [b.Op("Size", [label]), output]);
+                var loss = b.Neg(b.Div(b.Op("ReduceSum", [b.Log(picked)], ("keepdims", 0L)), count));
+                var depth = b.Op("Gather", [b.Shape(output), b.Ints(-1)]);
+                var oneHot = b.Op("CastLike", [b.Op("OneHot", [label, depth, b.Ints(0, 1)]), output]);
+                var live = b.Mask(b.Op("Greater", [output, b.Scalar(1e-12, output)]), output);
+                var grad = b.Div(b.Neg(b.Mul(b.Div(oneHot, p), live)), count);
+                var hit = b.Op("Equal", [b.Op("ArgMax", [output], ("axis", -1L), ("keepdims", 0L)), b.Op("Cast", [label], ("to", 7L))]);
+                return (loss, grad, b.Op("ReduceSum", [b.Op("Cast", [hit], ("to", 7L))], ("keepdims", 0L)), count);
+            }
             case LossKind.BinaryCrossEntropy:
             {
                 // ℓ = max(x,0) − x·y + log(1 + e^−|x|), the overflow-free form; dℓ/dx = σ(x) − y.
@@ -68,7 +105,7 @@ public static class LossHead
                 var count = b.Op("CastLike", [b.Op("Size", [output]), output]);
                 var terms = b.Add(b.Sub(b.Op("Relu", [output]), b.Mul(output, y)), b.Op("Softplus", [b.Neg(b.Op("Abs", [output]))]));
                 var loss = b.Div(b.Op("ReduceSum", [terms], ("keepdims", 0L)), count);
-                return (loss, b.Div(b.Sub(b.Sigmoid(output), y), count), null, count);
+                return (loss, b.Div(b.Sub(b.StableSigmoid(output), y), count), null, count);
             }
             case LossKind.MeanSquaredError:
             {

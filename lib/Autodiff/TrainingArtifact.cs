@@ -99,7 +99,6 @@ public sealed class TrainingArtifact
         var b = new GraphBuilder(opset, taken.Contains);
 
         // Non-float32 parameters: a float32 input cast to the stored type, so buffers and gradients are always float32.
-        var paramInputs = new List<string>();
         foreach (var p in trainable)
         {
             g.Input.Add(TensorInput(p.Name, DataTypes.Float, p.Shape));
@@ -111,6 +110,7 @@ public sealed class TrainingArtifact
         }
         foreach (var p in trainable) shapes.Declare(p.Name, new Autodiff.ValueInfo(DataTypes.Float, p.Shape, [p.Shape]));
 
+        (output, loss) = LossHead.Source(g, output, loss, shapes);
         var outInfo = shapes[output] ?? throw new UserError($"output '{output}' of '{file.Path}' produced no tensor when probed");
         var (lossName, dOut, correct, count) = LossHead.Build(b, loss, output, LossHead.LabelInput, ignoreIndex);
         g.Input.Add(LabelInput(loss, outInfo));

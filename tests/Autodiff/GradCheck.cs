@@ -22,6 +22,33 @@ public static class GradCheck
     public static Result Check(ModelProto model, IReadOnlyDictionary<string, NdArray> feeds, IReadOnlyCollection<string> wrt,
         string? output = null, int seed = 1, int directions = 6)
     {
+        var rng = new Random(seed);
+        var (s, feed, outDims, isDouble) = Open(model, feeds, wrt, output, n => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray());
+        using var _ = s;
+        var grad = new float[s.Layout.Size];
+        s.RunBatch(feed, grad);
+        var theta0 = (float[])s.Theta.Clone();
+        var (worst, detail) = Compare(s, grad, () => s.RunBatch(feed, []).Loss, rng, directions, isDouble);
+        theta0.CopyTo(s.Theta, 0);
+        foreach (var v in feed.Values) v.Dispose();
+        return new Result(output ?? model.Graph.Output[0].Name, worst, directions, detail);
+    }
+
+    /// <summary>The generated gradient of Σ w ⊙ output with respect to <paramref name="wrt"/> (flat, in wrt order).</summary>
+    public static float[] Gradient(ModelProto model, IReadOnlyDictionary<string, NdArray> feeds, IReadOnlyCollection<string> wrt, string output, float[] w)
+    {
+        var (s, feed, _, _) = Open(model, feeds, wrt, output, _ => w);
+        using var _s = s;
+        var grad = new float[s.Layout.Size];
+        s.RunBatch(feed, grad);
+        foreach (var v in feed.Values) v.Dispose();
+        return grad;
+    }
+
+    /// <summary>A session over the artifact of Σ label ⊙ output, with the float inputs in <paramref name="wrt"/> made parameters.</summary>
+    static (ModelSession Session, Dictionary<string, OrtValue> Feed, long[] OutDims, bool IsDouble) Open(ModelProto model,
+        IReadOnlyDictionary<string, NdArray> feeds, IReadOnlyCollection<string> wrt, string? output, Func<int, float[]> weights)
+    {
         var m = model.Clone();
         var g = m.Graph;
         output ??= g.Output[0].Name;
@@ -45,20 +72,10 @@ public static class GradCheck
         var feed = types.ToDictionary(kv => kv.Key, kv => OrtFeeds.Create(feeds[kv.Key], kv.Value, kv.Key));
         TensorShapes? shapes = null; // the last probe is of the whole (possibly unrolled) model
         var artifact = TrainingArtifact.Build(file, forward, model => shapes = ShapeProbe.Run(model, [feed]), trainable, LossKind.Dot, output);
-        using var s = new ModelSession(file, new LossSettings { Loss = LossKind.Dot }, all, artifact);
-
-        var rng = new Random(seed);
-        var outDims = shapes[output]!.Dims;
-        var w = Enumerable.Range(0, (int)outDims.Aggregate(1L, (a, d) => a * d)).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray();
-        feed[LossHead.LabelInput] = OrtValue.CreateTensorValueFromMemory(w, outDims);
-
-        var grad = new float[s.Layout.Size];
-        s.RunBatch(feed, grad);
-        var theta0 = (float[])s.Theta.Clone();
-        var (worst, detail) = Compare(s, grad, () => s.RunBatch(feed, []).Loss, rng, directions, isDouble);
-        theta0.CopyTo(s.Theta, 0);
-        foreach (var v in feed.Values) v.Dispose();
-        return new Result(output, worst, directions, detail);
+        var s = new ModelSession(file, new LossSettings { Loss = LossKind.Dot }, all, artifact);
+        var outDims = shapes![output]!.Dims;
+        feed[LossHead.LabelInput] = OrtValue.CreateTensorValueFromMemory(weights((int)outDims.Aggregate(1L, (a, d) => a * d)), outDims);
+        return (s, feed, outDims, isDouble);
     }
 
     /// <summary>

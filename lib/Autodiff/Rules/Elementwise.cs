@@ -39,9 +39,15 @@ public static partial class GradientRegistry
         Rule(d, "Sin", c => c.Give(0, c.B.Mul(c.dY, c.B.Op("Cos", [c.X(0)]))));
         Rule(d, "Cos", c => c.Give(0, c.B.Neg(c.B.Mul(c.dY, c.B.Op("Sin", [c.X(0)])))));
         Rule(d, "Tanh", c => c.Give(0, c.B.Mul(c.dY, c.B.Sub(c.B.Scalar(1, c.Y()), c.B.Mul(c.Y(), c.Y())))));
-        // dσ = σ(x)·σ(−x): both factors keep full relative precision where σ saturates (unlike σ(1−σ)).
-        Rule(d, "Sigmoid", c => c.Give(0, c.B.Mul(c.dY, c.B.Mul(c.Y(), c.B.Sigmoid(c.B.Neg(c.X(0)))))));
-        Rule(d, "Softplus", c => c.Give(0, c.B.Mul(c.dY, c.B.Sigmoid(c.X(0)))));
+        // dσ = e/(1+e)², e = exp(−|x|): from the input, exact to float32 precision where σ saturates (σ(1−σ) from a
+        // rounded σ is not).
+        Rule(d, "Sigmoid", c =>
+        {
+            var b = c.B; var e = b.Exp(b.Neg(b.Op("Abs", [c.X(0)])));
+            var onePlus = b.Add(b.Scalar(1, e), e);
+            c.Give(0, b.Mul(c.dY, b.Div(e, b.Mul(onePlus, onePlus))));
+        });
+        Rule(d, "Softplus", c => c.Give(0, c.B.Mul(c.dY, c.B.StableSigmoid(c.X(0)))));
         Rule(d, "Softsign", c =>
         {   // y = x/(1+|x|): dy = 1/(1+|x|)²
             var den = c.B.Add(c.B.Scalar(1, c.X(0)), c.B.Op("Abs", [c.X(0)]));
@@ -95,7 +101,7 @@ public static partial class GradientRegistry
         {   // y = x·tanh(softplus(x)): dy = tanh(sp) + x·σ(x)·(1 − tanh²(sp))
             var b = c.B; var x = c.X(0);
             var t = b.Op("Tanh", [b.Op("Softplus", [x])]);
-            var slope = b.Add(t, b.Mul(b.Mul(x, b.Sigmoid(x)), b.Sub(b.Scalar(1, x), b.Mul(t, t))));
+            var slope = b.Add(t, b.Mul(b.Mul(x, b.StableSigmoid(x)), b.Sub(b.Scalar(1, x), b.Mul(t, t))));
             c.Give(0, b.Mul(c.dY, slope));
         });
         Rule(d, "Gelu", c =>

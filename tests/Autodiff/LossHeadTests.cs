@@ -1,0 +1,60 @@
+using Google.Protobuf;
+using Onnx;
+using OnnxUnlearn.Autodiff;
+using OnnxUnlearn.Runtime;
+
+namespace OnnxUnlearn.Tests.Autodiff;
+
+public class LossHeadTests
+{
+    /// <summary>The mlp fixture with a final Softmax (as deployed classifiers often are), written next to the original.</summary>
+    static string WithSoftmax(TempDir dir, string op = "Softmax")
+    {
+        var m = ModelProto.Parser.ParseFrom(File.ReadAllBytes(Fixtures.File("mlp", "model.onnx")));
+        var logits = m.Graph.Output[0].Name;
+        foreach (var n in m.Graph.Node) for (int i = 0; i < n.Output.Count; i++) if (n.Output[i] == logits) n.Output[i] = "raw_logits";
+        m.Graph.Node.Add(new NodeProto { OpType = op, Name = "final", Input = { "raw_logits" }, Output = { logits }, Attribute = { GraphBuilder.Attr("axis", 1L) } });
+        var path = dir.File("probs.onnx");
+        File.WriteAllBytes(path, m.ToByteArray());
+        return path;
+    }
+
+    static (float[] Grad, LossResult Result) Gradient(string model, LossKind loss)
+    {
+        using var data = Dataset.Load(Fixtures.File("mlp", "data.npz"));
+        using var s = ModelSession.Open(model, new LossSettings { Loss = loss }, data);
+        var g = new float[s.Layout.Size];
+        return (g, s.Run(data, g));
+    }
+
+    [Theory]
+    [InlineData("Softmax", LossKind.CrossEntropy)]
+    [InlineData("LogSoftmax", LossKind.CrossEntropy)]
+    [InlineData("Softmax", LossKind.CrossEntropyProb)]
+    [InlineData("LogSoftmax", LossKind.NegativeLogLikelihood)]
+    public void ProbabilityOutputsGiveTheLogitsGradient(string op, LossKind loss)
+    {
+        using var dir = new TempDir();
+        var (expected, r0) = Gradient(Fixtures.File("mlp", "model.onnx"), LossKind.CrossEntropy);
+        var (actual, r1) = Gradient(WithSoftmax(dir, op), loss);
+        Assert.Equal(r0.Loss, r1.Loss, 1e-5);
+        Assert.Equal(r0.Accuracy, r1.Accuracy);
+        double err = Math.Sqrt(expected.Zip(actual, (e, a) => (double)(e - a) * (e - a)).Sum() / expected.Sum(e => (double)e * e));
+        Assert.True(err < 1e-5, $"{op}/{loss}: relative error {err:E2}");
+    }
+
+    [Fact]
+    public void SigmoidGradientStaysAccurateWhenSaturated()
+    {
+        // σ(x) ≈ 1e-7 and 1 − 1e-7: σ' = σ(x)σ(−x) must keep float32 relative precision (σ(1 − σ) from a rounded σ would not).
+        float[] x = [-16f, -14f, 14f, 16f];
+        var (model, feeds, wrt) = new NodeModel { Op = "Sigmoid", Inputs = [("x", [4])], Values = { ["x"] = x } }.Build();
+        var grad = GradCheck.Gradient(model, feeds, wrt, "y0", [1f, 1f, 1f, 1f]);
+        for (int i = 0; i < x.Length; i++)
+        {
+            double s = 1 / (1 + Math.Exp(-(double)x[i]));
+            double exact = s * (1 - s);
+            Assert.True(Math.Abs(grad[i] - exact) <= 1e-6 * exact, $"x = {x[i]}: {grad[i]:E6} vs {exact:E6}");
+        }
+    }
+}
