@@ -21,6 +21,7 @@ public sealed record Report
     public Solver? Cg { get; init; }
     public required IReadOnlyDictionary<string, Metrics> Before { get; init; }
     public IReadOnlyDictionary<string, Metrics>? After { get; init; }
+    public IReadOnlyList<UnlearnStep>? Steps { get; init; }
     public required long GradientEvaluations { get; init; }
     public required double Seconds { get; init; }
     public required string Outcome { get; init; }

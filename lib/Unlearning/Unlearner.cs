@@ -29,11 +29,24 @@ public sealed record UnlearnOptions
     public double Tolerance { get; init; } = 1e-3;
     /// <summary>Samples of the training set that define H (seeded sample; null = all).</summary>
     public int? HessianSamples { get; init; }
+    /// <summary>
+    /// Update steps. Each step after the first recomputes Δg (and, second order, the curvature) at the current parameters
+    /// and searches the step size on the objective; steps stop when it no longer improves or the retain loss rises more
+    /// than <see cref="UtilityBudget"/>.
+    /// </summary>
+    public int Steps { get; init; } = 1;
+    /// <summary>Largest allowed relative rise of the loss on a retain sample of the training set (0.02 = 2 %).</summary>
+    public double UtilityBudget { get; init; } = 0.02;
+    /// <summary>Rows of the training set (seeded sample) that measure utility during iterative steps.</summary>
+    public int RetainSamples { get; init; } = 256;
     /// <summary>Number of training samples n in Δg = (1/n)(Σ∇ℓ(z̃) − Σ∇ℓ(z)); null = rows of the training file.</summary>
     public long? TrainSize { get; init; }
 }
 
-public sealed record UnlearnResult(int[] Selected, float[] Update, double Tau, CgResult? Cg, long GradientEvaluations, double Seconds, double DeltaGNorm, double UpdateNorm);
+public sealed record UnlearnResult(int[] Selected, float[] Update, double Tau, CgResult? Cg, long GradientEvaluations, double Seconds, double DeltaGNorm, double UpdateNorm, IReadOnlyList<UnlearnStep> Steps);
+
+/// <summary>One update step: its size, the objective J = (|Z̃|·L(Z̃) − |Z|·L(Z))/n after it, the retain loss, and its cost.</summary>
+public sealed record UnlearnStep(int Step, double Tau, double Objective, double RetainLoss, double UpdateNorm, long GradientEvaluations, string Note);
 
 /// <summary>
 /// The method of METHOD.md: Δg = (1/n)(Σ_{Z̃} ∇ℓ − Σ_Z ∇ℓ); select S (sharp = top-k of diag H by default); first order
@@ -98,8 +111,83 @@ public static class Unlearner
             cg = ConjugateGradient.Solve(MaskedHvp, dgS, o.Damping, o.MaxIterations, o.Tolerance, progress);
             if (cg.Usable) TensorPrimitives.Multiply(cg.Solution, -1f, update);
         }
+        var steps = new List<UnlearnStep>();
+        if (o.Steps > 1 && (cg is null || cg.Usable))
+            Iterate(s, train, forget, corrected, o, n, mask, update, tau, steps, progress);
         return new UnlearnResult(selected, update, tau, cg, s.GradientEvaluations - start, clock.Elapsed.TotalSeconds,
-            Math.Sqrt(TensorPrimitives.SumOfSquares<float>(dg)), Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)));
+            Math.Sqrt(TensorPrimitives.SumOfSquares<float>(dg)), Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), steps);
+    }
+
+    /// <summary>
+    /// Steps 1..K: at θ = θ₀ + update (starting from θ₀), compute Δg_S, take the step along −Δg_S (first order) or −(H_SS + λI)⁻¹Δg_S
+    /// (second order, curvature at the current θ) with the size among 2^(1…−6)·τ that lowers J most while the retain
+    /// loss stays within budget. Stops when no size improves J or the budget binds. Uses no test data.
+    /// </summary>
+    static void Iterate(ModelSession s, Dataset train, Dataset forget, Dataset? corrected, UnlearnOptions o, long n, float[] mask,
+        float[] update, double tau, List<UnlearnStep> steps, ProgressCallback? progress)
+    {
+        var theta0 = (float[])s.Theta.Clone();
+        // Retain sample: training rows that are not among the forget set's rows (the loss on those must not rise).
+        var forgetRows = Enumerable.Range(0, (int)forget.Rows).Select(i => RowKey(forget, i)).ToHashSet();
+        var outside = Enumerable.Range(0, (int)train.Rows).Where(i => !forgetRows.Contains(RowKey(train, i))).Select(i => (long)i).ToList();
+        if (outside.Count == 0) throw new UserError($"every row of '{train.Source}' is in the forget set: iterative steps need training data outside it to measure utility");
+        var picked = outside.Count > o.RetainSamples ? Sample(outside.Count, o.RetainSamples, o.Seed + 1).Select(i => outside[(int)i]).ToList() : outside;
+        using var retainSet = train.Take(picked, $"{train.Source} (retain sample)");
+        double retain0 = s.Run(retainSet, []).Loss;
+        double Objective()
+        {
+            double j = -forget.Rows * s.Run(forget, []).Loss;
+            if (corrected is not null) j += corrected.Rows * s.Run(corrected, []).Loss;
+            return j / n;
+        }
+        void Set(float[] u) => TensorPrimitives.Add(theta0, u, s.Theta);
+
+        Array.Clear(update);
+        Set(update);
+        double j = Objective(), r = retain0;
+        steps.Add(new UnlearnStep(0, 0, j, r, 0, s.GradientEvaluations, "start"));
+        var g = new float[update.Length]; var tmp = new float[update.Length]; var dir = new float[update.Length];
+        double stepTau = tau > 0 ? tau : 1;
+        for (int k = 1; k <= o.Steps; k++)
+        {
+            progress?.Invoke("iterative steps", k, o.Steps);
+            s.Run(forget, tmp);
+            TensorPrimitives.Multiply(tmp, -(float)forget.Rows / n, g);
+            if (corrected is not null) { s.Run(corrected, tmp); TensorPrimitives.MultiplyAdd(tmp, (float)corrected.Rows / n, g, g); }
+            TensorPrimitives.Multiply(g, mask, g);
+            if (o.Update == UpdateKind.SecondOrder)
+            {
+                var hvp = new Hvp(s, train);
+                var masked = new float[g.Length];
+                var sol = ConjugateGradient.Solve((v, hv) => { TensorPrimitives.Multiply(v, mask, masked); hvp.Apply(masked, hv); TensorPrimitives.Multiply(hv, mask, hv); },
+                    g, o.Damping, o.MaxIterations, o.Tolerance);
+                if (!sol.Usable) { steps.Add(new UnlearnStep(k, 0, j, r, 0, s.GradientEvaluations, $"stopped: CG {sol.Stop}")); break; }
+                sol.Solution.CopyTo(dir, 0);
+                stepTau = 1;
+            }
+            else g.CopyTo(dir, 0);
+
+            var current = (float[])update.Clone();
+            (double J, double R, double Tau)? best = null;
+            foreach (var f in new[] { 2.0, 1.0, 0.5, 0.25, 0.125, 1.0 / 16, 1.0 / 32, 1.0 / 64 })
+            {
+                TensorPrimitives.MultiplyAdd(dir, (float)(-f * stepTau), current, tmp);
+                Set(tmp);
+                double jj = Objective(), rr = s.Run(retainSet, []).Loss;
+                if (rr <= retain0 * (1 + o.UtilityBudget) && jj < j - 1e-3 * Math.Abs(j) && (best is null || jj < best.Value.J)) best = (jj, rr, f * stepTau);
+            }
+            if (best is not { } b)
+            {
+                Set(update);
+                steps.Add(new UnlearnStep(k, 0, j, r, 0, s.GradientEvaluations, "stopped: no step size lowers the objective within the utility budget"));
+                break;
+            }
+            TensorPrimitives.MultiplyAdd(dir, (float)-b.Tau, current, update);
+            Set(update);
+            (j, r, stepTau) = (b.J, b.R, b.Tau);
+            steps.Add(new UnlearnStep(k, b.Tau, j, r, Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), s.GradientEvaluations, "accepted"));
+        }
+        theta0.CopyTo(s.Theta, 0);
     }
 
     /// <summary>
@@ -113,6 +201,10 @@ public static class Unlearner
         double num = TensorPrimitives.SumOfSquares<float>(g), den = TensorPrimitives.Dot<float>(g, hg);
         return num > 0 && den > 0 && double.IsFinite(den) ? num / den : 1.0;
     }
+
+    /// <summary>A row's values across all arrays, as a comparable key (to find forget-set rows inside the training set).</summary>
+    static string RowKey(Dataset d, int row) =>
+        string.Join("|", d.Arrays.OrderBy(kv => kv.Key).Select(kv => string.Join(",", kv.Value.SliceRows(row, 1).ToDouble())));
 
     static float[] Abs(float[] v) { var a = new float[v.Length]; TensorPrimitives.Abs(v, a); return a; }
 

@@ -73,3 +73,27 @@ public class UnlearnTests
         Assert.Contains("same samples", e.Message);
     }
 }
+
+public class IterativeUnlearnTests
+{
+    [Fact]
+    public void StepsLowerTheObjectiveMonotonicallyWithinTheUtilityBudget()
+    {
+        using var dir = new TempDir();
+        var request = new UnlearnRequest(Fixtures.File("mlp", "model.onnx"), Fixtures.File("mlp", "data.npz"), Fixtures.File("mlp", "forget.npz"),
+            Fixtures.File("mlp", "corrected.npz"), null, dir.File("new.onnx"));
+        var one = UnlearnJob.Run(request, new OnnxUnlearn.Runtime.LossSettings(), new UnlearnOptions { Steps = 1, UtilityBudget = 0.2 });
+        var many = UnlearnJob.Run(request, new OnnxUnlearn.Runtime.LossSettings(), new UnlearnOptions { Steps = 6, UtilityBudget = 0.2 });
+        var steps = many.Steps!;
+        Assert.True(steps.Count >= 2);
+        var accepted = steps.Where(x => x.Note == "accepted").ToList();
+        Assert.NotEmpty(accepted);
+        for (int i = 1; i < accepted.Count; i++) Assert.True(accepted[i].Objective < accepted[i - 1].Objective);
+        var start = steps[0];
+        Assert.Equal("start", start.Note);
+        Assert.True(accepted[0].Objective < start.Objective);
+        Assert.All(accepted, x => Assert.True(x.RetainLoss <= 1.2 * start.RetainLoss, $"step {x.Step}: retain {x.RetainLoss} vs start {start.RetainLoss}"));
+        Assert.True(many.After!["corrected"].Loss < many.Before["corrected"].Loss);
+        Assert.Null(one.Steps);
+    }
+}

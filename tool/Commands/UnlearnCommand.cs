@@ -32,11 +32,13 @@ public static class UnlearnCommand
         var hessianSamples = new Option<int?>("--hessian-samples") { Description = "seeded sample of the training set used for the Hessian" };
         var trainSize = new Option<long?>("--train-size") { Description = "n, the size of the original training set (default: samples in --train)" };
         var requireAccuracy = new Option<double?>("--require-accuracy") { Description = "exit with 3 unless accuracy on the corrected set (or forget set) after unlearning reaches this" };
+        var steps = new Option<int>("--steps") { Description = "update steps; after the first, Δg (and curvature) are recomputed and the step size searched, stopping when the objective stops improving or --utility-budget binds", DefaultValueFactory = _ => 1 };
+        var budget = new Option<double>("--utility-budget") { Description = "largest relative rise of the loss on a retain sample of --train during iterative steps", DefaultValueFactory = _ => 0.02 };
         var json = Cli.JsonFlag();
         var loss = new LossOptions();
         var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically.");
         c.Arguments.Add(model);
-        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, json })
+        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, steps, budget, json })
             c.Options.Add(opt);
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
@@ -50,6 +52,7 @@ public static class UnlearnCommand
                 Tau = r.GetValue(tau), Damping = r.GetValue(damping), Probes = r.GetValue(probes), Estimator = ParseEstimator(r.GetValue(estimator)!), Seed = r.GetValue(seed),
                 MaxIterations = r.GetValue(iterations), Tolerance = r.GetValue(tolerance),
                 HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize),
+                Steps = r.GetValue(steps), UtilityBudget = r.GetValue(budget),
             };
             var request = new UnlearnRequest(r.GetValue(model)!, r.GetValue(train)!, r.GetValue(forget)!, r.GetValue(corrected), r.GetValue(test), r.GetValue(output));
             var result = Progress.Run(p => UnlearnJob.Run(request, loss.Read(r), options, p));
@@ -101,6 +104,8 @@ public static class UnlearnCommand
         }
         AnsiConsole.Write(t);
         AnsiConsole.MarkupLine("selected per tensor: " + Markup.Escape(string.Join(", ", r.SelectedPerTensor.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key} {kv.Value}"))));
+        if (r.Steps is { } st)
+            AnsiConsole.MarkupLine("steps: " + Markup.Escape(string.Join("; ", st.Select(x => $"{x.Step}: τ {x.Tau:G3}, J {x.Objective:G4}, retain {x.RetainLoss:G4} ({x.Note})"))));
         AnsiConsole.MarkupLine($"{r.GradientEvaluations} gradient evaluations, {r.Seconds:F2} s" + (r.OutputModel is { } o ? $"; wrote {Markup.Escape(o)}" : ""));
     }
 }
