@@ -16,11 +16,14 @@ namespace OnnxUnlearn.Tests.Autodiff;
 /// </summary>
 public static class GradCheck
 {
-    public sealed record Result(string Output, double MaxRelError, int Directions, string Detail);
+    /// <param name="FrozenGap">With frozen decisions: the largest difference between the frozen and the plain gradient at θ0.</param>
+    public sealed record Result(string Output, double MaxRelError, int Directions, string Detail, double FrozenGap = 0);
 
     /// <param name="wrt">Float graph inputs to differentiate with respect to (they become initializers holding their feed).</param>
+    /// <param name="freezeDecisions">Check the artifact with frozen decisions (reference θ = θ0) instead, and how far its
+    /// gradient at θ0 is from the plain one (<see cref="Result.FrozenGap"/>).</param>
     public static Result Check(ModelProto model, IReadOnlyDictionary<string, NdArray> feeds, IReadOnlyCollection<string> wrt,
-        string? output = null, int seed = 1, int directions = 6)
+        string? output = null, int seed = 1, int directions = 6, bool freezeDecisions = false)
     {
         var m = model.Clone();
         var g = m.Graph;
@@ -46,6 +49,10 @@ public static class GradCheck
         TensorShapes? shapes = null; // the last probe is of the whole (possibly unrolled) model
         var artifact = TrainingArtifact.Build(file, forward, model => shapes = ShapeProbe.Run(model, [feed]), trainable, LossKind.Dot, output);
         using var s = new ModelSession(file, new LossSettings { Loss = LossKind.Dot }, all, artifact);
+        using var frozen = freezeDecisions
+            ? new ModelSession(file, new LossSettings { Loss = LossKind.Dot, FreezeDecisions = true }, all,
+                TrainingArtifact.Build(file, forward, model => ShapeProbe.Run(model, [feed]), trainable, LossKind.Dot, output, freezeDecisions: true), theta: s.Theta)
+            : null;
 
         var rng = new Random(seed);
         var outDims = shapes[output]!.Dims;
@@ -54,11 +61,20 @@ public static class GradCheck
 
         var grad = new float[s.Layout.Size];
         s.RunBatch(feed, grad);
+        double gap = 0;
+        if (frozen is not null)
+        {
+            if (frozen.Artifact.ReferenceInputs.Count == 0) throw new InvalidOperationException("no decision was frozen");
+            var plain = (float[])grad.Clone();
+            frozen.RunBatch(feed, grad);
+            gap = plain.Zip(grad, (a, b) => Math.Abs(a - b)).DefaultIfEmpty().Max();
+        }
+        var checkedSession = frozen ?? s;
         var theta0 = (float[])s.Theta.Clone();
-        var (worst, detail) = Compare(s, grad, () => s.RunBatch(feed, []).Loss, rng, directions, isDouble);
+        var (worst, detail) = Compare(checkedSession, grad, () => checkedSession.RunBatch(feed, []).Loss, rng, directions, isDouble);
         theta0.CopyTo(s.Theta, 0);
         foreach (var v in feed.Values) v.Dispose();
-        return new Result(output, worst, directions, detail);
+        return new Result(output, worst, directions, detail, gap);
     }
 
     /// <summary>
