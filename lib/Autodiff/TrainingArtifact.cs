@@ -22,8 +22,13 @@ public sealed class TrainingArtifact
     public required LossKind Loss { get; init; }
     public bool HasCorrect => LossHead.HasClasses(Loss);
     public bool HasGradients => Parameters.Count > 0;
-    /// <summary>The artifact outputs a <see cref="KinkPattern"/> (the model has piecewise-linear ops).</summary>
-    public bool HasPattern => Model.Graph.Output.Any(o => o.Name == KinkPattern.Output);
+    /// <summary>Piecewise-linear ops (ReLU, max pooling, ...) depend on the parameters: the gradient has kinks.</summary>
+    public bool HasDecisions { get; init; }
+    /// <summary>
+    /// Parameters whose reference values the artifact reads from inputs NAME__ref: built with frozen decisions
+    /// (<see cref="FrozenDecisions"/>), it takes its piecewise-linear decisions from a pass at those values.
+    /// </summary>
+    public IReadOnlyList<string> ReferenceInputs { get; init; } = [];
     /// <summary>
     /// Recurrent nodes unrolled over the sequence length measured when the artifact was built (empty when none): the
     /// artifact then takes only data inputs shaped like <see cref="BuiltFor"/> (axis 0, the batch, aside).
@@ -40,8 +45,10 @@ public sealed class TrainingArtifact
     /// unrolled: <see cref="Recurrent"/> unrolls those between the parameters and the loss before differentiation).</param>
     /// <param name="withGradients">False builds an evaluation artifact (loss and accuracy only).</param>
     /// <param name="embedDefaults">Keep parameter values as initializers so the parameter inputs may be omitted (for saved artifacts).</param>
+    /// <param name="freezeDecisions">Rewrite the forward graph with <see cref="FrozenDecisions"/> before differentiating it,
+    /// adding the inputs <see cref="ReferenceInputs"/>: the gradient is then smooth around the reference parameters.</param>
     public static TrainingArtifact Build(ModelFile file, ModelProto forward, Func<ModelProto, TensorShapes> probe, IReadOnlyList<Parameter> trainable,
-        LossKind loss, string output, long? ignoreIndex = null, bool withGradients = true, bool embedDefaults = false)
+        LossKind loss, string output, long? ignoreIndex = null, bool withGradients = true, bool embedDefaults = false, bool freezeDecisions = false)
     {
         List<UnrolledNode> unrolled = [];
         if (withGradients && trainable.Count > 0)
@@ -109,6 +116,10 @@ public sealed class TrainingArtifact
             shapes.Declare(typed, new Autodiff.ValueInfo(p.DataType, p.Shape, [p.Shape]));
         }
         foreach (var p in trainable) shapes.Declare(p.Name, new Autodiff.ValueInfo(DataTypes.Float, p.Shape, [p.Shape]));
+        bool hasDecisions = FrozenDecisions.HasDecisions(g.Node, trainableNames);
+        var references = freezeDecisions && withGradients ? FrozenDecisions.Apply(g, b, shapes, trainableNames) : [];
+        foreach (var p in trainable.Where(p => references.Contains(p.Name)))
+            g.Input.Add(TensorInput(FrozenDecisions.RefInput(p.Name), DataTypes.Float, p.Shape));
 
         (output, loss) = LossHead.Source(g, output, loss, shapes);
         var outInfo = shapes[output] ?? throw new UserError($"output '{output}' of '{file.Path}' produced no tensor when probed");
@@ -117,7 +128,6 @@ public sealed class TrainingArtifact
 
         var outputs = new List<(string Value, string Name)> { (lossName, LossOutput), (count, CountOutput) };
         if (correct is not null) outputs.Add((correct, CorrectOutput));
-        if (withGradients && KinkPattern.Build(b, g.Node.ToList()) is { } pattern) outputs.Add((pattern, KinkPattern.Output));
         if (withGradients && trainable.Count > 0)
         {
             var grads = Backprop.Build(g, opset, b, shapes, new Dictionary<string, string> { [output] = dOut },
@@ -134,7 +144,8 @@ public sealed class TrainingArtifact
             g.Output.Add(new global::Onnx.ValueInfoProto { Name = name });
         }
         g.ValueInfo.Clear();
-        return new TrainingArtifact { Model = m, Parameters = trainable, DataInputs = dataInputs, Output = output, Loss = loss, Unrolled = unrolled, BuiltFor = builtFor };
+        return new TrainingArtifact { Model = m, Parameters = trainable, DataInputs = dataInputs, Output = output, Loss = loss, Unrolled = unrolled, BuiltFor = builtFor,
+            HasDecisions = hasDecisions, ReferenceInputs = references };
     }
 
     static global::Onnx.ValueInfoProto LabelInput(LossKind loss, Autodiff.ValueInfo output)

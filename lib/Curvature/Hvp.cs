@@ -10,19 +10,15 @@ namespace OnnxUnlearn.Curvature;
 ///
 /// Step: ε = c · rms(θ) / max|vᵢ|, so the coordinate that moves most moves by c · rms(θ) (c = <see cref="RelativeStep"/>,
 /// default 1e-3). In float32 the rounding error of the difference grows like 1/ε and the truncation error like ε².
-/// Networks with kinks (ReLU, max pooling, clipping) add a third error: a step that crosses a kink measures a jump, not
-/// a derivative. For those models the gradient graph also returns a fingerprint of its decisions (<see cref="Autodiff.KinkPattern"/>);
-/// when θ + εv or θ − εv leaves θ's linear piece, ε shrinks tenfold, up to <see cref="MaxShrinks"/> times (2: below
-/// c = 1e-5 float32 rounding costs more than the kinks; measured on the cnn fixture), so the product
-/// approximates the Hessian of θ's piece — what autograd's double backward computes.
+/// Networks with kinks (ReLU, max pooling, clipping) would add a third error that no step avoids: a dense direction
+/// crosses kinks at any ε, and each crossing adds a jump divided by ε. Their products therefore run on the session's
+/// twin with decisions frozen at θ (<see cref="ModelSession.FreezeDecisions"/>), whose gradient is smooth around θ and
+/// equal to the true one at θ: the product is the Hessian of θ's linear piece, what autograd's double backward computes.
 /// </summary>
 public sealed class Hvp(ModelSession session, Dataset data)
 {
     public double RelativeStep { get; init; } = 1e-3;
-    public int MaxShrinks { get; init; } = 2;
-    /// <summary>Products whose step had to shrink to stay inside a linear piece (diagnostics).</summary>
-    public int Shrunk { get; private set; }
-    long[]? pattern0;
+    readonly ModelSession smooth = session.FreezeDecisions(data);
     readonly float[] theta0 = (float[])session.Theta.Clone();
     readonly float[] gPlus = new float[session.Layout.Size];
     readonly float[] gMinus = new float[session.Layout.Size];
@@ -31,8 +27,6 @@ public sealed class Hvp(ModelSession session, Dataset data)
     public ModelSession Session => session;
     public int Size => session.Layout.Size;
 
-    bool Same(long[]? pattern) => pattern0 is null || pattern is null || pattern.AsSpan().SequenceEqual(pattern0);
-
     /// <summary>Writes H·v into <paramref name="hv"/>; costs two gradient evaluations over the dataset.</summary>
     public void Apply(ReadOnlySpan<float> v, Span<float> hv)
     {
@@ -40,17 +34,10 @@ public sealed class Hvp(ModelSession session, Dataset data)
         if (maxAbs == 0) { hv.Clear(); return; }
         float eps = (float)(RelativeStep * Math.Max(thetaRms, 1e-3) / Math.Abs(maxAbs));
         var theta = session.Theta;
-        if (session.Artifact.HasPattern && pattern0 is null) { session.Run(data, gPlus); pattern0 = session.Pattern; }
-        for (int shrink = 0; ; shrink++, eps /= 10)
-        {
-            TensorPrimitives.MultiplyAdd(v, eps, theta0, theta);
-            session.Run(data, gPlus);
-            bool same = Same(session.Pattern);
-            TensorPrimitives.MultiplyAdd(v, -eps, theta0, theta);
-            session.Run(data, gMinus);
-            same &= Same(session.Pattern);
-            if (same || shrink == MaxShrinks) { if (shrink > 0) Shrunk++; break; }
-        }
+        TensorPrimitives.MultiplyAdd(v, eps, theta0, theta);
+        smooth.Run(data, gPlus);
+        TensorPrimitives.MultiplyAdd(v, -eps, theta0, theta);
+        smooth.Run(data, gMinus);
         theta0.CopyTo(theta, 0);
         TensorPrimitives.Subtract(gPlus, gMinus, hv);
         TensorPrimitives.Multiply(hv, 1f / (2 * eps), hv);

@@ -18,6 +18,11 @@ public sealed record LossSettings
     public long? IgnoreIndex { get; init; }
     public int BatchSize { get; init; } = 256;
     public int Threads { get; init; }
+    /// <summary>
+    /// Build the artifact with frozen decisions (<see cref="FrozenDecisions"/>) at the session's reference parameters
+    /// (<see cref="ModelSession.FreezeDecisions"/>): for curvature of piecewise-linear networks.
+    /// </summary>
+    public bool FreezeDecisions { get; init; }
 }
 
 /// <summary>Mean loss over a dataset, with the number of labelled elements and (class losses) the accuracy.</summary>
@@ -38,18 +43,17 @@ public sealed class ModelSession : IDisposable
     public TrainingArtifact Artifact { get; private set; }
     /// <summary>Live parameter values (float32, flat, by <see cref="Layout"/>).</summary>
     public float[] Theta { get; }
-    /// <summary>
-    /// The <see cref="KinkPattern"/> of the last gradient run over a dataset (null for smooth models): equal patterns
-    /// mean the same linear piece of a piecewise-linear network.
-    /// </summary>
-    public long[]? Pattern { get; private set; }
+    /// <summary>θ_ref, fed to the inputs NAME__ref of an artifact with frozen decisions (a copy of θ at creation).</summary>
+    readonly float[] reference;
 
-    /// <summary>Batches run through the gradient graph so far (each one forward and backward pass).</summary>
-    public long GradientEvaluations { get; private set; }
+    /// <summary>Batches run through the gradient graph so far (each one forward and backward pass), its frozen twin's included.</summary>
+    public long GradientEvaluations => evaluations + (frozen?.GradientEvaluations ?? 0);
+    long evaluations;
+    ModelSession? frozen;
 
     InferenceSession session;
     string[] outputNames;
-    readonly OrtValue[] paramValues;
+    readonly OrtValue[] paramValues, referenceValues;
     readonly Dictionary<string, TensorElementType> feedTypes;
     readonly int fixedBatch;
     readonly Func<Dataset, TrainingArtifact>? rebuild;
@@ -59,16 +63,20 @@ public sealed class ModelSession : IDisposable
     /// <summary>A session over an artifact built elsewhere (gradient checks build their own).</summary>
     /// <param name="rebuild">Builds the artifact again from a probe of other inputs: with unrolled recurrent ops, called
     /// for each new sequence length; without it such a batch is refused.</param>
+    /// <param name="theta">A parameter buffer to share (default: a new one holding the file's values).</param>
     public ModelSession(ModelFile file, LossSettings settings, IReadOnlyList<Parameter> all, TrainingArtifact artifact, int fixedBatch = 0,
-        Func<Dataset, TrainingArtifact>? rebuild = null)
+        Func<Dataset, TrainingArtifact>? rebuild = null, float[]? theta = null)
     {
         File = file; Settings = settings; AllParameters = all; Artifact = artifact; this.fixedBatch = fixedBatch; this.rebuild = rebuild;
         Layout = new ParameterLayout(artifact.Parameters);
-        Theta = Layout.ReadValues(file);
+        Theta = theta ?? Layout.ReadValues(file);
+        reference = (float[])Theta.Clone();
         session = CreateSession(artifact);
-        paramValues = Enumerable.Range(0, Layout.Count)
-            .Select(i => OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, Layout.Of(Theta, i), Layout.Parameters[i].Shape))
+        OrtValue[] Over(float[] values) => Enumerable.Range(0, Layout.Count)
+            .Select(i => OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, Layout.Of(values, i), Layout.Parameters[i].Shape))
             .ToArray();
+        paramValues = Over(Theta);
+        referenceValues = Over(reference);
         feedTypes = artifact.Model.Graph.Input.Where(i => artifact.DataInputs.Contains(i.Name) || i.Name == LossHead.LabelInput)
             .ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
         outputNames = session.OutputNames.ToArray();
@@ -91,6 +99,28 @@ public sealed class ModelSession : IDisposable
         return new ModelSession(file, settings, all, artifact, fixedBatch, d => Prepare(file, settings, d, withGradients).Artifact);
     }
 
+    /// <summary>
+    /// For curvature: this model with its decisions frozen at the current θ (<see cref="LossSettings.FreezeDecisions"/>),
+    /// over this session's <see cref="Theta"/> buffer, so that shifting θ here moves it too. Built on first call (probing
+    /// shapes on <paramref name="probe"/>); every call resets its θ_ref to the current θ. This session itself when no
+    /// decision depends on the parameters, or when it is frozen itself.
+    /// </summary>
+    public ModelSession FreezeDecisions(Dataset probe)
+    {
+        if (Settings.FreezeDecisions) { Theta.CopyTo(reference, 0); return this; }
+        if (!Artifact.HasDecisions) return this;
+        if (frozen is null)
+        {
+            var settings = Settings with { FreezeDecisions = true };
+            var (artifact, _, _) = Prepare(File, settings, probe);
+            if (artifact.Parameters.Count != Layout.Count || artifact.Parameters.Zip(Layout.Parameters).Any(p => p.First.Name != p.Second.Name))
+                throw new InvalidOperationException("the artifact with frozen decisions has other parameters than the session's");
+            frozen = new ModelSession(File, settings, AllParameters, artifact, fixedBatch, d => Prepare(File, settings, d).Artifact, Theta);
+        }
+        Theta.CopyTo(frozen.reference, 0);
+        return frozen;
+    }
+
     /// <summary>Builds the training artifact of a model: parameters, opset upgrade, shape probe on <paramref name="probe"/>, gradient graph.</summary>
     public static (TrainingArtifact Artifact, List<Parameter> All, int FixedBatch) Prepare(ModelFile file, LossSettings settings, Dataset probe,
         bool withGradients = true, bool embedDefaults = false)
@@ -106,7 +136,7 @@ public sealed class ModelSession : IDisposable
         probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
         int fixedBatch = FixedBatch(forward.Graph, dataInputs);
         var artifact = TrainingArtifact.Build(file, forward, m => Probe(file, m, probe, dataInputs, fixedBatch), trainable, settings.Loss, output,
-            settings.IgnoreIndex, withGradients, embedDefaults);
+            settings.IgnoreIndex, withGradients, embedDefaults, settings.FreezeDecisions);
         return (artifact, all, fixedBatch);
     }
 
@@ -165,7 +195,6 @@ public sealed class ModelSession : IDisposable
         data.Require(feedTypes.Keys, "inputs and targets of the training artifact");
         if (grad.Length > 0) { if (grad.Length != Layout.Size) throw new ArgumentException("gradient buffer size"); grad.Clear(); }
         double lossSum = 0, correct = 0; long count = 0;
-        Pattern = null;
         foreach (var (start, n) in Batches(data))
         {
             var (loss, batchCount, hits) = RunBatch(data.Batch(start, n, feedTypes), grad, accumulate: true);
@@ -187,21 +216,17 @@ public sealed class ModelSession : IDisposable
         if (Artifact.Unrolled.Count > 0) UseArtifactFor(feed);
         bool wantGrad = grad.Length > 0;
         var names = wantGrad ? outputNames : outputNames.Where(n => !n.StartsWith(TrainingArtifact.GradPrefix)).ToArray();
-        var inputNames = feedTypes.Keys.Concat(Layout.Parameters.Select(p => p.Name)).ToArray();
-        var inputs = feedTypes.Keys.Select(k => feed[k]).Concat(paramValues).ToArray();
+        var references = Enumerable.Range(0, Layout.Count).Where(i => Artifact.ReferenceInputs.Contains(Layout.Parameters[i].Name)).ToList();
+        var inputNames = feedTypes.Keys.Concat(Layout.Parameters.Select(p => p.Name))
+            .Concat(references.Select(i => FrozenDecisions.RefInput(Layout.Parameters[i].Name))).ToArray();
+        var inputs = feedTypes.Keys.Select(k => feed[k]).Concat(paramValues).Concat(references.Select(i => referenceValues[i])).ToArray();
         using var results = OrtSessions.Run(session, inputNames, inputs, names, $"gradient graph of '{File.Path}'");
         double count = Scalar(results[Array.IndexOf(names, TrainingArtifact.CountOutput)]);
         double loss = Scalar(results[Array.IndexOf(names, TrainingArtifact.LossOutput)]);
         double correct = Artifact.HasCorrect ? Scalar(results[Array.IndexOf(names, TrainingArtifact.CorrectOutput)]) : 0;
-        if (wantGrad && Artifact.HasPattern)
-        {   // fingerprints of all batches, combined so that a change in any batch changes the whole
-            var p = results[Array.IndexOf(names, KinkPattern.Output)].GetTensorDataAsSpan<long>();
-            Pattern ??= new long[p.Length];
-            for (int i = 0; i < p.Length; i++) Pattern[i] = Pattern[i] * 1_000_003 + p[i];
-        }
         if (wantGrad)
         {
-            GradientEvaluations++;
+            evaluations++;
             for (int i = 0; i < Layout.Count; i++)
             {
                 var g = results[Array.IndexOf(names, TrainingArtifact.GradName(Layout.Parameters[i].Name))].GetTensorDataAsSpan<float>();
@@ -270,7 +295,8 @@ public sealed class ModelSession : IDisposable
 
     public void Dispose()
     {
-        foreach (var v in paramValues) v.Dispose();
+        foreach (var v in paramValues.Concat(referenceValues)) v.Dispose();
+        frozen?.Dispose();
         session.Dispose();
         foreach (var (s, _, _) in bySequence.Values) if (!ReferenceEquals(s, session)) s.Dispose();
     }

@@ -16,28 +16,41 @@ namespace OnnxUnlearn.Tests.Autodiff;
 /// </summary>
 public static class GradCheck
 {
-    public sealed record Result(string Output, double MaxRelError, int Directions, string Detail);
+    /// <param name="FrozenGap">With frozen decisions: the largest difference between the frozen and the plain gradient at θ0.</param>
+    public sealed record Result(string Output, double MaxRelError, int Directions, string Detail, double FrozenGap = 0);
 
     /// <param name="wrt">Float graph inputs to differentiate with respect to (they become initializers holding their feed).</param>
+    /// <param name="freezeDecisions">Check the artifact with frozen decisions (reference θ = θ0) instead, and how far its
+    /// gradient at θ0 is from the plain one (<see cref="Result.FrozenGap"/>).</param>
     public static Result Check(ModelProto model, IReadOnlyDictionary<string, NdArray> feeds, IReadOnlyCollection<string> wrt,
-        string? output = null, int seed = 1, int directions = 6)
+        string? output = null, int seed = 1, int directions = 6, bool freezeDecisions = false)
     {
         var rng = new Random(seed);
-        var (s, feed, outDims, isDouble) = Open(model, feeds, wrt, output, n => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray());
-        using var _ = s;
+        var (s, frozen, feed, _, isDouble) = Open(model, feeds, wrt, output, n => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), freezeDecisions);
+        using var _s = s;
+        using var _f = frozen;
         var grad = new float[s.Layout.Size];
         s.RunBatch(feed, grad);
+        double gap = 0;
+        if (frozen is not null)
+        {
+            if (frozen.Artifact.ReferenceInputs.Count == 0) throw new InvalidOperationException("no decision was frozen");
+            var plain = (float[])grad.Clone();
+            frozen.RunBatch(feed, grad);
+            gap = plain.Zip(grad, (a, b) => Math.Abs(a - b)).DefaultIfEmpty().Max();
+        }
+        var checkedSession = frozen ?? s;
         var theta0 = (float[])s.Theta.Clone();
-        var (worst, detail) = Compare(s, grad, () => s.RunBatch(feed, []).Loss, rng, directions, isDouble);
+        var (worst, detail) = Compare(checkedSession, grad, () => checkedSession.RunBatch(feed, []).Loss, rng, directions, isDouble);
         theta0.CopyTo(s.Theta, 0);
         foreach (var v in feed.Values) v.Dispose();
-        return new Result(output ?? model.Graph.Output[0].Name, worst, directions, detail);
+        return new Result(output ?? model.Graph.Output[0].Name, worst, directions, detail, gap);
     }
 
     /// <summary>The generated gradient of Σ w ⊙ output with respect to <paramref name="wrt"/> (flat, in wrt order).</summary>
     public static float[] Gradient(ModelProto model, IReadOnlyDictionary<string, NdArray> feeds, IReadOnlyCollection<string> wrt, string output, float[] w)
     {
-        var (s, feed, _, _) = Open(model, feeds, wrt, output, _ => w);
+        var (s, _, feed, _, _) = Open(model, feeds, wrt, output, _ => w);
         using var _s = s;
         var grad = new float[s.Layout.Size];
         s.RunBatch(feed, grad);
@@ -46,8 +59,9 @@ public static class GradCheck
     }
 
     /// <summary>A session over the artifact of Σ label ⊙ output, with the float inputs in <paramref name="wrt"/> made parameters.</summary>
-    static (ModelSession Session, Dictionary<string, OrtValue> Feed, long[] OutDims, bool IsDouble) Open(ModelProto model,
-        IReadOnlyDictionary<string, NdArray> feeds, IReadOnlyCollection<string> wrt, string? output, Func<int, float[]> weights)
+    /// <param name="freezeDecisions">Also open the frozen-decision twin (reference θ = the plain session's θ0), sharing its parameter buffer.</param>
+    static (ModelSession Session, ModelSession? Frozen, Dictionary<string, OrtValue> Feed, long[] OutDims, bool IsDouble) Open(ModelProto model,
+        IReadOnlyDictionary<string, NdArray> feeds, IReadOnlyCollection<string> wrt, string? output, Func<int, float[]> weights, bool freezeDecisions = false)
     {
         var m = model.Clone();
         var g = m.Graph;
@@ -73,9 +87,13 @@ public static class GradCheck
         TensorShapes? shapes = null; // the last probe is of the whole (possibly unrolled) model
         var artifact = TrainingArtifact.Build(file, forward, model => shapes = ShapeProbe.Run(model, [feed]), trainable, LossKind.Dot, output);
         var s = new ModelSession(file, new LossSettings { Loss = LossKind.Dot }, all, artifact);
+        var frozen = freezeDecisions
+            ? new ModelSession(file, new LossSettings { Loss = LossKind.Dot, FreezeDecisions = true }, all,
+                TrainingArtifact.Build(file, forward, model => ShapeProbe.Run(model, [feed]), trainable, LossKind.Dot, output, freezeDecisions: true), theta: s.Theta)
+            : null;
         var outDims = shapes![output]!.Dims;
         feed[LossHead.LabelInput] = OrtValue.CreateTensorValueFromMemory(weights((int)outDims.Aggregate(1L, (a, d) => a * d)), outDims);
-        return (s, feed, outDims, isDouble);
+        return (s, frozen, feed, outDims, isDouble);
     }
 
     /// <summary>

@@ -79,13 +79,16 @@ public sealed class NodeModel
     }
 
     /// <summary>Builds the model and checks the gradient of every output against finite differences.</summary>
-    public void Check()
+    /// <param name="freezeDecisions">Check the artifact with frozen decisions instead, and that its gradient at the
+    /// reference equals the plain one.</param>
+    public void Check(bool freezeDecisions = false)
     {
         var (model, feeds, wrt) = Build();
         for (int o = 0; o < Outputs; o++)
         {
-            var r = GradCheck.Check(model, feeds, wrt, $"y{o}", Seed);
+            var r = GradCheck.Check(model, feeds, wrt, $"y{o}", Seed, freezeDecisions: freezeDecisions);
             Assert.True(r.MaxRelError <= GradCheck.Tolerance(Double), $"{Op} output y{o}: relative error {r.MaxRelError:E2} ({r.Detail})");
+            Assert.True(r.FrozenGap <= 1e-6, $"{Op} output y{o}: frozen gradient differs from the plain one by {r.FrozenGap:E2}");
         }
     }
 

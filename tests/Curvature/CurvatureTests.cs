@@ -40,6 +40,25 @@ public class CurvatureTests(ITestOutputHelper log)
     }
 
     [Theory]
+    [InlineData("mlp")]
+    [InlineData("cnn")]
+    public void FrozenDecisionsKeepLossAndGradientAtTheReference(string fixture)
+    {
+        var (s, data, _) = Open(fixture);
+        using var _s = s; using var _d = data;
+        var frozen = s.FreezeDecisions(data);
+        Assert.NotSame(s, frozen);
+        Assert.NotEmpty(frozen.Artifact.ReferenceInputs);
+        var (g, gf) = (new float[s.Layout.Size], new float[s.Layout.Size]);
+        double loss = s.Run(data, g).Loss, lossFrozen = frozen.Run(data, gf).Loss;
+        double err = RelativeL2(g.Select(x => (double)x).ToArray(), gf);
+        log.WriteLine($"{fixture}: loss {loss} vs frozen {lossFrozen}, gradient relative L2 difference {err:E2}");
+        Assert.Equal(loss, lossFrozen, 1e-6);
+        Assert.True(err < 1e-5, $"{fixture}: frozen gradient differs by {err:E2}");
+        Assert.Same(frozen, s.FreezeDecisions(data)); // built once, reused by every Hvp of the session
+    }
+
+    [Theory]
     [InlineData("logreg")]
     [InlineData("mlp")]
     [InlineData("cnn")]
