@@ -13,6 +13,23 @@ public class ElementwiseGradientTests
     public void Unary(string op) => new NodeModel { Op = op, Inputs = [("x", S)], Opset = 18 }.Check();
 
     [Theory]
+    [InlineData("Tan")] [InlineData("Asin")] [InlineData("Acos")] [InlineData("Atan")] [InlineData("Sinh")] [InlineData("Cosh")]
+    [InlineData("Asinh")] [InlineData("Atanh")]
+    public void TrigonometricInsideTheirDomain(string op) =>
+        new NodeModel { Op = op, Inputs = [("x", S)], Values = { ["x"] = Enumerable.Range(0, 12).Select(i => -0.8f + i * 0.14f).ToArray() } }.Check();
+
+    [Fact]
+    public void Acosh() => new NodeModel { Op = "Acosh", Inputs = [("x", S)], Values = { ["x"] = Enumerable.Range(0, 12).Select(i => 1.2f + i * 0.3f).ToArray() } }.Check();
+
+    [Fact]
+    public void Shrink() => new NodeModel { Op = "Shrink", Inputs = [("x", S)], Attrs = [("lambd", 0.3f), ("bias", 0.2f)] }.Check();
+
+    [Theory]
+    [InlineData(0L, 0L)] [InlineData(1L, 0L)] [InlineData(0L, 1L)] [InlineData(1L, 1L)]
+    public void CumSum(long exclusive, long reverse) =>
+        new NodeModel { Op = "CumSum", Inputs = [("x", [3, 4])], IntConsts = { [1] = [1] }, Attrs = [("exclusive", exclusive), ("reverse", reverse)], Double = true }.Check();
+
+    [Theory]
     [InlineData("Log")] [InlineData("Sqrt")] [InlineData("Reciprocal")]
     public void UnaryPositive(string op) =>
         new NodeModel { Op = op, Inputs = [("x", S)], Values = { ["x"] = Enumerable.Range(1, 12).Select(i => 0.5f + i * 0.25f).ToArray() } }.Check();

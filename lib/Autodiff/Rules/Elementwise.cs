@@ -38,6 +38,20 @@ public static partial class GradientRegistry
         Rule(d, "Reciprocal", c => c.Give(0, c.B.Neg(c.B.Mul(c.dY, c.B.Mul(c.Y(), c.Y())))));
         Rule(d, "Sin", c => c.Give(0, c.B.Mul(c.dY, c.B.Op("Cos", [c.X(0)]))));
         Rule(d, "Cos", c => c.Give(0, c.B.Neg(c.B.Mul(c.dY, c.B.Op("Sin", [c.X(0)])))));
+        Rule(d, "Tan", c => c.Give(0, c.B.Mul(c.dY, c.B.Add(c.B.Scalar(1, c.Y()), c.B.Mul(c.Y(), c.Y())))));            // 1 + tan²
+        Rule(d, "Asin", c => c.Give(0, c.B.Div(c.dY, c.B.Sqrt(c.B.Sub(c.B.Scalar(1, c.X(0)), c.B.Mul(c.X(0), c.X(0)))))));  // 1/√(1−x²)
+        Rule(d, "Acos", c => c.Give(0, c.B.Neg(c.B.Div(c.dY, c.B.Sqrt(c.B.Sub(c.B.Scalar(1, c.X(0)), c.B.Mul(c.X(0), c.X(0))))))));
+        Rule(d, "Atan", c => c.Give(0, c.B.Div(c.dY, c.B.Add(c.B.Scalar(1, c.X(0)), c.B.Mul(c.X(0), c.X(0))))));           // 1/(1+x²)
+        Rule(d, "Sinh", c => c.Give(0, c.B.Mul(c.dY, c.B.Op("Cosh", [c.X(0)]))));
+        Rule(d, "Cosh", c => c.Give(0, c.B.Mul(c.dY, c.B.Op("Sinh", [c.X(0)]))));
+        Rule(d, "Asinh", c => c.Give(0, c.B.Div(c.dY, c.B.Sqrt(c.B.Add(c.B.Mul(c.X(0), c.X(0)), c.B.Scalar(1, c.X(0)))))));  // 1/√(x²+1)
+        Rule(d, "Acosh", c => c.Give(0, c.B.Div(c.dY, c.B.Sqrt(c.B.Sub(c.B.Mul(c.X(0), c.X(0)), c.B.Scalar(1, c.X(0)))))));  // 1/√(x²−1)
+        Rule(d, "Atanh", c => c.Give(0, c.B.Div(c.dY, c.B.Sub(c.B.Scalar(1, c.X(0)), c.B.Mul(c.X(0), c.X(0))))));           // 1/(1−x²)
+        Rule(d, "Shrink", c =>
+        {   // y = x − bias·sign(x) where |x| > λ, else 0: slope 1 outside [−λ, λ]
+            var x = c.X(0);
+            c.Give(0, c.B.Mul(c.dY, c.B.Mask(c.B.Op("Greater", [c.B.Op("Abs", [x]), c.B.Scalar(c.Float("lambd", 0.5f), x)]), x)));
+        });
         Rule(d, "Tanh", c => c.Give(0, c.B.Mul(c.dY, c.B.Sub(c.B.Scalar(1, c.Y()), c.B.Mul(c.Y(), c.Y())))));
         // dσ = e/(1+e)², e = exp(−|x|): from the input, exact to float32 precision where σ saturates (σ(1−σ) from a
         // rounded σ is not).

@@ -51,6 +51,8 @@ public static partial class GradientRegistry
             var pads = c.IntsFromAttrOrInput("pads", 1) is { } p ? b.Ints(p.Select(v => -v).ToArray()) : b.Neg(c.X(1));
             c.Give(0, c.HasX(3) ? b.Op("Pad", [c.dY, pads, "", c.X(3)]) : b.Op("Pad", [c.dY, pads]));
         }, 1, 2, 3);
+        // Y = cumulative sum along an axis: dX = the cumulative sum of dY in the opposite direction (same exclusivity)
+        Rule(d, "CumSum", c => c.Give(0, c.B.Op("CumSum", [c.dY, c.X(1)], ("exclusive", c.Int("exclusive", 0)), ("reverse", 1 - c.Int("reverse", 0)))), 1);
         Rule(d, "Expand", c => c.Give(0, c.Unbroadcast(c.dY, 0)), 1);
         Rule(d, "Tile", c =>
         {   // Y = X repeated rᵢ times along axis i: view dY as [r₀, d₀, r₁, d₁, …] and sum over the r axes
