@@ -20,7 +20,7 @@ public static class Cli
 
     public static int Run(RootCommand root, string[] args)
     {
-        try { return root.Parse(args).Invoke(); }
+        try { return root.Parse(RequestManifest.Expand(args)).Invoke(); }
         catch (UserError e) { return Fail(e.Message); }
     }
 

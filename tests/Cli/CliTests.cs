@@ -114,3 +114,70 @@ public class CliTests
         Assert.Equal(65, m.Values.Sum(a => a.ToFloat().Sum()));
     }
 }
+
+public class RequestAndDeletionTests
+{
+    static (int, string, string) Run(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "onnx-unlearn.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, stderr);
+    }
+
+    [Fact]
+    public void RequestManifestRoundTripsIntoTheReport()
+    {
+        using var dir = new TempDir();
+        File.Copy(Fixtures.File("mlp", "forget.npz"), dir.File("z.npz"));
+        File.WriteAllText(dir.File("request.json"), JsonSerializer.Serialize(new Dictionary<string, object>
+        {
+            ["model"] = Fixtures.File("mlp", "model.onnx"), ["train"] = Fixtures.File("mlp", "data.npz"), ["forget"] = "z.npz",
+            ["out"] = "new.onnx", ["report"] = "report.json", ["fraction"] = 0.1, ["seed"] = 5, ["select"] = "random", ["perTensor"] = true,
+        }));
+        var (code, _, err) = Run("unlearn", "--request", dir.File("request.json"), "--seed", "6");
+        Assert.True(code == 0, err);
+        using var report = JsonDocument.Parse(File.ReadAllText(dir.File("report.json")));
+        var r = report.RootElement;
+        Assert.Equal(6, r.GetProperty("seed").GetInt32()); // the command line wins
+        Assert.Equal(0.1, r.GetProperty("settings").GetProperty("fraction").GetDouble());
+        Assert.Equal("Random", r.GetProperty("settings").GetProperty("select").GetString());
+        Assert.True(r.GetProperty("settings").GetProperty("perTensor").GetBoolean());
+        Assert.Equal(dir.File("z.npz"), r.GetProperty("settings").GetProperty("forget").GetString());
+        Assert.Equal(OnnxUnlearn.Unlearning.Report.Sha256(dir.File("new.onnx")), r.GetProperty("outputSha256").GetString());
+        // deletion (no corrected set): the forget loss rises
+        Assert.True(r.GetProperty("after").GetProperty("forget").GetProperty("loss").GetDouble() > r.GetProperty("before").GetProperty("forget").GetProperty("loss").GetDouble());
+        Assert.False(r.GetProperty("after").TryGetProperty("corrected", out _));
+    }
+
+    [Fact]
+    public void OpsWithoutAGradientRuleAreNamedWithNodeAndOpset()
+    {
+        // A float tensor feeding an op without a rule (Det) on the way to the output: clear error naming op, node and opset.
+        var m = new global::Onnx.ModelProto { IrVersion = 8, OpsetImport = { new global::Onnx.OperatorSetIdProto { Version = 17 } }, Graph = new global::Onnx.GraphProto { Name = "g" } };
+        var g = m.Graph;
+        g.Input.Add(new global::Onnx.ValueInfoProto { Name = "x", Type = new global::Onnx.TypeProto { TensorType = new global::Onnx.TypeProto.Types.Tensor { ElemType = 1, Shape = new global::Onnx.TensorShapeProto { Dim = { new global::Onnx.TensorShapeProto.Types.Dimension { DimParam = "N" }, new global::Onnx.TensorShapeProto.Types.Dimension { DimValue = 2 }, new global::Onnx.TensorShapeProto.Types.Dimension { DimValue = 2 } } } } } });
+        g.Initializer.Add(new global::Onnx.TensorProto { Name = "w", DataType = 1, Dims = { 2, 2 }, FloatData = { 1, 0, 0, 1 } });
+        g.Node.Add(new global::Onnx.NodeProto { OpType = "MatMul", Name = "mm", Input = { "x", "w" }, Output = { "h" } });
+        g.Node.Add(new global::Onnx.NodeProto { OpType = "Det", Name = "the_det", Input = { "h" }, Output = { "d" } });
+        g.Node.Add(new global::Onnx.NodeProto { OpType = "Unsqueeze", Name = "u", Input = { "d", "axes" }, Output = { "y" } });
+        g.Initializer.Add(new global::Onnx.TensorProto { Name = "axes", DataType = 7, Dims = { 1 }, Int64Data = { 1 } });
+        g.Output.Add(new global::Onnx.ValueInfoProto { Name = "y" });
+        using var dir = new TempDir();
+        File.WriteAllBytes(dir.File("det.onnx"), Google.Protobuf.MessageExtensions.ToByteArray(m));
+        OnnxUnlearn.Data.Npz.Write(dir.File("d.npz"), new Dictionary<string, OnnxUnlearn.Data.NdArray>
+        {
+            ["x"] = OnnxUnlearn.Data.NdArray.FromFloat([1, 2, 3, 4, 2, 0, 0, 2], 2, 2, 2), ["label"] = OnnxUnlearn.Data.NdArray.FromFloat([1, 2], 2, 1),
+        });
+        var (code, _, err) = Run("grad", dir.File("det.onnx"), "--data", dir.File("d.npz"), "--loss", "mse", "--out", dir.File("g.npz"));
+        Assert.Equal(2, code);
+        Assert.Contains("no gradient rule for op 'Det' (node 'the_det', opset 17)", err);
+        var (code2, output, _) = Run("inspect", dir.File("det.onnx"), "--json");
+        Assert.Equal(0, code2);
+        Assert.Contains("\"op\": \"Det\"", output);
+    }
+}

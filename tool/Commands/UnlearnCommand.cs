@@ -35,10 +35,11 @@ public static class UnlearnCommand
         var steps = new Option<int>("--steps") { Description = "update steps; after the first, Δg (and curvature) are recomputed and the step size searched, stopping when the objective stops improving or --utility-budget binds", DefaultValueFactory = _ => 1 };
         var budget = new Option<double>("--utility-budget") { Description = "largest relative rise of the loss on a retain sample of --train during iterative steps", DefaultValueFactory = _ => 0.02 };
         var json = Cli.JsonFlag();
+        var request = new Option<string?>("--request") { Description = "a JSON file holding these options (keys = option names without dashes, plus \"model\"; paths relative to the file); command-line options win" };
         var loss = new LossOptions();
         var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically.");
         c.Arguments.Add(model);
-        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, steps, budget, json })
+        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, steps, budget, json, request })
             c.Options.Add(opt);
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
@@ -54,8 +55,8 @@ public static class UnlearnCommand
                 HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize),
                 Steps = r.GetValue(steps), UtilityBudget = r.GetValue(budget),
             };
-            var request = new UnlearnRequest(r.GetValue(model)!, r.GetValue(train)!, r.GetValue(forget)!, r.GetValue(corrected), r.GetValue(test), r.GetValue(output));
-            var result = Progress.Run(p => UnlearnJob.Run(request, loss.Read(r), options, p));
+            var files = new UnlearnRequest(r.GetValue(model)!, r.GetValue(train)!, r.GetValue(forget)!, r.GetValue(corrected), r.GetValue(test), r.GetValue(output));
+            var result = Progress.Run(p => UnlearnJob.Run(files, loss.Read(r), options, p));
             if (r.GetValue(report) is { } path)
                 AtomicFile.Write(path, s => JsonSerializer.Serialize(s, result, Cli.Json));
             if (r.GetValue(json)) Cli.WriteJson(result); else Print(result);
