@@ -98,6 +98,18 @@ public class CliTests
     }
 
     [Fact]
+    public void SharpnessIsReproducibleAcrossProcessesForASeed()
+    {
+        using var dir = new TempDir();
+        foreach (var name in new[] { "a.npz", "b.npz" })
+        {
+            var (code, _, err) = Run("sharpness", Fixtures.File("mlp", "model.onnx"), "--data", Fixtures.File("mlp", "data.npz"), "--out", dir.File(name), "--probes", "12", "--seed", "3", "--threads", "1");
+            Assert.True(code == 0, err);
+        }
+        Assert.Equal(File.ReadAllBytes(dir.File("a.npz")), File.ReadAllBytes(dir.File("b.npz")));
+    }
+
+    [Fact]
     public void SharpnessAndSelectProduceScoresAndMasks()
     {
         using var dir = new TempDir();
