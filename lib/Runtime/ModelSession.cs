@@ -26,7 +26,8 @@ public sealed record LossResult(double Loss, long Count, double? Accuracy);
 /// <summary>
 /// A model ready to differentiate: the gradient artifact in one ONNX Runtime session whose parameter inputs are OrtValues
 /// over <see cref="Theta"/>. Shifting <see cref="Theta"/> in place (θ ± εv) changes what the next run sees, with no
-/// session rebuild and no copy of the model.
+/// session rebuild and no copy of the model. Runs reuse preallocated input and output buffers, so a session runs one
+/// batch at a time (sharing it across threads was never safe anyway: <see cref="Theta"/> is shifted in place).
 /// </summary>
 public sealed class ModelSession : IDisposable
 {
@@ -44,7 +45,17 @@ public sealed class ModelSession : IDisposable
     readonly OrtValue[] paramValues;
     readonly Dictionary<string, TensorElementType> feedTypes;
     readonly int fixedBatch;
-    readonly string[] outputNames;
+    // Reused by every run (no per-call allocation of names, input arrays or RunOptions).
+    readonly RunOptions runOptions = new();
+    readonly string[] inputNames;          // data inputs and label (feedTypes order), then parameters
+    readonly OrtValue[] inputValues;       // same order; the feed slots are refilled per run
+    readonly string[] outputNames;         // all outputs
+    readonly string[] lossOutputNames;     // outputs without the gradients
+    readonly string runWhat;               // for error messages
+    // Outputs bound to buffers of ours, so that ORT allocates nothing per run: the gradients go to slices of gradOut
+    // (by Layout), the scalars to tensors allocated once. Null when an output's shape is not known up front.
+    readonly float[] gradOut;
+    readonly OrtValue[]? allOutputs, lossOutputs;
 
     /// <summary>A session over an artifact built elsewhere (gradient checks build their own).</summary>
     public ModelSession(ModelFile file, LossSettings settings, IReadOnlyList<Parameter> all, TrainingArtifact artifact, int fixedBatch = 0)
@@ -60,6 +71,34 @@ public sealed class ModelSession : IDisposable
         feedTypes = artifact.Model.Graph.Input.Where(i => artifact.DataInputs.Contains(i.Name) || i.Name == LossHead.LabelInput)
             .ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
         outputNames = session.OutputNames.ToArray();
+        runWhat = $"gradient graph of '{file.Path}'";
+        lossOutputNames = outputNames.Where(n => !n.StartsWith(TrainingArtifact.GradPrefix)).ToArray();
+        inputNames = feedTypes.Keys.Concat(Layout.Parameters.Select(p => p.Name)).ToArray();
+        inputValues = new OrtValue[inputNames.Length];
+        paramValues.CopyTo(inputValues, feedTypes.Count);
+        gradOut = new float[Layout.Size];
+        allOutputs = PreallocateOutputs();
+        lossOutputs = allOutputs is null ? null : lossOutputNames.Select(n => allOutputs[Array.IndexOf(outputNames, n)]).ToArray();
+    }
+
+    OrtValue[]? PreallocateOutputs()
+    {
+        var values = new List<OrtValue>();
+        foreach (var name in outputNames)
+        {
+            int i = name.StartsWith(TrainingArtifact.GradPrefix) ? Layout.IndexOf(name[TrainingArtifact.GradPrefix.Length..]) : -1;
+            var meta = session.OutputMetadata[name];
+            if (i >= 0)
+                values.Add(OrtValue.CreateTensorValueFromMemory(OrtMemoryInfo.DefaultInstance, Layout.Of(gradOut, i), Layout.Parameters[i].Shape));
+            else if (meta.IsTensor && meta.Dimensions.All(d => d >= 0) && meta.ElementDataType is TensorElementType.Float or TensorElementType.Double or TensorElementType.Int64)
+                values.Add(OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, meta.ElementDataType, meta.Dimensions.Select(d => (long)d).ToArray()));
+            else
+            {
+                foreach (var v in values) v.Dispose();
+                return null;
+            }
+        }
+        return values.ToArray();
     }
 
     public IReadOnlyDictionary<string, TensorElementType> FeedTypes => feedTypes;
@@ -165,23 +204,40 @@ public sealed class ModelSession : IDisposable
     public (double Loss, long Count, double Correct) RunBatch(IReadOnlyDictionary<string, OrtValue> feed, Span<float> grad, bool accumulate = false)
     {
         bool wantGrad = grad.Length > 0;
-        var names = wantGrad ? outputNames : outputNames.Where(n => !n.StartsWith(TrainingArtifact.GradPrefix)).ToArray();
-        var inputNames = feedTypes.Keys.Concat(Layout.Parameters.Select(p => p.Name)).ToArray();
-        var inputs = feedTypes.Keys.Select(k => feed[k]).Concat(paramValues).ToArray();
-        using var results = OrtSessions.Run(session, inputNames, inputs, names, $"gradient graph of '{File.Path}'");
+        var names = wantGrad ? outputNames : lossOutputNames;
+        int k = 0;
+        foreach (var name in feedTypes.Keys) inputValues[k++] = feed[name];
+        if (allOutputs is not null)
+        {
+            var outputs = wantGrad ? allOutputs : lossOutputs!;
+            OrtSessions.Run(session, runOptions, inputNames, inputValues, names, outputs, runWhat);
+            return Collect(names, outputs, grad, accumulate, preallocated: true);
+        }
+        using var results = OrtSessions.Run(session, runOptions, inputNames, inputValues, names, runWhat);
+        return Collect(names, results, grad, accumulate, preallocated: false);
+    }
+
+    (double Loss, long Count, double Correct) Collect(string[] names, IReadOnlyList<OrtValue> results, Span<float> grad, bool accumulate, bool preallocated)
+    {
         double count = Scalar(results[Array.IndexOf(names, TrainingArtifact.CountOutput)]);
         double loss = Scalar(results[Array.IndexOf(names, TrainingArtifact.LossOutput)]);
         double correct = Artifact.HasCorrect ? Scalar(results[Array.IndexOf(names, TrainingArtifact.CorrectOutput)]) : 0;
-        if (wantGrad)
+        if (grad.Length > 0)
         {
             GradientEvaluations++;
-            for (int i = 0; i < Layout.Count; i++)
+            if (preallocated)
             {
-                var g = results[Array.IndexOf(names, TrainingArtifact.GradName(Layout.Parameters[i].Name))].GetTensorDataAsSpan<float>();
-                var dst = Layout.Of(grad, i);
-                if (accumulate) TensorPrimitives.MultiplyAdd(g, (float)count, dst, dst);
-                else g.CopyTo(dst);
+                if (accumulate) TensorPrimitives.MultiplyAdd(gradOut, (float)count, grad, grad);
+                else gradOut.CopyTo(grad);
             }
+            else
+                for (int i = 0; i < Layout.Count; i++)
+                {
+                    var g = results[Array.IndexOf(names, TrainingArtifact.GradName(Layout.Parameters[i].Name))].GetTensorDataAsSpan<float>();
+                    var dst = Layout.Of(grad, i);
+                    if (accumulate) TensorPrimitives.MultiplyAdd(g, (float)count, dst, dst);
+                    else g.CopyTo(dst);
+                }
         }
         return (loss, (long)count, correct);
     }
@@ -197,6 +253,8 @@ public sealed class ModelSession : IDisposable
     public void Dispose()
     {
         foreach (var v in paramValues) v.Dispose();
+        foreach (var v in allOutputs ?? []) v.Dispose();
+        runOptions.Dispose();
         session.Dispose();
     }
 }

@@ -16,7 +16,24 @@ public static class OrtSessions
     public static IDisposableReadOnlyCollection<OrtValue> Run(InferenceSession session, IReadOnlyCollection<string> inputNames,
         IReadOnlyCollection<OrtValue> inputs, IReadOnlyCollection<string> outputNames, string what)
     {
-        try { return session.Run(new RunOptions(), inputNames, inputs, outputNames); }
+        using var options = new RunOptions();
+        return Run(session, options, inputNames, inputs, outputNames, what);
+    }
+
+    /// <summary><see cref="Run(InferenceSession, IReadOnlyCollection{string}, IReadOnlyCollection{OrtValue}, IReadOnlyCollection{string}, string)"/> with the caller's (reused) run options.</summary>
+    public static IDisposableReadOnlyCollection<OrtValue> Run(InferenceSession session, RunOptions options, IReadOnlyCollection<string> inputNames,
+        IReadOnlyCollection<OrtValue> inputs, IReadOnlyCollection<string> outputNames, string what)
+    {
+        try { return session.Run(options, inputNames, inputs, outputNames); }
+        catch (OnnxRuntimeException e)
+        { throw new UserError($"ONNX Runtime failed running the {what}: {FirstLine(e.Message)}"); }
+    }
+
+    /// <summary>A run writing into preallocated outputs (ORT checks their shapes and types).</summary>
+    public static void Run(InferenceSession session, RunOptions options, IReadOnlyCollection<string> inputNames,
+        IReadOnlyCollection<OrtValue> inputs, IReadOnlyCollection<string> outputNames, IReadOnlyCollection<OrtValue> outputs, string what)
+    {
+        try { session.Run(options, inputNames, inputs, outputNames, outputs); }
         catch (OnnxRuntimeException e)
         { throw new UserError($"ONNX Runtime failed running the {what}: {FirstLine(e.Message)}"); }
     }
