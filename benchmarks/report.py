@@ -45,8 +45,11 @@ def machine(m):
         f"- Ours: .NET SDK {m['dotnet']}, ONNX Runtime {m['onnxruntime']} (CPU execution provider, "
         "graph optimisation ORT_ENABLE_ALL, InterOpNumThreads 1)",
         f"- PyTorch {m['torch']} (eager, BLAS: {m['torch_blas']}), Python {m['python']}, NumPy {m['numpy']}, ONNX {m['onnx']}",
-        f"- Each side's best of {m['rounds']} alternating rounds; each figure is the median of {m['repeats']} timed samples"
-        " (samples are blocks of calls lasting ≥ 50 ms, after ≥ 300 ms of warm-up)",
+        f"- Each side's best of {m['rounds']} alternating rounds (lowest median); each figure is the median of {m['repeats']}"
+        " timed samples, each a block of calls lasting ≥ 50 ms, after ≥ 300 ms of warm-up (fewer samples, at least 3,"
+        " where they pass 10 s). Hutchinson: median of up to "
+        f"{max(3, m['repeats'] // 2)} single runs (at least 1, fewer where they pass 10 s), after a 2-probe warm-up."
+        " The raw `.json` also has the fastest sample (`*_min`) and the process CPU time per call (`*cpu_ms`)",
     ])
 
 

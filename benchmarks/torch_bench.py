@@ -186,12 +186,13 @@ def hutchinson(model, params, data, n, probes, gen):
     return [e.div_(probes) for e in est]
 
 
-def timed(f, repeats, min_ms, warmup_ms):
+def timed(f, repeats, min_ms, warmup_ms, min_repeats=3, budget_ms=10_000):
     """Warm-up (>= 1 call, >= warmup_ms), then `repeats` blocks of calls lasting >= min_ms each; median and min of
-    (block time / calls) in ms, median process CPU time (all threads) per call, calls per block. As Bench's Time."""
+    (block time / calls) in ms, median process CPU time (all threads) per call, calls per block, blocks. Sampling
+    stops early after budget_ms once min_repeats blocks are in. As Bench's Time."""
     t0 = time.perf_counter()
     calls = 0
-    while calls < 1 or (time.perf_counter() - t0) * 1000 < warmup_ms:
+    while warmup_ms >= 0 and (calls < 1 or (time.perf_counter() - t0) * 1000 < warmup_ms):  # < 0: no warm-up
         f()
         calls += 1
     inner = 1
@@ -200,14 +201,15 @@ def timed(f, repeats, min_ms, warmup_ms):
         f()
         inner = max(1, math.ceil(min_ms / max((time.perf_counter() - t0) * 1000, 1e-3)))
     wall, cpu = [], []
-    for _ in range(repeats):
+    start = time.perf_counter()
+    while len(wall) < repeats and (len(wall) < min_repeats or (time.perf_counter() - start) * 1000 < budget_ms):
         c0 = time.process_time()
         t0 = time.perf_counter()
         for _ in range(inner):
             f()
         wall.append((time.perf_counter() - t0) * 1000 / inner)
         cpu.append((time.process_time() - c0) * 1000 / inner)
-    return statistics.median(wall), min(wall), statistics.median(cpu), inner
+    return statistics.median(wall), min(wall), statistics.median(cpu), inner, len(wall)
 
 
 def rel_l2(expected, actual):
@@ -249,19 +251,22 @@ def main():
             def run():
                 result["loss"], result["grad"] = full_gradient(model, params, data, n)
 
-            med, mn, cpu, inner = timed(run, a.repeats, a.min_ms, a.warmup_ms)
+            med, mn, cpu, inner, nt = timed(run, a.repeats, a.min_ms, a.warmup_ms)
             flat = torch.cat([g.reshape(-1) for g in result["grad"]]).numpy()
-            row.update(ms=med, ms_min=mn, cpu_ms=cpu, calls_per_sample=inner, samples_per_s=n / (med / 1000),
+            row.update(ms=med, ms_min=mn, cpu_ms=cpu, calls_per_sample=inner, timed_samples=nt, samples_per_s=n / (med / 1000),
                        loss=result["loss"], grad_rel_err=rel_l2(expected_grad, flat))
         else:
             gen = torch.Generator().manual_seed(0)
             v = [torch.randint(0, 2, p.shape, generator=gen, dtype=torch.float32).mul_(2).sub_(1) for p in params]
-            med, mn, cpu, _ = timed(lambda: hvp(model, params, data, n, v), a.repeats, a.min_ms, a.warmup_ms)
-            hmed, hmn, hcpu, _ = timed(lambda: hutchinson(model, params, data, n, a.probes, gen), max(3, a.repeats // 2), 0, 0)
+            med, mn, cpu, _, nt = timed(lambda: hvp(model, params, data, n, v), a.repeats, a.min_ms, a.warmup_ms)
+            hutchinson(model, params, data, n, 2, torch.Generator().manual_seed(1))  # warm-up, as Bench
+            hmed, hmn, hcpu, _, hn = timed(lambda: hutchinson(model, params, data, n, a.probes, gen),
+                                           max(3, a.repeats // 2), 0, -1, min_repeats=1)
             est = hutchinson(model, params, data, n, a.probes, torch.Generator().manual_seed(0))
             exact = np.concatenate([ref["hdiag/" + k].ravel() for k in names])
             row.update(hvp_ms=med, hvp_ms_min=mn, hvp_cpu_ms=cpu, hvp_per_s=1000 / med, probes=a.probes,
-                       hutchinson_ms=hmed, hutchinson_ms_min=hmn, hutchinson_cpu_ms=hcpu, hdiag_rel_err=rel_l2(exact, torch.cat([e.reshape(-1) for e in est]).numpy()))
+                       hutchinson_ms=hmed, hutchinson_ms_min=hmn, hutchinson_cpu_ms=hcpu, hvp_timed_samples=nt,
+                       hutchinson_timed_runs=hn, hdiag_rel_err=rel_l2(exact, torch.cat([e.reshape(-1) for e in est]).numpy()))
         print(json.dumps(row), flush=True)
 
 

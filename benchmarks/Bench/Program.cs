@@ -9,7 +9,8 @@
 // throughput on more than the 64 samples of a fixture. Timing: warm-up for W ms (at least one call), then R samples,
 // each a block of calls lasting at least M ms; the figure is the median over samples of (block time / calls). The
 // process CPU time (all threads) per call is recorded too (cpu_ms): it is less disturbed by other jobs on the machine.
-// Hutchinson (after the HVP timing has warmed everything up): one untimed run, then max(3, R/2) single runs.
+// Sampling stops early after 10 s once 3 samples are in. Hutchinson (after the HVP timing has warmed everything up):
+// one untimed run with 2 probes, then max(3, R/2) single runs, stopping early after 10 s once 1 is in.
 using System.Diagnostics;
 using System.Globalization;
 using System.Text.Json;
@@ -83,6 +84,7 @@ foreach (var fixture in fixtures)
             row["ms_min"] = t.Min;
             row["cpu_ms"] = t.CpuMedian;
             row["calls_per_sample"] = t.Inner;
+            row["timed_samples"] = t.Samples;
             row["samples_per_s"] = data.Rows / (t.Median / 1000);
             row["loss"] = result.Loss;
             row["grad_rel_err"] = RelativeL2(expectedGrad, grad);
@@ -94,7 +96,8 @@ foreach (var fixture in fixtures)
             var v = Enumerable.Range(0, n).Select(_ => rng.Next(2) == 0 ? -1f : 1f).ToArray();
             var hv = new float[n];
             var t = Time(() => hvp.Apply(v, hv), repeats, minMs, warmupMs);
-            var h = Time(() => Diagonal.Hutchinson(hvp, probes, seed: 0), Math.Max(3, repeats / 2), 0, 0);
+            Diagonal.Hutchinson(hvp, 2, seed: 1); // warm-up of the bookkeeping code (the HVPs are warm)
+            var h = Time(() => Diagonal.Hutchinson(hvp, probes, seed: 0), Math.Max(3, repeats / 2), 0, -1, minRepeats: 1);
             var estimate = Diagonal.Hutchinson(hvp, probes, seed: 0);
             var exactDiag = session.Layout.Parameters.SelectMany(p => reference["hdiag/" + p.Name].ToDouble()).ToArray();
             row["status"] = "ok";
@@ -106,6 +109,8 @@ foreach (var fixture in fixtures)
             row["hutchinson_ms"] = h.Median;
             row["hutchinson_ms_min"] = h.Min;
             row["hutchinson_cpu_ms"] = h.CpuMedian;
+            row["hvp_timed_samples"] = t.Samples;
+            row["hutchinson_timed_runs"] = h.Samples;
             row["hdiag_rel_err"] = RelativeL2(exactDiag, estimate.Values);
         }
     }
@@ -116,30 +121,31 @@ return 0;
 
 static void Emit(Dictionary<string, object?> row) { Console.WriteLine(JsonSerializer.Serialize(row)); Console.Out.Flush(); }
 
-static Timing Time(Action f, int repeats, double minMs, double warmupMs)
+static Timing Time(Action f, int repeats, double minMs, double warmupMs, int minRepeats = 3, double budgetMs = 10_000)
 {
     var sw = Stopwatch.StartNew();
-    do f(); while (sw.Elapsed.TotalMilliseconds < warmupMs);
+    if (warmupMs >= 0) do f(); while (sw.Elapsed.TotalMilliseconds < warmupMs); // warmupMs < 0: no warm-up
     int inner = 1;
     if (minMs > 0)
     {
         sw.Restart(); f();
         inner = Math.Max(1, (int)Math.Ceiling(minMs / Math.Max(sw.Elapsed.TotalMilliseconds, 1e-3)));
     }
-    var wall = new double[repeats];
-    var cpu = new double[repeats];
-    for (int r = 0; r < repeats; r++)
+    var wall = new List<double>();
+    var cpu = new List<double>();
+    var total = Stopwatch.StartNew();
+    while (wall.Count < repeats && (wall.Count < minRepeats || total.Elapsed.TotalMilliseconds < budgetMs))
     {
         double c0 = CpuTime.Ms();
         sw.Restart();
         for (int i = 0; i < inner; i++) f();
-        wall[r] = sw.Elapsed.TotalMilliseconds / inner;
-        cpu[r] = (CpuTime.Ms() - c0) / inner;
+        wall.Add(sw.Elapsed.TotalMilliseconds / inner);
+        cpu.Add((CpuTime.Ms() - c0) / inner);
     }
-    return new Timing(Median(wall), wall.Min(), Median(cpu), inner);
+    return new Timing(Median(wall), wall.Min(), Median(cpu), inner, wall.Count);
 }
 
-static double Median(double[] xs)
+static double Median(List<double> xs)
 {
     var s = xs.Order().ToArray();
     return s.Length % 2 == 1 ? s[s.Length / 2] : (s[s.Length / 2 - 1] + s[s.Length / 2]) / 2;
@@ -163,8 +169,8 @@ static string FindTestdata()
     throw new DirectoryNotFoundException("testdata/ not found; pass --testdata DIR");
 }
 
-/// <summary>Median wall time, minimum wall time, median process CPU time (all threads) per call, and calls per sample.</summary>
-record Timing(double Median, double Min, double CpuMedian, int Inner);
+/// <summary>Median wall time, minimum wall time, median process CPU time (all threads) per call, calls per sample, samples.</summary>
+record Timing(double Median, double Min, double CpuMedian, int Inner, int Samples);
 
 /// <summary>CPU time of this process (all threads), clock_gettime(CLOCK_PROCESS_CPUTIME_ID), in ms.</summary>
 static partial class CpuTime
