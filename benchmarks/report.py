@@ -3,17 +3,27 @@
 docs/benchmarks/{gradients,hvp}.md and the raw docs/benchmarks/{gradients,hvp}.json.
 
     report.py RAW_DIR OUT_DIR      # RAW_DIR holds meta.json, grad.jsonl, hvp.jsonl
+    report.py OUT_DIR              # rewrites the .md from the .json already in OUT_DIR
 """
 import json
 import os
 import sys
 from collections import defaultdict
 
-raw, out = sys.argv[1], sys.argv[2]
-meta = json.load(open(os.path.join(raw, "meta.json")))
+if len(sys.argv) == 2:
+    raw, out = None, sys.argv[1]
+    saved = {mode: json.load(open(os.path.join(out, name + ".json")))
+             for mode, name in (("grad", "gradients"), ("hvp", "hvp")) if os.path.exists(os.path.join(out, name + ".json"))}
+    meta = next(iter(saved.values()))["meta"]
+else:
+    raw, out = sys.argv[1], sys.argv[2]
+    saved = {}
+    meta = json.load(open(os.path.join(raw, "meta.json")))
 
 
 def rows(mode):
+    if raw is None:
+        return saved[mode]["results"] if mode in saved else []
     path = os.path.join(raw, mode + ".jsonl")
     return [json.loads(l) for l in open(path) if l.strip()] if os.path.exists(path) else []
 
@@ -44,13 +54,32 @@ def machine(m):
         " (the cores are shared with other jobs)",
         f"- Ours: .NET SDK {m['dotnet']}, ONNX Runtime {m['onnxruntime']} (CPU execution provider, "
         "graph optimisation ORT_ENABLE_ALL, InterOpNumThreads 1)",
-        f"- PyTorch {m['torch']} (eager, BLAS: {m['torch_blas']}), Python {m['python']}, NumPy {m['numpy']}, ONNX {m['onnx']}",
+        f"- PyTorch {m['torch']}" + (f" (Debian python3-torch {m['torch_package']})" if m.get("torch_package") else "") + f" (eager, BLAS: {m['torch_blas']}), Python {m['python']}, NumPy {m['numpy']}, ONNX {m['onnx']}",
         f"- Each side's best of {m['rounds']} alternating rounds (lowest median); each figure is the median of {m['repeats']}"
         " timed samples, each a block of calls lasting ≥ 50 ms, after ≥ 300 ms of warm-up (fewer samples, at least 3,"
         " where they pass 10 s). Hutchinson: median of up to "
         f"{max(3, m['repeats'] // 2)} single runs (at least 1, fewer where they pass 10 s), after a 2-probe warm-up."
         " The raw `.json` also has the fastest sample (`*_min`) and the process CPU time per call (`*cpu_ms`)",
     ])
+
+
+def caveats(m):
+    """Warnings derived from the machine description: a busy machine, or as many threads as cores."""
+    out = []
+    loads = [float(m[k].split()[0]) for k in ("loadavg_start", "loadavg_end") if m.get(k)]
+    busy = any(l >= m["cores"] * 0.75 for l in loads)
+    most = max((int(t) for t in m["threads"]), default=1)
+    if busy:
+        out.append(f"**The machine was busy** (1-minute load {' → '.join(f'{l:.1f}' for l in loads)} on {m['cores']} cores): "
+                   "other jobs took CPU time during the run, so figures are noisier and slower than on an idle machine; "
+                   "alternating rounds and keeping each side's best round limits, but does not remove, the effect.")
+    if most >= m["cores"]:
+        out.append(f"With {most} threads on {m['cores']} cores, a parallel section stalls whenever another process holds one "
+                   "of the cores; PyTorch's OpenMP threads meet at a barrier after every operator, which makes it especially "
+                   "sensitive to this. " + ("On this run the multi-thread tables therefore mostly "
+                   "measure tolerance of a shared machine, not kernel speed: compare the 1-thread tables for that."
+                   if busy else ""))
+    return "\n".join(f"> {c}\n>" for c in out).rstrip(">\n") + "\n" if out else ""
 
 
 def groups(rs):
@@ -159,7 +188,7 @@ Reproduce with `benchmarks/run.sh` (raw results: the `.json` next to this file).
 
 def write(name, title, intro, lines, rs):
     with open(os.path.join(out, name + ".md"), "w") as fh:
-        fh.write(f"# {title}\n\n{intro}\n\n{COMMON}\n\n## Machine\n\n{machine(meta)}\n\n## Results\n")
+        fh.write(f"# {title}\n\n{intro}\n\n{COMMON}\n\n## Machine\n\n{machine(meta)}\n\n{caveats(meta)}\n## Results\n")
         fh.write("\n".join(lines) + "\n")
     with open(os.path.join(out, name + ".json"), "w") as fh:
         json.dump({"meta": meta, "results": rs}, fh, indent=1)

@@ -38,17 +38,18 @@ trap 'rm -rf "$raw"' EXIT
 # Machine and versions.
 cpu=$(grep -m1 '^model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')
 os=$(. /etc/os-release && echo "$PRETTY_NAME")
+torchpkg=$(dpkg-query -W -f '${Version}' python3-torch 2>/dev/null || echo "?")
 ort=$(sed -n 's/.*Include="Microsoft.ML.OnnxRuntime" Version="\([^"]*\)".*/\1/p' lib/OnnxUnlearn.csproj)
 blaslib=$(readlink -f /usr/lib/"$(gcc -print-multiarch 2>/dev/null || echo x86_64-linux-gnu)"/libblas.so.3 2>/dev/null || echo '?')
 "$PYTHON" - "$raw/meta.json" "$cpu" "$(nproc)" "$(dotnet --version)" "$ort" "$os" "$(git rev-parse --short HEAD)" \
-  "$(cut -d' ' -f1-3 /proc/loadavg)" "$THREADS" "$CONFIGS" "$ROUNDS" "$PROBES" "$REPEATS" "$blaslib" <<'PY'
+  "$(cut -d' ' -f1-3 /proc/loadavg)" "$THREADS" "$CONFIGS" "$ROUNDS" "$PROBES" "$REPEATS" "$blaslib" "$torchpkg" <<'PY'
 import datetime, json, platform, re, sys, numpy, onnx, torch
-out, cpu, cores, dotnet, ort, os_, commit, load, threads, configs, rounds, probes, repeats, blaslib = sys.argv[1:]
+out, cpu, cores, dotnet, ort, os_, commit, load, threads, configs, rounds, probes, repeats, blaslib, torchpkg = sys.argv[1:]
 m = re.search(r"BLAS_INFO=([^,\s]+)", torch.__config__.show())
 blas = f"{m.group(1) if m else '?'} -> {blaslib}"
 json.dump({"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": cpu,
            "cores": int(cores), "os": os_, "kernel": platform.release(), "dotnet": dotnet, "onnxruntime": ort,
-           "torch": torch.__version__, "torch_blas": blas, "python": platform.python_version(),
+           "torch": torch.__version__, "torch_package": torchpkg, "torch_blas": blas, "python": platform.python_version(),
            "numpy": numpy.__version__, "onnx": onnx.__version__, "commit": commit, "loadavg_start": load,
            "threads": threads.split(), "configs": configs.split(), "rounds": int(rounds), "probes": int(probes),
            "repeats": int(repeats)}, open(out, "w"))

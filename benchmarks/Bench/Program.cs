@@ -64,7 +64,7 @@ foreach (var fixture in fixtures)
     }
     catch (UserError e)
     {
-        row["status"] = "no rule yet";
+        row["status"] = e.Message.Contains("no gradient rule") ? "no rule yet" : "cannot open";
         row["error"] = e.Message;
         Emit(row);
         continue;
