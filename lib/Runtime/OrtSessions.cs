@@ -20,11 +20,14 @@ public static class OrtSessions
         { throw new UserError($"ONNX Runtime cannot load the {what}: {FirstLine(e.Message)}"); }
     }
 
+    /// <summary>Default run options, shared: they carry no per-run state.</summary>
+    static readonly RunOptions Shared = new();
+
     /// <summary>Runs a session; a failure (bad input shapes, a kernel error) becomes a user-facing message naming what ran.</summary>
     public static IDisposableReadOnlyCollection<OrtValue> Run(InferenceSession session, IReadOnlyCollection<string> inputNames,
         IReadOnlyCollection<OrtValue> inputs, IReadOnlyCollection<string> outputNames, string what)
     {
-        try { return session.Run(new RunOptions(), inputNames, inputs, outputNames); }
+        try { return session.Run(Shared, inputNames, inputs, outputNames); }
         catch (OnnxRuntimeException e)
         { throw new UserError($"ONNX Runtime failed running the {what}: {FirstLine(e.Message)}"); }
     }
