@@ -34,7 +34,8 @@ public static class OrtSessions
 
     public static SessionOptions Options(int threads = 0)
     {
-        var o = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };
+        // ORT warnings (e.g. constant folding it skips) are not the user's business; errors still surface as exceptions.
+        var o = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
         if (threads > 0) { o.IntraOpNumThreads = threads; o.InterOpNumThreads = 1; }
         return o;
     }
