@@ -24,7 +24,7 @@ public static class Diagonal
         var halves = new[] { new double[n], new double[n] };
         for (int j = 0; j < probes; j++)
         {
-            var rng = new Random(HashCode.Combine(seed, j));
+            var rng = new Random(ProbeSeed(seed, j));
             for (int i = 0; i < n; i++) z[i] = rng.Next(2) == 0 ? -1f : 1f;
             hvp.Apply(z, hz);
             var half = halves[j < (probes + 1) / 2 ? 0 : 1];
@@ -41,6 +41,18 @@ public static class Diagonal
         float[]? se = probes > 1 ? m2.Select(v => (float)Math.Sqrt(v / (probes - 1) / probes)).ToArray() : null;
         double? overlap = probes > 1 ? TopK.Jaccard(halves[0], halves[1], stabilityFraction) : null;
         return new DiagonalEstimate(values, se, probes, probes, overlap, stabilityFraction);
+    }
+
+    /// <summary>
+    /// The seed of probe j: a fixed mix (splitmix64) of (seed, j). Not HashCode.Combine, which is randomised per process
+    /// and made the probes, and so every Hessian selection, differ from run to run.
+    /// </summary>
+    public static int ProbeSeed(int seed, int j)
+    {
+        ulong z = unchecked(((ulong)(uint)seed << 32 | (uint)j) + 0x9E3779B97F4A7C15UL);
+        z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
+        z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
+        return (int)(z ^ (z >> 31));
     }
 
     /// <summary>Exact diagonal: H_ii = e_iᵀ H e_i, one Hessian-vector product per element.</summary>

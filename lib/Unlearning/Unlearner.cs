@@ -29,6 +29,8 @@ public sealed record UnlearnOptions
     public int? HessianSamples { get; init; }
     /// <summary>Number of training samples n in Δg = (1/n)(Σ∇ℓ(z̃) − Σ∇ℓ(z)); null = rows of the training file.</summary>
     public long? TrainSize { get; init; }
+    /// <summary>A given selection: .npz of 0/1 masks keyed by parameter name (as written by <c>select</c>); replaces <see cref="Select"/>.</summary>
+    public string? MaskFile { get; init; }
 }
 
 public sealed record UnlearnResult(int[] Selected, float[] Update, double Tau, CgResult? Cg, long GradientEvaluations, double Seconds, double DeltaGNorm, double UpdateNorm);
@@ -65,7 +67,7 @@ public static class Unlearner
         var hessianData = o.HessianSamples is { } m && m < train.Rows ? train.Take(Sample(train.Rows, m, o.Seed), $"{train.Source} (sample of {m})") : train;
         var hvp = new Hvp(s, hessianData);
         int k = Masks.Count(o.Fraction, o.Count, layout.Size);
-        int[] selected = o.Select switch
+        int[] selected = o.MaskFile is { } maskFile ? FromMaskFile(layout, maskFile) : o.Select switch
         {
             SelectionKind.All => Masks.All(layout),
             SelectionKind.LastLayer => Masks.LastLayer(layout, s.File.Graph, s.Artifact.Output),
@@ -110,6 +112,14 @@ public static class Unlearner
         hvp(g, hg);
         double num = TensorPrimitives.SumOfSquares<float>(g), den = TensorPrimitives.Dot<float>(g, hg);
         return num > 0 && den > 0 && double.IsFinite(den) ? num / den : 1.0;
+    }
+
+    /// <summary>The nonzero elements of a mask file (one array per trainable parameter, shaped like it).</summary>
+    public static int[] FromMaskFile(ParameterLayout layout, string path)
+    {
+        var dense = layout.Join(Data.Npz.Read(path), $"mask file '{path}'");
+        var chosen = Enumerable.Range(0, dense.Length).Where(i => dense[i] != 0).ToArray();
+        return chosen.Length > 0 ? chosen : throw new UserError($"mask file '{path}' selects no element");
     }
 
     static float[] Abs(float[] v) { var a = new float[v.Length]; TensorPrimitives.Abs(v, a); return a; }
