@@ -46,7 +46,7 @@ public static class Cli
     public static Argument<string> ModelArgument() => new("MODEL") { Description = "the ONNX model file" };
 
     public static Option<string> Loss() => new("--loss") { Description = "loss head: ce (softmax cross-entropy, integer labels), bce (with logits), mse, nll (on log-probabilities)", DefaultValueFactory = _ => "ce" };
-    public static Option<string?> Output() => new("--output") { Description = "model output the loss is computed on (default: the first output)" };
+    public static Option<string?> Output() => new("--output") { Description = "model output the loss is computed on (default: the first float output; a classifier's labels are skipped)" };
     public static Option<string[]> Params() => new("--params") { Description = "glob(s) of parameters to train (default: every float tensor on a differentiable path)", AllowMultipleArgumentsPerToken = true };
     public static Option<string[]> Frozen() => new("--frozen") { Description = "glob(s) of parameters to keep fixed", AllowMultipleArgumentsPerToken = true };
     public static Option<int> BatchSize() => new("--batch-size") { Description = "samples per ONNX Runtime run (results do not depend on it)", DefaultValueFactory = _ => 256 };

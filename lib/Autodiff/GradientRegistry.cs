@@ -21,6 +21,7 @@ public static partial class GradientRegistry
         Shapes(d);
         Reductions(d);
         Network(d);
+        Convolution(d);
         return d;
     }
 

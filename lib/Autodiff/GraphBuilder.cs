@@ -38,6 +38,18 @@ public sealed class GraphBuilder(long opset, Func<string, bool> nameTaken)
         return node.Output.ToArray();
     }
 
+    /// <summary>
+    /// A node of <paramref name="node"/>'s type and attributes (less <paramref name="drop"/>) on other inputs: reruns a
+    /// forward op, e.g. to request an optional output or to map indices through it.
+    /// </summary>
+    public string[] Like(NodeProto node, IReadOnlyList<string> inputs, int outputs = 1, params string[] drop)
+    {
+        var outs = OpN(node.OpType, inputs, outputs);
+        Nodes[^1].Domain = node.Domain;
+        Nodes[^1].Attribute.AddRange(node.Attribute.Where(a => !drop.Contains(a.Name)).Select(a => a.Clone()));
+        return outs;
+    }
+
     public static AttributeProto Attr(string name, object value) => value switch
     {
         long v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = v },

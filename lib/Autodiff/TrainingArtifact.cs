@@ -21,10 +21,13 @@ public sealed class TrainingArtifact
     public required LossKind Loss { get; init; }
     public bool HasCorrect => LossHead.HasClasses(Loss);
     public bool HasGradients => Parameters.Count > 0;
+    /// <summary>The artifact outputs a <see cref="KinkPattern"/> (the model has piecewise-linear ops).</summary>
+    public bool HasPattern => Model.Graph.Output.Any(o => o.Name == KinkPattern.Output);
 
     public static string GradName(string parameter) => GradPrefix + parameter;
 
-    /// <param name="forward">The forward model, already upgraded by <see cref="OpsetUpgrade"/> (shapes were probed on it).</param>
+    /// <param name="forward">The forward model, already upgraded by <see cref="OpsetUpgrade"/> and with its linear ai.onnx.ml
+    /// nodes lowered by <see cref="LinearModels.Lower"/> (shapes were probed on it).</param>
     /// <param name="withGradients">False builds an evaluation artifact (loss and accuracy only).</param>
     /// <param name="embedDefaults">Keep parameter values as initializers so the parameter inputs may be omitted (for saved artifacts).</param>
     public static TrainingArtifact Build(ModelFile file, ModelProto forward, TensorShapes shapes, IReadOnlyList<Parameter> trainable,
@@ -47,17 +50,18 @@ public sealed class TrainingArtifact
         foreach (var node in g.Node.Where(n => n.OpType == "Constant" && trainableNames.Contains(n.Output[0])).ToList())
         {
             g.Node.Remove(node);
-            if (embedDefaults) { var t = node.Attribute.First(a => a.Name == "value").T.Clone(); t.Name = node.Output[0]; g.Initializer.Add(t); }
+            if (embedDefaults) { var t = node.ConstantValue()!.Clone(); t.Name = node.Output[0]; g.Initializer.Add(t); }
         }
         var graphInputs = g.Input.Select(i => i.Name).ToHashSet();
         foreach (var i in g.Input.Where(i => trainableNames.Contains(i.Name)).ToList()) g.Input.Remove(i);
         var dataInputs = g.Input.Where(i => !g.Initializer.Any(t => t.Name == i.Name)).Select(i => i.Name).ToList();
 
-        // The artifact's output names are fixed; a model value that already uses one is renamed inside the copy.
+        // The artifact's output names and its target input are fixed; a model value that already uses one is renamed inside
+        // the copy (classifiers often call their label output "label").
         var reserved = new[] { LossOutput, CountOutput, CorrectOutput }.Concat(trainable.Select(p => GradName(p.Name))).ToHashSet();
         foreach (var node in g.Node)
             for (int k = 0; k < node.Output.Count; k++)
-                if (reserved.Contains(node.Output[k]))
+                if (reserved.Contains(node.Output[k]) || node.Output[k] == LossHead.LabelInput)
                 {
                     var old = node.Output[k]; var renamed = "model_" + old.Replace('/', '_');
                     while (g.Node.Any(n => n.Output.Contains(renamed) || n.Input.Contains(renamed))) renamed += "_";
@@ -93,6 +97,7 @@ public sealed class TrainingArtifact
 
         var outputs = new List<(string Value, string Name)> { (lossName, LossOutput), (count, CountOutput) };
         if (correct is not null) outputs.Add((correct, CorrectOutput));
+        if (withGradients && KinkPattern.Build(b, g.Node.ToList()) is { } pattern) outputs.Add((pattern, KinkPattern.Output));
         if (withGradients && trainable.Count > 0)
         {
             var grads = Backprop.Build(g, opset, b, shapes, new Dictionary<string, string> { [output] = dOut },

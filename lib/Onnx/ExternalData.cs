@@ -23,26 +23,39 @@ public sealed record ExternalData(string FullPath, long Offset, long Length)
                 case "length": length = ParseLong(t, kv.Key, kv.Value); break;
             }
         }
-        if (string.IsNullOrEmpty(location))
-            throw new UserError($"tensor '{t.Name}' is marked external but has no 'location'; the model file is damaged");
-        if (System.IO.Path.IsPathRooted(location) || location.Contains(':'))
-            throw new UserError($"tensor '{t.Name}': external data location '{location}' is absolute; only paths relative to the model's folder are allowed");
-        var root = System.IO.Path.GetFullPath(modelFolder);
-        var full = System.IO.Path.GetFullPath(System.IO.Path.Combine(root, location));
-        if (!IsInside(root, full))
-            throw new UserError($"tensor '{t.Name}': external data location '{location}' escapes the model's folder '{root}'; refusing to read it");
-        if (!File.Exists(full))
-            throw new UserError($"tensor '{t.Name}': external data file '{full}' does not exist; copy it next to the model");
-        var target = new FileInfo(full).ResolveLinkTarget(returnFinalTarget: true);
-        if (target is not null && !IsInside(RealPath(root), RealPath(target.FullName)))
-            throw new UserError($"tensor '{t.Name}': external data file '{location}' is a link to '{target.FullName}', outside the model's folder; refusing to read it");
+        var (full, real) = CheckLocation(location, modelFolder, problem => new UserError($"tensor '{t.Name}' {problem}"));
         if (length < 0) length = expectedBytes;
-        long size = new FileInfo(target?.FullName ?? full).Length;
+        long size = new FileInfo(real).Length; // the target's: FileInfo on a symlink measures the link
         if (offset < 0 || length < 0 || offset > size || length > size - offset)
             throw new UserError($"tensor '{t.Name}': external data range [offset {offset}, length {length}] lies outside '{location}' ({size} bytes); the data file is truncated or does not belong to this model");
         if (expectedBytes >= 0 && length != expectedBytes)
             throw new UserError($"tensor '{t.Name}': external data length {length} does not match its shape and type ({expectedBytes} bytes)");
         return new ExternalData(full, offset, length);
+    }
+
+    /// <summary>
+    /// Validates an external-data location: relative, inside the model's folder, also after following symlinks, and
+    /// existing. Returns the full path and the real (symlink-free) path. A hostile model must not make us read or
+    /// overwrite files elsewhere. <paramref name="bad"/> turns a problem ("has ...") into the caller's error.
+    /// </summary>
+    public static (string Full, string Real) CheckLocation(string? location, string modelFolder, Func<string, Exception> bad)
+    {
+        if (string.IsNullOrEmpty(location))
+            throw bad("is marked as external data but has no 'location' entry");
+        if (location.Contains('\0'))
+            throw bad("has an external data location containing a NUL character");
+        if (System.IO.Path.IsPathRooted(location) || location.StartsWith('\\') || (location.Length > 1 && location[1] == ':'))
+            throw bad($"has absolute external data location '{location}'; ONNX requires a path relative to the model's folder. Move the file next to the model and set the location to its relative name.");
+        var folder = System.IO.Path.GetFullPath(modelFolder);
+        var full = System.IO.Path.GetFullPath(System.IO.Path.Combine(folder, location));
+        if (!IsInside(full, folder))
+            throw bad($"has external data location '{location}' that escapes the model's folder {folder}; keep data files in or below the model's folder.");
+        if (!File.Exists(full))
+            throw bad($"refers to external data file '{location}', which does not exist in {folder}.");
+        var real = RealPath(full);
+        if (!IsInside(real, RealPath(folder)))
+            throw bad($"has external data location '{location}' that is a symlink resolving outside the model's folder {folder}; copy the data file into the folder instead.");
+        return (full, real);
     }
 
     public byte[] ReadAll()
@@ -58,22 +71,28 @@ public sealed record ExternalData(string FullPath, long Offset, long Length)
         long.TryParse(value, out var v) ? v
         : throw new UserError($"tensor '{t.Name}': external data '{key}' is '{value}', not an integer");
 
-    static bool IsInside(string root, string path)
+    static bool IsInside(string path, string folder)
     {
-        var r = root.EndsWith(System.IO.Path.DirectorySeparatorChar) ? root : root + System.IO.Path.DirectorySeparatorChar;
-        return path.StartsWith(r, StringComparison.Ordinal);
+        var prefix = System.IO.Path.EndsInDirectorySeparator(folder) ? folder : folder + System.IO.Path.DirectorySeparatorChar;
+        return path.StartsWith(prefix, StringComparison.Ordinal);
     }
 
-    /// <summary>Resolves symlinks in every component of an existing path (the folder itself may be a link, e.g. /tmp on macOS).</summary>
-    static string RealPath(string path)
+    /// <summary>
+    /// Resolves every symlink along a full path (like realpath(3)), so containment checks see where the bytes
+    /// really live and two paths to one file compare equal.
+    /// </summary>
+    public static string RealPath(string fullPath)
     {
-        var full = System.IO.Path.GetFullPath(path);
-        var parent = System.IO.Path.GetDirectoryName(full);
-        var resolvedParent = parent is null ? null : RealPath(parent);
-        var here = resolvedParent is null ? full : System.IO.Path.Combine(resolvedParent, System.IO.Path.GetFileName(full));
-        var link = File.Exists(here) || Directory.Exists(here)
-            ? (Directory.Exists(here) ? (FileSystemInfo)new DirectoryInfo(here) : new FileInfo(here)).ResolveLinkTarget(true)
-            : null;
-        return link?.FullName ?? here;
+        var root = System.IO.Path.GetPathRoot(fullPath)!;
+        var current = root;
+        foreach (var part in fullPath[root.Length..].Split(System.IO.Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
+        {
+            current = System.IO.Path.Combine(current, part);
+            FileSystemInfo info = Directory.Exists(current) ? new DirectoryInfo(current) : new FileInfo(current);
+            // Re-resolve the target: its own parent folders may be symlinks too.
+            if (info.LinkTarget is not null)
+                current = RealPath(info.ResolveLinkTarget(returnFinalTarget: true)!.FullName);
+        }
+        return current;
     }
 }

@@ -63,7 +63,7 @@ public static class ModelDiff
 
     // FileInfo on a symlink measures the link itself, so measure its target.
     private static long DataFileLength(string folder, string dataFile) =>
-        new FileInfo(WireLayout.RealPath(Path.Combine(folder, dataFile))).Length;
+        new FileInfo(ExternalData.RealPath(Path.Combine(folder, dataFile))).Length;
 
     private static ModelDiffResult Structure(string why) => new(why, 0, []);
 

@@ -20,8 +20,10 @@ public sealed record ModelSummary(
         var inits = g.Initializer.Select(t => t.Name).ToHashSet();
         var parameters = Onnx.Parameters.Discover(file, output);
         var tensors = parameters.Select(p => new Tensor(p.Name, DataTypes.Name(p.DataType), p.Shape, p.Elements,
-            p.Storage == ParameterStorage.Constant ? "constant-node" : p.External ? "external" : "embedded", p.Trainable, p.WhyNot)).ToList();
-        var missing = g.Node.Where(n => n.Domain is "" or "ai.onnx" ? GradientRegistry.Find(n.OpType) is null : true)
+            p.Storage switch { ParameterStorage.Constant => "constant-node", ParameterStorage.Attribute => "node-attribute", _ => p.External ? "external" : "embedded" },
+            p.Trainable, p.WhyNot)).ToList();
+        // Linear ai.onnx.ml nodes are lowered to standard ops for gradients, so they need no rule of their own.
+        var missing = g.Node.Where(n => n.Domain is "" or "ai.onnx" ? GradientRegistry.Find(n.OpType) is null : !LinearModels.Is(n))
             .Select(n => new MissingRule((n.Domain is "" or "ai.onnx" ? "" : n.Domain + ".") + n.OpType, n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault() ?? "", OpsetOf(file.Model, n.Domain)))
             .ToList();
         return new ModelSummary(

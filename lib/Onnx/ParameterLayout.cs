@@ -43,14 +43,10 @@ public sealed class ParameterLayout
     public float[] ReadValues(ModelFile file)
     {
         var theta = new float[Size];
-        var inits = file.Graph.Initializer.ToDictionary(t => t.Name);
+        var tensors = new Dictionary<string, TensorProto>();
+        foreach (var c in Onnx.Parameters.Candidates(file.Graph)) tensors.TryAdd(c.Name, c.Tensor);
         for (int i = 0; i < Count; i++)
-        {
-            var p = Parameters[i];
-            var t = p.Storage == ParameterStorage.Initializer ? inits[p.Name]
-                : file.Graph.Node.First(n => n.OpType == "Constant" && n.Output[0] == p.Name).Attribute.First(a => a.Name == "value").T;
-            t.ReadFloats(file.Folder).CopyTo(Of(theta, i).Span);
-        }
+            tensors[Parameters[i].Name].ReadFloats(file.Folder).CopyTo(Of(theta, i).Span);
         return theta;
     }
 

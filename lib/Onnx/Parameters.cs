@@ -4,7 +4,8 @@ using OnnxUnlearn.Autodiff;
 
 namespace OnnxUnlearn.Onnx;
 
-public enum ParameterStorage { Initializer, Constant }
+/// <summary>Where a parameter's values live: an initializer, a Constant node's value, or a float-list attribute of an ai.onnx.ml linear node.</summary>
+public enum ParameterStorage { Initializer, Constant, Attribute }
 
 /// <summary>A float tensor of the model that could be trained, and whether it is (with the reason when not).</summary>
 public sealed record Parameter(string Name, ParameterStorage Storage, int DataType, long[] Shape, bool External, bool Trainable, string? WhyNot)
@@ -12,41 +13,97 @@ public sealed record Parameter(string Name, ParameterStorage Storage, int DataTy
     public long Elements => Shape.Aggregate(1L, (a, d) => a * d);
 }
 
+/// <summary>A tensor that may be a parameter: its name, storage, value and the graph value whose path to the output decides trainability.</summary>
+public sealed record ParameterCandidate(string Name, ParameterStorage Storage, TensorProto Tensor, string Via);
+
 /// <summary>
-/// The one notion of "parameter" used by every command: float initializers and float Constant-node tensors. Trainable by
-/// default when of rank ≥ 1 and on a differentiable path to the chosen output; <c>--params</c>/<c>--frozen</c> globs override.
+/// The one notion of "parameter" used by every command: float initializers, float Constant-node tensors (<c>value</c>,
+/// <c>value_float(s)</c>: paddle2onnx keeps every weight there) and the coefficients/intercepts of ai.onnx.ml
+/// LinearClassifier/LinearRegressor nodes. Trainable by default when of rank ≥ 1 and on a differentiable path to the
+/// chosen output; <c>--params</c>/<c>--frozen</c> globs override.
 /// </summary>
 public static class Parameters
 {
     public static List<Parameter> Discover(ModelFile file, string? output = null, IReadOnlyList<string>? include = null, IReadOnlyList<string>? exclude = null)
     {
         var g = file.Graph;
-        output ??= g.Output.FirstOrDefault()?.Name ?? throw new UserError($"model '{file.Path}' has no outputs");
-        if (!g.Output.Any(o => o.Name == output) && !g.Node.Any(n => n.Output.Contains(output)))
+        output ??= DefaultOutput(g);
+        if (output is not null && !g.Output.Any(o => o.Name == output) && !g.Node.Any(n => n.Output.Contains(output)))
             throw new UserError($"model '{file.Path}' has no output or value named '{output}'; its outputs are: {string.Join(", ", g.Output.Select(o => o.Name))}");
-        var (differentiable, firstUse) = Analyse(g, output);
+        var (differentiable, firstUse) = output is null ? ([], []) : Analyse(g, output);
+        var usedAbove = g.Node.SelectMany(n => n.Input).ToHashSet();
+        var usedInBodies = BodyUses(g);
         var includeRx = include is { Count: > 0 } ? include.Select(Glob).ToList() : null;
         var excludeRx = exclude?.Select(Glob).ToList() ?? [];
 
         var result = new List<Parameter>();
-        void Add(string name, ParameterStorage storage, TensorProto t)
+        foreach (var (name, storage, t, via) in Candidates(g))
         {
-            if (!DataTypes.IsFloat(t.DataType)) return;
+            if (!DataTypes.IsFloat(t.DataType)) continue;
             string? why = null;
             if (t.Dims.Count == 0) why = "rank-0 constant";
-            else if (!differentiable.Contains(name))
-                why = firstUse.TryGetValue(name, out var use) ? $"no differentiable path to '{output}' ({use})" : $"not used on the way to '{output}'";
+            else if (output is null) why = "the model has no float output to take a loss of (name one with --output)";
+            else if (!differentiable.Contains(via))
+                why = firstUse.TryGetValue(via, out var use) ? $"no differentiable path to '{output}' ({use})"
+                    : usedAbove.Contains(via) || storage == ParameterStorage.Attribute ? $"not used on the way to '{output}'"
+                    : usedInBodies.TryGetValue(via, out var body) ? $"used only inside the body of {body}; control-flow bodies are not differentiated"
+                    : "not used by any node";
             if (includeRx is not null && !includeRx.Any(r => r.IsMatch(name))) why ??= "not matched by --params";
             if (excludeRx.Any(r => r.IsMatch(name))) why = "frozen by --frozen";
             if (includeRx is not null && includeRx.Any(r => r.IsMatch(name)) && why is "rank-0 constant") why = null;
             result.Add(new Parameter(name, storage, t.DataType, t.Dims.ToArray(), t.IsExternal(), why is null, why));
         }
-        foreach (var t in g.Initializer) Add(t.Name, ParameterStorage.Initializer, t);
-        foreach (var n in g.Node)
-            if (n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t)
-                Add(n.Output[0], ParameterStorage.Constant, t);
         return result;
     }
+
+    /// <summary>Every tensor of the top-level graph that may be a parameter (float or not), in graph order.</summary>
+    public static IEnumerable<ParameterCandidate> Candidates(GraphProto g)
+    {
+        foreach (var t in g.Initializer) yield return new(t.Name, ParameterStorage.Initializer, t, t.Name);
+        for (int i = 0; i < g.Node.Count; i++)
+        {
+            var n = g.Node[i];
+            if (n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count > 0 && n.ConstantValue() is { } t)
+                yield return new(n.Output[0], ParameterStorage.Constant, t, n.Output[0]);
+            else if (LinearModels.Is(n))
+                foreach (var (name, tensor) in LinearModels.Tensors(n, i)) yield return new(name, ParameterStorage.Attribute, tensor, LinearModels.ScoresOutput(n));
+        }
+    }
+
+    /// <summary>A Constant node's value as a tensor: <c>value</c>, or <c>value_float</c> (rank 0) / <c>value_floats</c> (rank 1) as float32.</summary>
+    public static TensorProto? ConstantValue(this NodeProto n)
+    {
+        foreach (var a in n.Attribute)
+            switch (a.Name)
+            {
+                case "value" when a.T is not null: return a.T;
+                case "value_float": return new TensorProto { DataType = DataTypes.Float, FloatData = { a.F } };
+                case "value_floats": return new TensorProto { DataType = DataTypes.Float, Dims = { a.Floats.Count }, FloatData = { a.Floats } };
+            }
+        return null;
+    }
+
+    /// <summary>
+    /// The output a loss is taken of by default: the first graph output that is (or may be, when undeclared) a float
+    /// tensor. Classifiers list their integer labels first (LinearClassifier: labels, then scores). Null when none is.
+    /// </summary>
+    public static string? DefaultOutput(GraphProto g) =>
+        g.Output.FirstOrDefault(o => o.Type is null || o.Type.ValueCase == TypeProto.ValueOneofCase.None
+            || o.Type.TensorType is { } t && (t.ElemType == 0 || DataTypes.IsFloat(t.ElemType)))?.Name;
+
+    /// <summary>The chosen output, or the default one; a user error naming the outputs when there is no float output.</summary>
+    public static string OutputOrDefault(ModelFile file, string? output)
+    {
+        if (output is not null) return output;
+        var g = file.Graph;
+        if (g.Output.Count == 0) throw new UserError($"model '{file.Path}' has no outputs");
+        return DefaultOutput(g) ?? throw new UserError(
+            $"model '{file.Path}' has no float output to take a loss of (the default is the first float output); its outputs are " +
+            string.Join(", ", g.Output.Select(o => $"'{o.Name}' ({TypeName(o)})")) + ". Name a float value of the graph with --output");
+    }
+
+    static string TypeName(global::Onnx.ValueInfoProto v) =>
+        v.Type?.TensorType is { } t ? DataTypes.Name(t.ElemType) : v.Type?.ValueCase.ToString().ToLowerInvariant() ?? "unknown";
 
     /// <summary>Values from which <paramref name="output"/> can be reached through differentiable input slots, and each value's first non-differentiable use.</summary>
     static (HashSet<string>, Dictionary<string, string>) Analyse(GraphProto g, string output)
@@ -57,6 +114,9 @@ public static class Parameters
         {
             var node = g.Node[n];
             if (!node.Output.Any(reach.Contains)) continue;
+            // Only a linear classifier's scores depend differentiably on its coefficients; its labels are integers.
+            if (LinearModels.Is(node) && !reach.Contains(LinearModels.ScoresOutput(node)))
+                firstUse[LinearModels.ScoresOutput(node)] = $"output '{node.Output[0]}' of {node.OpType} '{node.Name}' holds integer labels; take the loss of its scores output with --output '{LinearModels.ScoresOutput(node)}'";
             var entry = GradientRegistry.Find(node.OpType, node.Domain);
             for (int i = 0; i < node.Input.Count; i++)
             {
@@ -67,6 +127,24 @@ public static class Parameters
             }
         }
         return (reach, firstUse);
+    }
+
+    /// <summary>Values read inside If/Loop/Scan bodies (at any depth), each with the top-level node whose body reads it.</summary>
+    static Dictionary<string, string> BodyUses(GraphProto g)
+    {
+        var uses = new Dictionary<string, string>();
+        void Walk(GraphProto body, string owner)
+        {
+            foreach (var n in body.Node)
+            {
+                foreach (var x in n.Input) if (x.Length > 0) uses.TryAdd(x, owner);
+                foreach (var a in n.Attribute) foreach (var sub in a.Graphs.Prepend(a.G).OfType<GraphProto>()) Walk(sub, owner);
+            }
+        }
+        foreach (var n in g.Node)
+            foreach (var a in n.Attribute)
+                foreach (var sub in a.Graphs.Prepend(a.G).OfType<GraphProto>()) Walk(sub, $"{n.OpType} '{(n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault())}'");
+        return uses;
     }
 
     static Regex Glob(string pattern) =>

@@ -279,7 +279,7 @@ public static class WeightPatch
     }
 
     private static bool SameFile(string a, string b) =>
-        File.Exists(a) && File.Exists(b) && WireLayout.RealPath(a) == WireLayout.RealPath(b);
+        File.Exists(a) && File.Exists(b) && ExternalData.RealPath(a) == ExternalData.RealPath(b);
 
     /// <summary>Temporary name in the target's own folder, so the final rename stays on one file system.</summary>
     private static string TempPath(string target) =>

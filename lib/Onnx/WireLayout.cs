@@ -68,25 +68,6 @@ internal static class WireLayout
         return walker.Result();
     }
 
-    /// <summary>
-    /// Resolves every symlink along a full path (like realpath(3)), so containment checks see where the bytes
-    /// really live and two paths to one file compare equal.
-    /// </summary>
-    internal static string RealPath(string fullPath)
-    {
-        var root = Path.GetPathRoot(fullPath)!;
-        var current = root;
-        foreach (var part in fullPath[root.Length..].Split(Path.DirectorySeparatorChar, StringSplitOptions.RemoveEmptyEntries))
-        {
-            current = Path.Combine(current, part);
-            FileSystemInfo info = Directory.Exists(current) ? new DirectoryInfo(current) : new FileInfo(current);
-            // Re-resolve the target: its own parent folders may be symlinks too.
-            if (info.LinkTarget is not null)
-                current = RealPath(info.ResolveLinkTarget(returnFinalTarget: true)!.FullName);
-        }
-        return current;
-    }
-
     private sealed class Walker(string modelFolder, string source)
     {
         private readonly Dictionary<string, ValueLocation> _parameters = new(StringComparer.Ordinal);
@@ -521,26 +502,9 @@ internal static class WireLayout
         /// </summary>
         private ExternalReference ResolveExternal(TensorFields tensor, string name)
         {
-            if (!tensor.External.TryGetValue("location", out var location) || location == "")
-                throw Bad(name, "is marked as external data but has no 'location' entry");
-            if (location.Contains('\0'))
-                throw Bad(name, "has an external data location containing a NUL character");
-            if (Path.IsPathRooted(location) || location.StartsWith('\\') || (location.Length > 1 && location[1] == ':'))
-                throw Bad(name, $"has absolute external data location '{location}'; ONNX requires a path relative to the " +
-                                "model's folder. Move the file next to the model and set the location to its relative name.");
-
-            var full = Path.GetFullPath(Path.Combine(modelFolder, location));
-            if (!IsInside(full, modelFolder))
-                throw Bad(name, $"has external data location '{location}' that escapes the model's folder {modelFolder}; " +
-                                "keep data files in or below the model's folder.");
-            if (!File.Exists(full))
-                throw Bad(name, $"refers to external data file '{location}', which does not exist in {modelFolder}.");
-            var real = RealPath(full);
-            if (!IsInside(real, RealPath(modelFolder)))
-                throw Bad(name, $"has external data location '{location}' that is a symlink resolving outside the model's " +
-                                $"folder {modelFolder}; copy the data file into the folder instead.");
-
-            var reference = new ExternalReference(location, Path.GetRelativePath(modelFolder, full),
+            tensor.External.TryGetValue("location", out var location);
+            var (full, real) = ExternalData.CheckLocation(location, modelFolder, problem => Bad(name, problem));
+            var reference = new ExternalReference(location!, Path.GetRelativePath(modelFolder, full),
                 ParseNumber(tensor, "offset", name, location) ?? 0, ParseNumber(tensor, "length", name, location),
                 new FileInfo(real).Length); // the target's: FileInfo on a symlink measures the link
             CheckRange(name, reference, reference.Length ?? 0);
@@ -561,12 +525,6 @@ internal static class WireLayout
             if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
                 throw Bad(name, $"has external data {key} '{text}' for '{location}', which is not a non-negative integer");
             return value;
-        }
-
-        private static bool IsInside(string path, string folder)
-        {
-            var prefix = Path.EndsInDirectorySeparator(folder) ? folder : folder + Path.DirectorySeparatorChar;
-            return path.StartsWith(prefix, StringComparison.Ordinal);
         }
 
         private UserError Bad(string tensor, string problem) => new($"tensor {tensor} in model file {source} {problem}");

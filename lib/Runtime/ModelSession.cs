@@ -1,9 +1,9 @@
+using OnnxUnlearn.Autodiff;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using System.Numerics.Tensors;
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Onnx;
-using OnnxUnlearn.Autodiff;
 using OnnxUnlearn.Onnx;
 
 namespace OnnxUnlearn.Runtime;
@@ -37,6 +37,12 @@ public sealed class ModelSession : IDisposable
     public TrainingArtifact Artifact { get; }
     /// <summary>Live parameter values (float32, flat, by <see cref="Layout"/>).</summary>
     public float[] Theta { get; }
+    /// <summary>
+    /// The <see cref="KinkPattern"/> of the last gradient run over a dataset (null for smooth models): equal patterns
+    /// mean the same linear piece of a piecewise-linear network.
+    /// </summary>
+    public long[]? Pattern { get; private set; }
+
     /// <summary>Batches run through the gradient graph so far (each one forward and backward pass).</summary>
     public long GradientEvaluations { get; private set; }
 
@@ -76,12 +82,12 @@ public sealed class ModelSession : IDisposable
     public static (TrainingArtifact Artifact, List<Parameter> All, int FixedBatch) Prepare(ModelFile file, LossSettings settings, Dataset probe,
         bool withGradients = true, bool embedDefaults = false)
     {
-        var output = settings.Output ?? file.Graph.Output.FirstOrDefault()?.Name ?? throw new UserError($"model '{file.Path}' has no outputs");
+        var output = Parameters.OutputOrDefault(file, settings.Output);
         var all = Parameters.Discover(file, output, settings.Params, settings.Frozen);
         var trainable = withGradients ? all.Where(p => p.Trainable).ToList() : [];
         if (withGradients && trainable.Count == 0)
             throw new UserError($"model '{file.Path}' has no trainable parameters for output '{output}'" + (settings.Params is null ? "" : " matching --params"));
-        var forward = OpsetUpgrade.Apply(file.Model);
+        var forward = LinearModels.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
         var dataInputs = DataInputs(forward.Graph);
         probe.Require(dataInputs, $"inputs of '{file.Path}'");
         probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
@@ -146,6 +152,7 @@ public sealed class ModelSession : IDisposable
         data.Require(feedTypes.Keys, "inputs and targets of the training artifact");
         if (grad.Length > 0) { if (grad.Length != Layout.Size) throw new ArgumentException("gradient buffer size"); grad.Clear(); }
         double lossSum = 0, correct = 0; long count = 0;
+        Pattern = null;
         foreach (var (start, n) in Batches(data))
         {
             var (loss, batchCount, hits) = RunBatch(data.Batch(start, n, feedTypes), grad, accumulate: true);
@@ -172,6 +179,12 @@ public sealed class ModelSession : IDisposable
         double count = Scalar(results[Array.IndexOf(names, TrainingArtifact.CountOutput)]);
         double loss = Scalar(results[Array.IndexOf(names, TrainingArtifact.LossOutput)]);
         double correct = Artifact.HasCorrect ? Scalar(results[Array.IndexOf(names, TrainingArtifact.CorrectOutput)]) : 0;
+        if (wantGrad && Artifact.HasPattern)
+        {   // fingerprints of all batches, combined so that a change in any batch changes the whole
+            var p = results[Array.IndexOf(names, KinkPattern.Output)].GetTensorDataAsSpan<long>();
+            Pattern ??= new long[p.Length];
+            for (int i = 0; i < p.Length; i++) Pattern[i] = Pattern[i] * 1_000_003 + p[i];
+        }
         if (wantGrad)
         {
             GradientEvaluations++;

@@ -12,6 +12,14 @@ public static class OrtSessions
         { throw new UserError($"ONNX Runtime cannot load the {what}: {FirstLine(e.Message)}"); }
     }
 
+    /// <summary>Creates a session from a model file (ONNX Runtime resolves external data beside it).</summary>
+    public static InferenceSession Create(string modelPath, SessionOptions options, string what)
+    {
+        try { return new InferenceSession(modelPath, options); }
+        catch (OnnxRuntimeException e)
+        { throw new UserError($"ONNX Runtime cannot load the {what}: {FirstLine(e.Message)}"); }
+    }
+
     /// <summary>Runs a session; a failure (bad input shapes, a kernel error) becomes a user-facing message naming what ran.</summary>
     public static IDisposableReadOnlyCollection<OrtValue> Run(InferenceSession session, IReadOnlyCollection<string> inputNames,
         IReadOnlyCollection<OrtValue> inputs, IReadOnlyCollection<string> outputNames, string what)

@@ -50,7 +50,8 @@ public static class Masks
     public static int[] LastLayer(ParameterLayout layout, GraphProto g, string output)
     {
         var producer = new Dictionary<string, NodeProto>();
-        foreach (var n in g.Node) foreach (var o in n.Output) producer[o] = n;
+        var index = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
+        for (int i = 0; i < g.Node.Count; i++) { index[g.Node[i]] = i; foreach (var o in g.Node[i].Output) producer[o] = g.Node[i]; }
         var chosen = new HashSet<string>();
         var frontier = new Stack<string>([output]);
         var seen = new HashSet<string>();
@@ -59,6 +60,11 @@ public static class Masks
             var v = frontier.Pop();
             if (!seen.Add(v) || !producer.TryGetValue(v, out var node)) continue;
             foreach (var x in node.Input) if (layout.Contains(x)) chosen.Add(x);
+            if (LinearModels.Is(node))
+            {   // a linear ai.onnx.ml node is a layer whose weights are its attributes
+                foreach (var (name, _) in LinearModels.Tensors(node, index[node])) if (layout.Contains(name)) chosen.Add(name);
+                continue;
+            }
             if (node.OpType is "Gemm" or "MatMul" or "Conv" or "ConvTranspose" && node.Input.Any(layout.Contains)) continue;
             foreach (var x in node.Input) if (x.Length > 0 && !layout.Contains(x)) frontier.Push(x);
         }

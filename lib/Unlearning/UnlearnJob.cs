@@ -64,7 +64,7 @@ public static class UnlearnJob
                 ["loss"] = loss.Loss.ToString(), ["output"] = s.Artifact.Output, ["select"] = options.MaskFile is null ? options.Select.ToString() : "Mask", ["mask"] = options.MaskFile,
                 ["order"] = options.Smallest ? "smallest" : "largest", ["fraction"] = options.Fraction, ["count"] = options.Count,
                 ["perTensor"] = options.PerTensor, ["update"] = options.Update.ToString(), ["tau"] = options.Tau, ["damping"] = options.Damping,
-                ["probes"] = options.Probes, ["maxIterations"] = options.MaxIterations, ["tolerance"] = options.Tolerance,
+                ["probes"] = options.Probes, ["estimator"] = options.Estimator.ToString(), ["maxIterations"] = options.MaxIterations, ["tolerance"] = options.Tolerance,
                 ["hessianSamples"] = options.HessianSamples, ["trainSize"] = options.TrainSize ?? train.Rows, ["batchSize"] = loss.BatchSize,
                 ["threads"] = loss.Threads,
             },

@@ -21,7 +21,9 @@ public sealed record UnlearnOptions
     /// <summary>First-order step; null = the Cauchy step of the local quadratic model along −Δg_S.</summary>
     public double? Tau { get; init; }
     public double Damping { get; init; } = 1e-3;
-    public int Probes { get; init; } = 20;
+    /// <summary>Hessian-vector products spent on the diagonal estimate for <see cref="SelectionKind.Hessian"/>.</summary>
+    public int Probes { get; init; } = 60;
+    public DiagonalEstimator Estimator { get; init; } = DiagonalEstimator.DiagPlusPlus;
     public int Seed { get; init; }
     public int MaxIterations { get; init; } = 50;
     public double Tolerance { get; init; } = 1e-3;
@@ -72,7 +74,7 @@ public static class Unlearner
             SelectionKind.All => Masks.All(layout),
             SelectionKind.LastLayer => Masks.LastLayer(layout, s.File.Graph, s.Artifact.Output),
             SelectionKind.Random => Masks.Random(layout, k, o.Seed),
-            SelectionKind.Hessian => Masks.ByScore(Diagonal.Hutchinson(hvp, o.Probes, o.Seed, progress: progress).Values, k, layout, o.PerTensor, !o.Smallest),
+            SelectionKind.Hessian => Masks.ByScore(Diagonal.Estimate(hvp, o.Estimator, o.Probes, o.Seed, progress: progress).Values, k, layout, o.PerTensor, !o.Smallest),
             SelectionKind.Gradient => Masks.ByScore(Abs(dg), k, layout, o.PerTensor, !o.Smallest),
             SelectionKind.Fisher => Masks.ByScore(Scores.Fisher(s, hessianData, progress), k, layout, o.PerTensor, !o.Smallest),
             SelectionKind.Magnitude => Masks.ByScore(Scores.Magnitude(s), k, layout, o.PerTensor, !o.Smallest),

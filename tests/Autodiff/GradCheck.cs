@@ -55,7 +55,31 @@ public static class GradCheck
         var grad = new float[s.Layout.Size];
         s.RunBatch(feed, grad);
         var theta0 = (float[])s.Theta.Clone();
-        double F(float[] theta) { theta.CopyTo(s.Theta, 0); return s.RunBatch(feed, []).Loss; }
+        var (worst, detail) = Compare(s, grad, () => s.RunBatch(feed, []).Loss, rng, directions, isDouble);
+        theta0.CopyTo(s.Theta, 0);
+        foreach (var v in feed.Values) v.Dispose();
+        return new Result(output, worst, directions, detail);
+    }
+
+    /// <summary>
+    /// The gradient of a session's mean loss over <paramref name="data"/> (<see cref="ModelSession.Run"/>) against central
+    /// differences along random directions of its parameter buffer: θ ± εv written into <see cref="ModelSession.Theta"/>.
+    /// </summary>
+    public static Result CheckSession(ModelSession s, Dataset data, int seed = 1, int directions = 6)
+    {
+        var grad = new float[s.Layout.Size];
+        s.Run(data, grad);
+        var theta0 = (float[])s.Theta.Clone();
+        var (worst, detail) = Compare(s, grad, () => s.Run(data, []).Loss, new Random(seed), directions, isDouble: false);
+        theta0.CopyTo(s.Theta, 0);
+        return new Result(s.Artifact.Output, worst, directions, detail);
+    }
+
+    /// <summary>Worst relative error of grad·Δθ against F(θ + Δθ/2) − F(θ − Δθ/2) over random directions; leaves Theta shifted.</summary>
+    static (double Worst, string Detail) Compare(ModelSession s, float[] grad, Func<double> loss, Random rng, int directions, bool isDouble)
+    {
+        var theta0 = (float[])s.Theta.Clone();
+        double F(float[] theta) { theta.CopyTo(s.Theta, 0); return loss(); }
 
         double worst = 0; string detail = "";
         for (int k = 0; k < directions; k++)
@@ -75,9 +99,7 @@ public static class GradCheck
             }
             if (best > worst) { worst = best; detail = bestDetail; }
         }
-        theta0.CopyTo(s.Theta, 0);
-        foreach (var v in feed.Values) v.Dispose();
-        return new Result(output, worst, directions, detail);
+        return (worst, detail);
     }
 
     /// <summary>Tolerance on <see cref="Result.MaxRelError"/> by precision.</summary>

@@ -64,4 +64,59 @@ public class CurvatureTests(ITestOutputHelper log)
         log.WriteLine($"{fixture}: exact diagonal relative L2 error {err:E2} over {expected.Length} elements ({d.HvpCount} HVPs)");
         Assert.True(err <= 2e-2, $"{fixture}: relative L2 error {err:E2}");
     }
+
+    [Theory]
+    [InlineData("logreg")]
+    [InlineData("mlp")]
+    [InlineData("cnn")]
+    [InlineData("transformer")]
+    public void HutchinsonWith200ProbesRanksLikeTheExactDiagonal(string fixture)
+    {
+        var (s, data, reference) = Open(fixture);
+        using var _ = s; using var __ = data;
+        var est = Diagonal.DiagPlusPlus(new Hvp(s, data), hvps: 200, seed: 11);
+        var plain = Diagonal.Hutchinson(new Hvp(s, data), probes: 200, seed: 11);
+        log.WriteLine($"{fixture}: plain Hutchinson: Spearman {Spearman(s.Layout.Parameters.SelectMany(p => reference["hdiag/" + p.Name].ToDouble()).ToArray(), plain.Values.Select(v => (double)v).ToArray()):F3}");
+        var exact = s.Layout.Parameters.SelectMany(p => reference["hdiag/" + p.Name].ToDouble()).ToArray();
+        var estimate = est.Values.Select(v => (double)v).ToArray();
+        double rho = Spearman(exact, estimate);
+        double overlap = OnnxUnlearn.Selection.TopK.Jaccard(exact, estimate, 0.05);
+        log.WriteLine($"{fixture}: Spearman {rho:F3}, top-5 % Jaccard {overlap:F3}, halves' Jaccard {est.TopKOverlap:F3}");
+        Assert.True(rho >= 0.8, $"{fixture}: Spearman {rho:F3}");
+        Assert.True(overlap >= 0.5, $"{fixture}: top-5 % overlap {overlap:F3}");
+        Assert.All(est.StandardError!, se => Assert.True(se >= 0));
+    }
+
+    [Fact]
+    public void HutchinsonIsDeterministicForASeed()
+    {
+        var (s, data, _) = Open("mlp");
+        using var _s = s; using var _d = data;
+        var a = Diagonal.Hutchinson(new Hvp(s, data), 5, seed: 4).Values;
+        var b = Diagonal.Hutchinson(new Hvp(s, data), 5, seed: 4).Values;
+        var c = Diagonal.Hutchinson(new Hvp(s, data), 5, seed: 5).Values;
+        Assert.Equal(a, b);
+        Assert.NotEqual(a, c);
+    }
+
+    static double Spearman(double[] x, double[] y)
+    {
+        static double[] Ranks(double[] v)
+        {
+            var order = Enumerable.Range(0, v.Length).OrderBy(i => v[i]).ToArray();
+            var r = new double[v.Length];
+            for (int i = 0; i < order.Length;)
+            {   // ties share their mean rank
+                int j = i;
+                while (j + 1 < order.Length && v[order[j + 1]] == v[order[i]]) j++;
+                for (int k = i; k <= j; k++) r[order[k]] = (i + j) / 2.0;
+                i = j + 1;
+            }
+            return r;
+        }
+        var (rx, ry) = (Ranks(x), Ranks(y));
+        double mx = rx.Average(), my = ry.Average();
+        double cov = rx.Zip(ry, (a, b) => (a - mx) * (b - my)).Sum();
+        return cov / Math.Sqrt(rx.Sum(a => (a - mx) * (a - mx)) * ry.Sum(b => (b - my) * (b - my)));
+    }
 }

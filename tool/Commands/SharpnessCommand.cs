@@ -15,7 +15,8 @@ public static class SharpnessCommand
         var data = new Option<string>("--data") { Description = ".npz of samples defining the mean loss L", Required = true };
         var output = new Option<string>("--out") { Description = ".npz of scores keyed by parameter name (and '<name>/stderr' for Hutchinson)", Required = true };
         var score = new Option<string>("--score") { Description = "hessian (diag ∇²L), fisher (mean squared per-sample gradient), gradient (|∇L|), magnitude (|θ|)", DefaultValueFactory = _ => "hessian" };
-        var probes = new Option<int>("--probes") { Description = "Hutchinson Rademacher probes", DefaultValueFactory = _ => 100 };
+        var probes = new Option<int>("--probes") { Description = "Hessian-vector products (Rademacher probes) for the estimate", DefaultValueFactory = _ => 150 };
+        var estimator = new Option<string>("--estimator") { Description = "diag++ (Hutchinson with a low-rank sketch of H: far lower variance) or hutchinson", DefaultValueFactory = _ => "diag++" };
         var seed = new Option<int>("--seed") { Description = "probe seed (results depend only on it and the thread count)", DefaultValueFactory = _ => 0 };
         var exact = new Option<bool>("--exact") { Description = "exact diagonal: one HVP per element" };
         var force = new Option<bool>("--force") { Description = $"allow --exact above {ExactLimit:N0} elements" };
@@ -25,7 +26,7 @@ public static class SharpnessCommand
         var loss = new LossOptions();
         var c = new Command("sharpness", "Estimate the Hessian diagonal (Hutchinson or exact, from finite-difference HVPs) or a baseline score per parameter element.");
         c.Arguments.Add(model);
-        foreach (Option o in new Option[] { data, output, score, probes, seed, exact, force, step, topFraction, json }) c.Options.Add(o);
+        foreach (Option o in new Option[] { data, output, score, probes, estimator, seed, exact, force, step, topFraction, json }) c.Options.Add(o);
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
         {
@@ -39,7 +40,7 @@ public static class SharpnessCommand
                 "hessian" when r.GetValue(exact) => s.Layout.Size > ExactLimit && !r.GetValue(force)
                     ? throw new UserError($"--exact needs {s.Layout.Size:N0} HVPs ({2L * s.Layout.Size:N0} gradient evaluations); above {ExactLimit:N0} elements add --force, or use Hutchinson (--probes)")
                     : Progress.Run(p => Diagonal.Exact(hvp, p)),
-                "hessian" => Progress.Run(p => Diagonal.Hutchinson(hvp, r.GetValue(probes), r.GetValue(seed), r.GetValue(topFraction), p)),
+                "hessian" => Progress.Run(p => Diagonal.Estimate(hvp, UnlearnCommand.ParseEstimator(r.GetValue(estimator)!), r.GetValue(probes), r.GetValue(seed), r.GetValue(topFraction), p)),
                 "fisher" => new DiagonalEstimate(Progress.Run(p => Scores.Fisher(s, d, p)), null, 0, 0, null, 0),
                 "gradient" => new DiagonalEstimate(Scores.GradientMagnitude(s, d), null, 0, 0, null, 0),
                 "magnitude" => new DiagonalEstimate(Scores.Magnitude(s), null, 0, 0, null, 0),

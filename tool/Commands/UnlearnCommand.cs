@@ -25,7 +25,8 @@ public static class UnlearnCommand
         var update = new Option<string>("--update") { Description = "first-order or second-order", DefaultValueFactory = _ => "first-order" };
         var tau = new Option<double?>("--tau") { Description = "first-order step (default: the Cauchy step ‖Δg_S‖²/Δg_SᵀHΔg_S)" };
         var damping = new Option<double>("--damping") { Description = "λ in (H_SS + λI) d = Δg_S", DefaultValueFactory = _ => 1e-3 };
-        var probes = new Option<int>("--probes") { Description = "Hutchinson probes for --select hessian", DefaultValueFactory = _ => 20 };
+        var probes = new Option<int>("--probes") { Description = "Hessian-vector products for the diagonal estimate of --select hessian", DefaultValueFactory = _ => 60 };
+        var estimator = new Option<string>("--estimator") { Description = "diag++ (Hutchinson with a low-rank sketch: far lower variance) or hutchinson", DefaultValueFactory = _ => "diag++" };
         var seed = new Option<int>("--seed") { Description = "seed of every random choice (probes, random selection, samples)", DefaultValueFactory = _ => 0 };
         var iterations = new Option<int>("--max-iterations") { Description = "CG iteration cap", DefaultValueFactory = _ => 50 };
         var tolerance = new Option<double>("--tolerance") { Description = "CG relative residual tolerance", DefaultValueFactory = _ => 1e-3 };
@@ -36,7 +37,7 @@ public static class UnlearnCommand
         var loss = new LossOptions();
         var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically.");
         c.Arguments.Add(model);
-        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, json })
+        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, json })
             c.Options.Add(opt);
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
@@ -47,7 +48,7 @@ public static class UnlearnCommand
                 Smallest = r.GetValue(order) switch { "largest" => false, "smallest" => true, var x => throw new UserError($"--order must be largest or smallest, got '{x}'") },
                 Fraction = r.GetValue(fraction), Count = r.GetValue(count), PerTensor = r.GetValue(perTensor),
                 Update = Parse<UpdateKind>(r.GetValue(update)!, "--update"),
-                Tau = r.GetValue(tau), Damping = r.GetValue(damping), Probes = r.GetValue(probes), Seed = r.GetValue(seed),
+                Tau = r.GetValue(tau), Damping = r.GetValue(damping), Probes = r.GetValue(probes), Estimator = ParseEstimator(r.GetValue(estimator)!), Seed = r.GetValue(seed),
                 MaxIterations = r.GetValue(iterations), Tolerance = r.GetValue(tolerance),
                 HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize), MaskFile = r.GetValue(mask),
             };
@@ -74,6 +75,13 @@ public static class UnlearnCommand
         }));
         return c;
     }
+
+    public static OnnxUnlearn.Curvature.DiagonalEstimator ParseEstimator(string value) => value.ToLowerInvariant() switch
+    {
+        "diag++" or "diagplusplus" => OnnxUnlearn.Curvature.DiagonalEstimator.DiagPlusPlus,
+        "hutchinson" => OnnxUnlearn.Curvature.DiagonalEstimator.Hutchinson,
+        _ => throw new UserError($"--estimator must be diag++ or hutchinson, got '{value}'"),
+    };
 
     /// <summary>Kebab-case option values to enum members ("last-layer" → LastLayer).</summary>
     public static T Parse<T>(string value, string option) where T : struct, Enum =>

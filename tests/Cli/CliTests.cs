@@ -1,0 +1,116 @@
+using System.Diagnostics;
+using System.Text.Json;
+using OnnxUnlearn.Data;
+
+namespace OnnxUnlearn.Tests.Cli;
+
+/// <summary>The CLI as a user runs it: a separate process, exit codes, stdout/stderr.</summary>
+public class CliTests
+{
+    static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "onnx-unlearn.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, stderr);
+    }
+
+    [Fact]
+    public void InspectJsonIsStable()
+    {
+        var (code, output, _) = Run("inspect", Fixtures.File("cnn", "model.onnx"), "--json");
+        Assert.Equal(0, code);
+        using var doc = JsonDocument.Parse(output);
+        var root = doc.RootElement;
+        Assert.Equal(13, root.GetProperty("opsets").GetProperty("ai.onnx").GetInt32());
+        Assert.Equal(1010, root.GetProperty("trainableElements").GetInt64());
+        Assert.Equal("x", root.GetProperty("inputs")[0].GetProperty("name").GetString());
+        var running = root.GetProperty("parameters").EnumerateArray().First(p => p.GetProperty("name").GetString() == "bn.running_mean");
+        Assert.False(running.GetProperty("trainable").GetBoolean());
+    }
+
+    [Theory]
+    [InlineData("inspect", "/nonexistent/model.onnx")]
+    [InlineData("grad", "{mlp}", "--data", "{cnn-data}", "--out", "/tmp/never.npz")]
+    [InlineData("grad", "{mlp}", "--data", "/nonexistent/d.npz", "--out", "/tmp/never.npz")]
+    [InlineData("unlearn", "{mlp}", "--train", "{mlp-data}", "--forget", "{mlp-data}", "--corrected", "{forget}", "--out", "/tmp/never.onnx")]
+    [InlineData("unlearn", "{mlp}", "--train", "{mlp-data}", "--forget", "{forget}", "--select", "bogus")]
+    [InlineData("grad", "{mlp}", "--data", "{mlp-data}", "--out", "/tmp/never.npz", "--loss", "hinge")]
+    public void BadInputExitsWithCode2AndOneLine(params string[] args)
+    {
+        var real = args.Select(a => a switch
+        {
+            "{mlp}" => Fixtures.File("mlp", "model.onnx"), "{mlp-data}" => Fixtures.File("mlp", "data.npz"),
+            "{cnn-data}" => Fixtures.File("cnn", "data.npz"), "{forget}" => Fixtures.File("mlp", "forget.npz"), _ => a,
+        }).ToArray();
+        var (code, _, err) = Run(real);
+        Assert.Equal(2, code);
+        Assert.StartsWith("error: ", err);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.DoesNotContain("   at ", err);
+    }
+
+    [Fact]
+    public void GradWritesTheGradientOfTheMeanLoss()
+    {
+        using var dir = new TempDir();
+        var (code, output, err) = Run("grad", Fixtures.File("logreg", "model.onnx"), "--data", Fixtures.File("logreg", "data.npz"), "--out", dir.File("g.npz"), "--batch-size", "10");
+        Assert.True(code == 0, err);
+        Assert.Contains("loss", output);
+        var g = Npz.Read(dir.File("g.npz"));
+        var reference = Npz.Read(Fixtures.File("logreg", "reference.npz"));
+        var expected = reference["grad/fc.weight"].ToDouble();
+        var actual = g["fc.weight"].ToFloat();
+        double err2 = Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
+        Assert.True(err2 < 1e-4, $"relative error {err2}");
+    }
+
+    [Fact]
+    public void UnlearnWritesModelAndReportAndKeepsTheInput()
+    {
+        using var dir = new TempDir();
+        var input = Fixtures.File("mlp", "model.onnx");
+        var hash = OnnxUnlearn.Unlearning.Report.Sha256(input);
+        var (code, _, err) = Run("unlearn", input, "--train", Fixtures.File("mlp", "data.npz"), "--forget", Fixtures.File("mlp", "forget.npz"),
+            "--corrected", Fixtures.File("mlp", "corrected.npz"), "--out", dir.File("new.onnx"), "--report", dir.File("r.json"), "--seed", "3");
+        Assert.True(code == 0, err);
+        Assert.Equal(hash, OnnxUnlearn.Unlearning.Report.Sha256(input));
+        using var doc = JsonDocument.Parse(File.ReadAllText(dir.File("r.json")));
+        Assert.Equal(3, doc.RootElement.GetProperty("seed").GetInt32());
+        Assert.Equal(OnnxUnlearn.Unlearning.Report.Sha256(dir.File("new.onnx")), doc.RootElement.GetProperty("outputSha256").GetString());
+        Assert.True(doc.RootElement.GetProperty("after").GetProperty("corrected").GetProperty("loss").GetDouble()
+            < doc.RootElement.GetProperty("before").GetProperty("corrected").GetProperty("loss").GetDouble());
+        Assert.Empty(Directory.GetFiles(dir.Path, "*.tmp"));
+    }
+
+    [Fact]
+    public void RequireAccuracyMissedExitsWith3()
+    {
+        using var dir = new TempDir();
+        var (code, _, err) = Run("unlearn", Fixtures.File("mlp", "model.onnx"), "--train", Fixtures.File("mlp", "data.npz"), "--forget", Fixtures.File("mlp", "forget.npz"),
+            "--corrected", Fixtures.File("mlp", "corrected.npz"), "--out", dir.File("new.onnx"), "--require-accuracy", "0.999");
+        Assert.Equal(3, code);
+        Assert.Contains("target not met", err);
+    }
+
+    [Fact]
+    public void SharpnessAndSelectProduceScoresAndMasks()
+    {
+        using var dir = new TempDir();
+        var (code, output, err) = Run("sharpness", Fixtures.File("logreg", "model.onnx"), "--data", Fixtures.File("logreg", "data.npz"), "--out", dir.File("h.npz"), "--probes", "20", "--estimator", "hutchinson", "--json");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        Assert.Equal(20, doc.RootElement.GetProperty("probes").GetInt32());
+        var h = Npz.Read(dir.File("h.npz"));
+        Assert.Equal([10L, 64], h["fc.weight"].Shape);
+        Assert.True(h.ContainsKey("stderr/fc.weight"));
+        (code, _, err) = Run("select", "--scores", dir.File("h.npz"), "--count", "65", "--out", dir.File("m.npz"));
+        Assert.True(code == 0, err);
+        var m = Npz.Read(dir.File("m.npz"));
+        Assert.Equal(65, m.Values.Sum(a => a.ToFloat().Sum()));
+    }
+}

@@ -1,0 +1,74 @@
+using System.CommandLine;
+using OnnxUnlearn.Text;
+using Spectre.Console;
+
+namespace OnnxUnlearn.Cli.Commands;
+
+public static class ExposureCommand
+{
+    public static Command Create()
+    {
+        var model = Cli.ModelArgument();
+        var vocab = new Option<string>("--vocab") { Description = "VOCAB.json mapping characters to the model's token ids", Required = true };
+        var prefix = new Option<string>("--prefix") { Description = "text the secret follows, e.g. \"my credit card number is \"", Required = true };
+        var secret = new Option<string>("--secret") { Description = "the secret whose exposure to measure", Required = true };
+        var format = new Option<string?>("--format") { Description = "candidate format: d = any digit (any --alphabet character), \\x = literal x, anything else literal (default: the secret with each digit a d)" };
+        var alphabet = new Option<string>("--alphabet") { Description = "characters a d slot takes", DefaultValueFactory = _ => SecretSpace.Digits };
+        var candidates = new Option<int>("--candidates") { Description = "random candidates scored for the estimate when the exact search exceeds --budget", DefaultValueFactory = _ => 10_000 };
+        var seed = new Option<int>("--seed") { Description = "seed of the sampled candidates", DefaultValueFactory = _ => 0 };
+        var budget = new Option<long>("--budget") { Description = "most search nodes expanded for the exact rank before estimating (0: estimate only)", DefaultValueFactory = _ => 100_000 };
+        var top = new Option<int>("--top") { Description = "best candidates to list", DefaultValueFactory = _ => 10 };
+        var input = new Option<string?>("--input") { Description = "the model's token input (default: its only input)" };
+        var output = new Option<string?>("--output") { Description = "the model's logits output [N, T, V] (default: the first output)" };
+        var unknown = new Option<string?>("--unknown") { Description = "vocabulary token for prefix characters it lacks (default: \"<unk>\" when present)" };
+        var batch = Cli.BatchSize();
+        var threads = Cli.Threads();
+        var json = Cli.JsonFlag();
+        var c = new Command("exposure", "Exposure of a secret in a next-token model (Carlini et al., The Secret Sharer): log2|R| - log2 rank of the secret among all candidates of its format, by log-likelihood after the prefix. Exact rank by best-first search; a skew-normal fit to sampled candidates when the search exceeds its budget.");
+        c.Arguments.Add(model);
+        foreach (Option o in new Option[] { vocab, prefix, secret, format, alphabet, candidates, seed, budget, top, input, output, unknown, batch, threads, json }) c.Options.Add(o);
+        c.SetAction(r => Cli.Guard(() =>
+        {
+            var v = Vocabulary.Load(r.GetValue(vocab)!, r.GetValue(unknown));
+            var options = new ExposureOptions
+            {
+                Prefix = r.GetValue(prefix)!, Secret = r.GetValue(secret)!, Format = r.GetValue(format), Alphabet = r.GetValue(alphabet)!,
+                Samples = r.GetValue(candidates), Seed = r.GetValue(seed), Budget = r.GetValue(budget), Top = r.GetValue(top), BatchNodes = r.GetValue(batch),
+            };
+            // checks the secret, format and vocabulary before loading the model
+            SecretSpace.Parse(options.Format, options.Secret, options.Alphabet);
+            using var m = OnnxNextTokenModel.Open(r.GetValue(model)!, v, r.GetValue(input), r.GetValue(output), r.GetValue(batch), r.GetValue(threads));
+            var e = Exposure.Measure(m, v, options);
+            if (r.GetValue(json))
+            {
+                Cli.WriteJson(new { model = r.GetValue(model), prefix = options.Prefix, secret = options.Secret, input = m.InputName, output = m.OutputName, sequenceLength = m.FixedLength, result = e });
+                return Cli.Ok;
+            }
+            string space = e.Log2SpaceSize < 53 ? e.SpaceSize.ToString("N0") : $"{e.SpaceSize:G4}";
+            if (e.Method == ExposureMethod.Exact)
+                Console.WriteLine($"exposure {e.Exposure:F3} bits: exact rank {e.Rank:0.#} of {space} (best-first search, {e.Expansions:N0} expansions; {Count(e.Greater)} more likely, {e.Ties:N0} tied)");
+            else
+            {
+                var s = e.Estimate!;
+                Console.WriteLine($"exposure {e.Exposure:F3} bits (estimated): rank ~{e.Rank:G4} of {space}");
+                Console.WriteLine(e.Expansions > 0
+                    ? $"  the search stopped at --budget {e.Budget:N0} expansions with {Count(e.Greater)} found more likely and {e.Ties:N0} tied (rank >= {1 + e.Greater + e.Ties / 2.0:0.#})"
+                    : "  no exact search (--budget 0)");
+                Console.WriteLine($"  skew-normal fit to {s.Samples:N0} sampled candidates (seed {s.Seed}): mean {s.Mean:G6}, sd {s.StdDev:G4}, skewness {s.Skewness:F3}; P(ll > secret) = {s.TailProbability:G4} (empirical {s.EmpiricalFraction:G4})");
+            }
+            Console.WriteLine($"secret \"{options.Secret}\" after \"{options.Prefix}\": log-likelihood {e.SecretLogLikelihood:F4} nats, format \"{e.Format}\" ({e.FreeSlots} free slots)");
+            if (e.Best.Count > 0)
+            {
+                var t = Cli.Table("#", e.BestFrom == "search" ? "most likely candidates" : "most likely sampled candidates", "log-likelihood");
+                int i = 0;
+                foreach (var cand in e.Best)
+                    t.AddRow((++i).ToString(), Markup.Escape(cand.Text) + (cand.Text == options.Secret ? " [bold](secret)[/]" : ""), cand.LogLikelihood.ToString("F4"));
+                AnsiConsole.Write(t);
+            }
+            return Cli.Ok;
+        }));
+        return c;
+    }
+
+    static string Count(long n) => n == 1 ? "1 candidate" : $"{n:N0} candidates";
+}
