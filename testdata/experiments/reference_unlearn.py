@@ -16,8 +16,9 @@ Compared with the tool (which it runs):
   * logits of the ONNX model (tool `predict --logits`) against PyTorch's
   * diag(H) by float64 central differences with the tool's step (autograd gradients): separates the effect of the
     step itself (ReLU/MaxPool kinks crossed by θ ± εe_i) from float32 rounding
-  * diag(H): tool `sharpness --exact` (finite-difference HVPs, float32) and `sharpness --probes P` (Hutchinson, the
-    estimator `unlearn --select hessian` uses with the same seed) against the exact diagonal; Jaccard overlaps of the
+  * diag(H): tool `sharpness --exact` (finite-difference HVPs, float32) and `sharpness --probes P` with
+    `--estimator hutchinson` and `diag++` (the default of `unlearn --select hessian`, same seed and budget) against the
+    exact diagonal; Jaccard overlaps of the
     top-k sets (k = fraction of all elements), including the reference's own Hutchinson estimate (the noise floor of
     the estimator itself)
   * the update with the SAME selection (top-k of the exact diagonal, passed to the tool with `unlearn --mask`) and the
@@ -162,7 +163,7 @@ def main():
     ap.add_argument("--scenario", default="flip05")
     ap.add_argument("--tool", default="tool/bin/Release/net10.0/onnx-unlearn")
     ap.add_argument("--fraction", type=float, default=0.05)
-    ap.add_argument("--probes", type=int, default=20)
+    ap.add_argument("--probes", type=int, default=60, help="HVP budget of the estimators (unlearn's default)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--damping", type=float, default=0.01)
     ap.add_argument("--step", type=float, default=1e-3, help="the tool's relative finite-difference step (Hvp.RelativeStep)")
@@ -212,10 +213,11 @@ def main():
 
     # 4. the tool's diagonals
     run([a.tool, "sharpness", model_path, "--data", files["train"], "--exact", "--out", f"{tmp}/exact.npz", "--json", "--threads", "1"])
-    run([a.tool, "sharpness", model_path, "--data", files["train"], "--probes", str(a.probes), "--seed", str(a.seed),
-         "--out", f"{tmp}/hutch.npz", "--json", "--threads", "1"])
-    tool_exact = np.concatenate([load_npz(f"{tmp}/exact.npz")[nm].reshape(-1) for nm in P.names]).astype(np.float64)
-    tool_hutch = np.concatenate([load_npz(f"{tmp}/hutch.npz")[nm].reshape(-1) for nm in P.names]).astype(np.float64)
+    for name in ("hutchinson", "diag++"):
+        run([a.tool, "sharpness", model_path, "--data", files["train"], "--probes", str(a.probes), "--seed", str(a.seed),
+             "--estimator", name, "--out", f"{tmp}/{name}.npz", "--json", "--threads", "1"])
+    scores = lambda f: np.concatenate([load_npz(f)[nm].reshape(-1) for nm in P.names]).astype(np.float64)
+    tool_exact, tool_hutch, tool_dpp = scores(f"{tmp}/exact.npz"), scores(f"{tmp}/hutchinson.npz"), scores(f"{tmp}/diag++.npz")
     S = topk(diag, k)
     out["diagonal"] = {
         "fd_step_relative": a.step,
@@ -224,9 +226,11 @@ def main():
         "jaccard_topk_reference_fd_float64_vs_reference_exact": jaccard(topk(fd_diag, k), S),
         "tool_exact_vs_reference_relative_error": rel(tool_exact, diag),
         "tool_hutchinson_vs_reference_relative_error": rel(tool_hutch, diag),
+        "tool_diagpp_vs_reference_relative_error": rel(tool_dpp, diag),
         "reference_hutchinson_vs_reference_relative_error": rel(est, diag),
         "jaccard_topk_tool_exact_vs_reference_exact": jaccard(topk(tool_exact, k), S),
         "jaccard_topk_tool_hutchinson_vs_reference_exact": jaccard(topk(tool_hutch, k), S),
+        "jaccard_topk_tool_diagpp_vs_reference_exact": jaccard(topk(tool_dpp, k), S),
         "jaccard_topk_reference_hutchinson_vs_reference_exact": jaccard(topk(est, k), S),
         "jaccard_topk_tool_hutchinson_vs_reference_hutchinson": jaccard(topk(tool_hutch, k), topk(est, k)),
         "jaccard_topk_reference_hutchinson_half_vs_half": jaccard(topk(halves[0], k), topk(halves[1], k)),
