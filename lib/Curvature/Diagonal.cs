@@ -112,14 +112,23 @@ public static class Diagonal
         return new DiagonalEstimate(values, se, m, done, overlap, stabilityFraction);
     }
 
-    /// <summary>Seed of probe j: a fixed mix (HashCode.Combine is randomised per process, which would break reproducibility).</summary>
-    static int ProbeSeed(int seed, int j) => unchecked((int)((uint)seed * 2654435761u ^ (uint)j * 40503u + 0x9E3779B9u));
-
     static double Dot(double[] a, double[] b)
     {
         double s = 0;
         for (int i = 0; i < a.Length; i++) s += a[i] * b[i];
         return s;
+    }
+
+    /// <summary>
+    /// The seed of probe j: a fixed mix (splitmix64) of (seed, j). Not HashCode.Combine, which is randomised per process
+    /// and made the probes, and so every Hessian selection, differ from run to run.
+    /// </summary>
+    public static int ProbeSeed(int seed, int j)
+    {
+        ulong z = unchecked(((ulong)(uint)seed << 32 | (uint)j) + 0x9E3779B97F4A7C15UL);
+        z = unchecked((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL);
+        z = unchecked((z ^ (z >> 27)) * 0x94D049BB133111EBUL);
+        return (int)(z ^ (z >> 31));
     }
 
     /// <summary>Exact diagonal: H_ii = e_iᵀ H e_i, one Hessian-vector product per element.</summary>

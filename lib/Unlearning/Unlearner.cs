@@ -41,6 +41,8 @@ public sealed record UnlearnOptions
     public int RetainSamples { get; init; } = 256;
     /// <summary>Number of training samples n in Δg = (1/n)(Σ∇ℓ(z̃) − Σ∇ℓ(z)); null = rows of the training file.</summary>
     public long? TrainSize { get; init; }
+    /// <summary>A given selection: .npz of 0/1 masks keyed by parameter name (as written by <c>select</c>); replaces <see cref="Select"/>.</summary>
+    public string? MaskFile { get; init; }
 }
 
 public sealed record UnlearnResult(int[] Selected, float[] Update, double Tau, CgResult? Cg, long GradientEvaluations, double Seconds, double DeltaGNorm, double UpdateNorm, IReadOnlyList<UnlearnStep> Steps);
@@ -80,7 +82,7 @@ public static class Unlearner
         var hessianData = o.HessianSamples is { } m && m < train.Rows ? train.Take(Sample(train.Rows, m, o.Seed), $"{train.Source} (sample of {m})") : train;
         var hvp = new Hvp(s, hessianData);
         int k = Masks.Count(o.Fraction, o.Count, layout.Size);
-        int[] selected = o.Select switch
+        int[] selected = o.MaskFile is { } maskFile ? FromMaskFile(layout, maskFile) : o.Select switch
         {
             SelectionKind.All => Masks.All(layout),
             SelectionKind.LastLayer => Masks.LastLayer(layout, s.File.Graph, s.Artifact.Output),
@@ -205,6 +207,14 @@ public static class Unlearner
     /// <summary>A row's values across all arrays, as a comparable key (to find forget-set rows inside the training set).</summary>
     static string RowKey(Dataset d, int row) =>
         string.Join("|", d.Arrays.OrderBy(kv => kv.Key).Select(kv => string.Join(",", kv.Value.SliceRows(row, 1).ToDouble())));
+
+    /// <summary>The nonzero elements of a mask file (one array per trainable parameter, shaped like it).</summary>
+    public static int[] FromMaskFile(ParameterLayout layout, string path)
+    {
+        var dense = layout.Join(Data.Npz.Read(path), $"mask file '{path}'");
+        var chosen = Enumerable.Range(0, dense.Length).Where(i => dense[i] != 0).ToArray();
+        return chosen.Length > 0 ? chosen : throw new UserError($"mask file '{path}' selects no element");
+    }
 
     static float[] Abs(float[] v) { var a = new float[v.Length]; TensorPrimitives.Abs(v, a); return a; }
 

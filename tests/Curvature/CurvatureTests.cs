@@ -18,6 +18,16 @@ public class CurvatureTests(ITestOutputHelper log)
         Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
 
     [Fact]
+    public void ProbeSeedsAreFixedAcrossProcesses()
+    {
+        // Fixed values (not HashCode.Combine, which is seeded per process): a Hutchinson selection must be reproducible from --seed.
+        Assert.Equal(2065550767, Diagonal.ProbeSeed(0, 0));
+        Assert.Equal(-1996333887, Diagonal.ProbeSeed(0, 1));
+        Assert.Equal(-1538687896, Diagonal.ProbeSeed(7, 3));
+        Assert.Equal(1000, Enumerable.Range(0, 1000).Select(j => Diagonal.ProbeSeed(0, j)).Distinct().Count());
+    }
+
+    [Fact]
     public void HvpMatchesClosedFormLogisticRegressionHessian()
     {
         var (s, data, reference) = Open("logreg");

@@ -46,6 +46,25 @@ public class UnlearnTests
     }
 
     [Fact]
+    public void MaskFileSelectsExactlyItsElements()
+    {
+        using var dir = new TempDir();
+        var mask = dir.File("mask.npz");
+        var w = new byte[32 * 64]; w[5] = 1; w[700] = 1;
+        var b2 = new byte[10]; b2[3] = 1;
+        OnnxUnlearn.Data.Npz.Write(mask, new Dictionary<string, OnnxUnlearn.Data.NdArray>
+        {
+            ["fc1.weight"] = OnnxUnlearn.Data.NdArray.FromUInt8(w, 32, 64), ["fc1.bias"] = OnnxUnlearn.Data.NdArray.FromUInt8(new byte[32], 32),
+            ["fc2.weight"] = OnnxUnlearn.Data.NdArray.FromUInt8(new byte[320], 10, 32), ["fc2.bias"] = OnnxUnlearn.Data.NdArray.FromUInt8(b2, 10),
+        });
+        var report = UnlearnJob.Run(Request(dir.File("new.onnx")), new LossSettings(), new UnlearnOptions { MaskFile = mask, Tau = 1 });
+        Assert.Equal(3, report.SelectedElements);
+        Assert.Equal(2, report.SelectedPerTensor["fc1.weight"]);
+        Assert.Equal(1, report.SelectedPerTensor["fc2.bias"]);
+        Assert.Equal("Mask", report.Settings["select"]);
+    }
+
+    [Fact]
     public void SecondOrderOnLogisticRegressionSolvesTheNewtonSystem()
     {
         // Convex model: (H_SS + λI) d = Δg_S has a solution; CG must converge and lower the corrected loss.

@@ -17,6 +17,7 @@ public static class UnlearnCommand
         var output = new Option<string?>("--out") { Description = "new model file (only the selected elements' bytes differ from the input)" };
         var report = new Option<string?>("--report") { Description = "write the JSON report here" };
         var select = new Option<string>("--select") { Description = "hessian (sharp parameters), all, last-layer, random, gradient (|Δg|), fisher, magnitude (|θ|)", DefaultValueFactory = _ => "hessian" };
+        var mask = new Option<string?>("--mask") { Description = ".npz of 0/1 masks keyed by parameter name (from select): update exactly these elements; replaces --select" };
         var order = new Option<string>("--order") { Description = "largest or smallest scores", DefaultValueFactory = _ => "largest" };
         var fraction = new Option<double?>("--fraction") { Description = "share of trainable elements to update (default 0.05)" };
         var count = new Option<long?>("--count") { Description = "number of elements to update" };
@@ -39,7 +40,7 @@ public static class UnlearnCommand
         var loss = new LossOptions();
         var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically.");
         c.Arguments.Add(model);
-        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, steps, budget, json, request })
+        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, steps, budget, json, request })
             c.Options.Add(opt);
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
@@ -52,7 +53,7 @@ public static class UnlearnCommand
                 Update = Parse<UpdateKind>(r.GetValue(update)!, "--update"),
                 Tau = r.GetValue(tau), Damping = r.GetValue(damping), Probes = r.GetValue(probes), Estimator = ParseEstimator(r.GetValue(estimator)!), Seed = r.GetValue(seed),
                 MaxIterations = r.GetValue(iterations), Tolerance = r.GetValue(tolerance),
-                HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize),
+                HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize), MaskFile = r.GetValue(mask),
                 Steps = r.GetValue(steps), UtilityBudget = r.GetValue(budget),
             };
             var files = new UnlearnRequest(r.GetValue(model)!, r.GetValue(train)!, r.GetValue(forget)!, r.GetValue(corrected), r.GetValue(test), r.GetValue(output));
