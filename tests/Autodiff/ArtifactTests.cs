@@ -12,10 +12,8 @@ public class ArtifactTests
     public void SavedArtifactRunsOnPlainOnnxRuntimeWithDefaultParameters()
     {
         using var dir = new TempDir();
-        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "onnx-unlearn.dll"), "artifacts", Fixtures.File("mlp_external", "model.onnx"), "--out", dir.Path })
-            psi.ArgumentList.Add(a);
-        using (var p = System.Diagnostics.Process.Start(psi)!) { p.WaitForExit(); Assert.Equal(0, p.ExitCode); }
+        var (code, _, stderr) = OnnxUnlearn.Tests.Cli.CliRunner.Run("artifacts", Fixtures.File("mlp_external", "model.onnx"), "--out", dir.Path);
+        Assert.True(code == 0, stderr);
 
         using var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Path, "manifest.json")));
         Assert.Equal("label", manifest.RootElement.GetProperty("inputs").GetProperty("label").GetString());
@@ -41,18 +39,10 @@ public class RecurrentArtifactTests
     public void SavedLstmArtifactRecordsItsSequenceLengthAndRunsOnPlainOnnxRuntime()
     {
         using var dir = new TempDir();
-        var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "onnx-unlearn.dll"), "artifacts", Fixtures.File("charlstm", "model.onnx"),
-            "--data", Fixtures.File("charlstm", "data.npz"), "--out", dir.Path })
-            psi.ArgumentList.Add(a);
-        using (var p = System.Diagnostics.Process.Start(psi)!)
-        {
-            var err = p.StandardError.ReadToEndAsync();
-            var stdout = p.StandardOutput.ReadToEnd();
-            p.WaitForExit();
-            Assert.True(p.ExitCode == 0, err.Result);
-            Assert.Contains("unrolled over 12 time steps", stdout);
-        }
+        var (code, stdout, err) = OnnxUnlearn.Tests.Cli.CliRunner.Run("artifacts", Fixtures.File("charlstm", "model.onnx"),
+            "--data", Fixtures.File("charlstm", "data.npz"), "--out", dir.Path);
+        Assert.True(code == 0, err);
+        Assert.Contains("unrolled over 12 time steps", stdout);
         using var manifest = JsonDocument.Parse(File.ReadAllText(Path.Combine(dir.Path, "manifest.json")));
         var unrolled = manifest.RootElement.GetProperty("unrolled");
         Assert.Equal(12, unrolled.GetProperty("nodes")[0].GetProperty("sequenceLength").GetInt64());

@@ -3,22 +3,14 @@ using System.Text.Json;
 using OnnxUnlearn.Data;
 using OnnxUnlearn.Text;
 
+using OnnxUnlearn.Tests.Cli;
+
 namespace OnnxUnlearn.Tests.Text;
 
 /// <summary>text2npz and exposure as a user runs them: a separate process, exit codes, one-line errors.</summary>
 public class TextCliTests
 {
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "onnx-unlearn.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        return (p.ExitCode, stdout.Result, stderr);
-    }
+    static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
 
     static void AssertOneLineError(int code, string err, string contains)
     {
