@@ -33,11 +33,13 @@ public static class Masks
     public static int[] All(ParameterLayout layout) => Enumerable.Range(0, layout.Size).ToArray();
 
     /// <summary>k elements uniformly at random (seeded).</summary>
-    public static int[] Random(ParameterLayout layout, int k, int seed)
+    public static int[] Random(ParameterLayout layout, int k, int seed) => Choose(layout.Size, k, seed);
+
+    /// <summary>k of the indices 0..n−1 uniformly at random (seeded), ascending: random masks and data samples alike.</summary>
+    public static int[] Choose(int n, int k, int seed)
     {
-        var rng = new System.Random(seed);
-        var idx = Enumerable.Range(0, layout.Size).ToArray();
-        rng.Shuffle(idx);
+        var idx = Enumerable.Range(0, n).ToArray();
+        new System.Random(seed).Shuffle(idx);
         var chosen = idx[..Math.Min(k, idx.Length)];
         Array.Sort(chosen);
         return chosen;

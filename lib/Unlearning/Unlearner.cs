@@ -218,12 +218,5 @@ public static class Unlearner
 
     static float[] Abs(float[] v) { var a = new float[v.Length]; TensorPrimitives.Abs(v, a); return a; }
 
-    static long[] Sample(long rows, int m, int seed)
-    {
-        var idx = Enumerable.Range(0, (int)rows).Select(i => (long)i).ToArray();
-        new Random(seed).Shuffle(idx);
-        var chosen = idx[..m];
-        Array.Sort(chosen);
-        return chosen;
-    }
+    static long[] Sample(long rows, int m, int seed) => Masks.Choose((int)rows, m, seed).Select(i => (long)i).ToArray();
 }
