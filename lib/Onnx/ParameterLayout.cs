@@ -73,4 +73,17 @@ public sealed class ParameterLayout
         }
         return v;
     }
+
+    /// <summary>New values of the selected elements (flat indices), grouped by tensor, for the surgical write-back.</summary>
+    public Dictionary<string, TensorPatch> Patches(int[] selected, float[] theta)
+    {
+        var patches = new Dictionary<string, TensorPatch>();
+        foreach (var group in selected.GroupBy(i => Locate(i).Tensor))
+        {
+            var idx = group.Order().ToArray();
+            int offset = Offset(group.Key);
+            patches[Parameters[group.Key].Name] = new TensorPatch(idx.Select(i => (long)(i - offset)).ToArray(), idx.Select(i => theta[i]).ToArray());
+        }
+        return patches;
+    }
 }

@@ -505,7 +505,7 @@ internal static class WireLayout
             tensor.External.TryGetValue("location", out var location);
             var (full, real) = ExternalData.CheckLocation(location, modelFolder, problem => Bad(name, problem));
             var reference = new ExternalReference(location!, Path.GetRelativePath(modelFolder, full),
-                ParseNumber(tensor, "offset", name, location) ?? 0, ParseNumber(tensor, "length", name, location),
+                ParseNumber(tensor, "offset", name, location!) ?? 0, ParseNumber(tensor, "length", name, location!),
                 new FileInfo(real).Length); // the target's: FileInfo on a symlink measures the link
             CheckRange(name, reference, reference.Length ?? 0);
             _dataFiles.Add(reference.File);

@@ -22,12 +22,19 @@ public sealed record Report
     public required IReadOnlyDictionary<string, Metrics> Before { get; init; }
     public IReadOnlyDictionary<string, Metrics>? After { get; init; }
     public IReadOnlyList<UnlearnStep>? Steps { get; init; }
+    public SecretExposure? Exposure { get; init; }
     public required long GradientEvaluations { get; init; }
     public required double Seconds { get; init; }
     public required string Outcome { get; init; }
 
     public sealed record Solver(int Iterations, double RelativeResidual, string Stop);
     public sealed record Metrics(double Loss, double? Accuracy, long Samples);
+    /// <summary>A secret's exposure before and after; <see cref="Reached"/>: after (or before, when nothing changed) is below the target.</summary>
+    public sealed record SecretExposure(ExposureFigure Before, ExposureFigure? After, double? Target, bool? Reached, string Prefix, string Secret);
+    public sealed record ExposureFigure(double Bits, string Method, double Rank, double SecretLogLikelihood)
+    {
+        public static ExposureFigure Of(Text.ExposureResult e) => new(e.Exposure, e.Method.ToString().ToLowerInvariant(), e.Rank, e.SecretLogLikelihood);
+    }
 
     public static string Sha256(string path)
     {

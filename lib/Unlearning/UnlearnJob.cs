@@ -3,6 +3,7 @@ using OnnxUnlearn.Curvature;
 using OnnxUnlearn.Onnx;
 using OnnxUnlearn.Runtime;
 using OnnxUnlearn.Selection;
+using OnnxUnlearn.Text;
 
 namespace OnnxUnlearn.Unlearning;
 
@@ -10,12 +11,18 @@ namespace OnnxUnlearn.Unlearning;
 public sealed record UnlearnRequest(string Model, string Train, string Forget, string? Corrected, string? Test, string? Output);
 
 /// <summary>
+/// A secret whose exposure is measured before and after unlearning; with <see cref="Bits"/>, also after every iterative
+/// step, stopping as soon as it falls below.
+/// </summary>
+public sealed record ExposureTarget(ExposureProbe Probe, double? Bits);
+
+/// <summary>
 /// One unlearning request end to end: load, measure before, update the selected parameters, measure after, write the
 /// new model surgically (only the selected elements' bytes change; the input is never modified) and return the report.
 /// </summary>
 public static class UnlearnJob
 {
-    public static Report Run(UnlearnRequest request, LossSettings loss, UnlearnOptions options, ProgressCallback? progress = null)
+    public static Report Run(UnlearnRequest request, LossSettings loss, UnlearnOptions options, ProgressCallback? progress = null, ExposureTarget? exposure = null)
     {
         using var train = Dataset.Load(request.Train);
         using var forget = Dataset.Load(request.Forget);
@@ -35,19 +42,27 @@ public static class UnlearnJob
         });
         var before = Measure();
         var theta0 = (float[])s.Theta.Clone();
-        var result = Unlearner.Run(s, train, forget, corrected, options, progress);
+        var exposureBefore = exposure?.Probe.Original();
+        StepCheck? check = exposure is { Bits: { } bits } ? (selected, theta) =>
+        {
+            var e = exposure.Probe.At(s.Layout, selected, theta);
+            return (e.Exposure, e.Exposure < bits);
+        } : null;
+        var result = Unlearner.Run(s, train, forget, corrected, options, progress, check);
 
         bool applied = result.Cg is not { Usable: false };
         string outcome = applied ? "updated" : $"no update: conjugate gradients stopped ({result.Cg!.Stop}); the model was left as it was";
         Dictionary<string, Report.Metrics>? after = null;
         string? outputSha = null;
+        ExposureResult? exposureAfter = null;
         if (applied)
         {
             TensorPrimitives.Add(theta0, result.Update, s.Theta);
             after = Measure();
+            exposureAfter = exposure?.Probe.At(s.Layout, result.Selected, s.Theta);
             if (request.Output is { } output)
             {
-                WeightPatch.Write(request.Model, output, Patches(s.Layout, result.Selected, s.Theta));
+                WeightPatch.Write(request.Model, output, s.Layout.Patches(result.Selected, s.Theta));
                 outputSha = Report.Sha256(output);
             }
             theta0.CopyTo(s.Theta, 0);
@@ -65,7 +80,7 @@ public static class UnlearnJob
                 ["order"] = options.Smallest ? "smallest" : "largest", ["fraction"] = options.Fraction, ["count"] = options.Count,
                 ["perTensor"] = options.PerTensor, ["update"] = options.Update.ToString(), ["tau"] = options.Tau, ["damping"] = options.Damping,
                 ["probes"] = options.Probes, ["estimator"] = options.Estimator.ToString(), ["maxIterations"] = options.MaxIterations, ["tolerance"] = options.Tolerance,
-                ["hessianSamples"] = options.HessianSamples, ["steps"] = options.Steps, ["utilityBudget"] = options.UtilityBudget, ["trainSize"] = options.TrainSize ?? train.Rows, ["batchSize"] = loss.BatchSize,
+                ["hessianSamples"] = Unlearner.HessianRows(train, options), ["steps"] = options.Steps, ["utilityBudget"] = options.UtilityBudget, ["trainSize"] = options.TrainSize ?? train.Rows, ["batchSize"] = loss.BatchSize,
                 ["threads"] = loss.Threads,
             },
             Seed = options.Seed,
@@ -79,22 +94,13 @@ public static class UnlearnJob
             Before = before,
             After = after,
             Steps = result.Steps.Count > 0 ? result.Steps : null,
+            Exposure = exposure is null ? null : new Report.SecretExposure(
+                Report.ExposureFigure.Of(exposureBefore!), exposureAfter is null ? null : Report.ExposureFigure.Of(exposureAfter), exposure.Bits,
+                exposure.Bits is { } target ? (exposureAfter ?? exposureBefore!).Exposure < target : null,
+                exposure.Probe.Options.Prefix, exposure.Probe.Options.Secret),
             GradientEvaluations = result.GradientEvaluations,
             Seconds = result.Seconds,
             Outcome = outcome,
         };
-    }
-
-    /// <summary>New values of the selected elements, grouped by tensor, for the surgical write-back.</summary>
-    public static Dictionary<string, TensorPatch> Patches(ParameterLayout layout, int[] selected, float[] theta)
-    {
-        var patches = new Dictionary<string, TensorPatch>();
-        foreach (var group in selected.GroupBy(i => layout.Locate(i).Tensor))
-        {
-            var idx = group.Order().ToArray();
-            int offset = layout.Offset(group.Key);
-            patches[layout.Parameters[group.Key].Name] = new TensorPatch(idx.Select(i => (long)(i - offset)).ToArray(), idx.Select(i => theta[i]).ToArray());
-        }
-        return patches;
     }
 }

@@ -27,15 +27,26 @@ public sealed record UnlearnOptions
     public int Seed { get; init; }
     public int MaxIterations { get; init; } = 50;
     public double Tolerance { get; init; } = 1e-3;
-    /// <summary>Samples of the training set that define H (seeded sample; null = all).</summary>
-    public int? HessianSamples { get; init; }
     /// <summary>
-    /// Update steps. Each step after the first recomputes Δg (and, second order, the curvature) at the current parameters
-    /// and searches the step size on the objective; steps stop when it no longer improves or the retain loss rises more
-    /// than <see cref="UtilityBudget"/>.
+    /// Samples of the training set that define H (seeded sample). Null = automatic: all samples while they hold at most
+    /// <see cref="AutoHessianLabels"/> labelled positions, otherwise as many samples as hold that many (a sequence model
+    /// with T = 64 gets 128 windows): the diagonal estimate costs ~2 gradient evaluations per probe on this sample.
     /// </summary>
-    public int Steps { get; init; } = 1;
-    /// <summary>Largest allowed relative rise of the loss on a retain sample of the training set (0.02 = 2 %).</summary>
+    public int? HessianSamples { get; init; }
+    public const int AutoHessianLabels = 8192;
+    /// <summary>
+    /// Update steps. 1: the single update of the method. More (or null = automatic, at most <see cref="AutoSteps"/>):
+    /// every step recomputes Δg (and, second order, the curvature) at the current parameters and searches the step size on
+    /// the objective; steps stop when it no longer improves, when the retain loss would rise more than
+    /// <see cref="UtilityBudget"/>, or when the caller's check (e.g. a target exposure) is met.
+    /// </summary>
+    public int? Steps { get; init; }
+    public const int AutoSteps = 30;
+    /// <summary>
+    /// Largest allowed relative rise (0.02 = 2 %) of the retain sample's perplexity exp(L): for likelihood losses (ce, bce,
+    /// nll), L may rise by ln(1 + budget) nats, whatever its size, so a well-fit model (L ≈ 0.05) is not frozen by a relative
+    /// loss bound — or of the loss itself for mse.
+    /// </summary>
     public double UtilityBudget { get; init; } = 0.02;
     /// <summary>Rows of the training set (seeded sample) that measure utility during iterative steps.</summary>
     public int RetainSamples { get; init; } = 256;
@@ -48,7 +59,13 @@ public sealed record UnlearnOptions
 public sealed record UnlearnResult(int[] Selected, float[] Update, double Tau, CgResult? Cg, long GradientEvaluations, double Seconds, double DeltaGNorm, double UpdateNorm, IReadOnlyList<UnlearnStep> Steps);
 
 /// <summary>One update step: its size, the objective J = (|Z̃|·L(Z̃) − |Z|·L(Z))/n after it, the retain loss, and its cost.</summary>
-public sealed record UnlearnStep(int Step, double Tau, double Objective, double RetainLoss, double UpdateNorm, long GradientEvaluations, string Note);
+public sealed record UnlearnStep(int Step, double Tau, double Objective, double RetainLoss, double UpdateNorm, long GradientEvaluations, string Note, double? Exposure = null);
+
+/// <summary>
+/// A measurement after each accepted iterative step, at the current parameters θ (only the <c>selected</c> elements differ
+/// from the model's): a value for the report (e.g. the secret's exposure in bits) and whether unlearning may stop.
+/// </summary>
+public delegate (double Value, bool Done) StepCheck(int[] selected, float[] theta);
 
 /// <summary>
 /// The method of METHOD.md: Δg = (1/n)(Σ_{Z̃} ∇ℓ − Σ_Z ∇ℓ); select S (sharp = top-k of diag H by default); first order
@@ -57,7 +74,7 @@ public sealed record UnlearnStep(int Step, double Tau, double Objective, double 
 /// </summary>
 public static class Unlearner
 {
-    public static UnlearnResult Run(ModelSession s, Dataset train, Dataset forget, Dataset? corrected, UnlearnOptions o, ProgressCallback? progress = null)
+    public static UnlearnResult Run(ModelSession s, Dataset train, Dataset forget, Dataset? corrected, UnlearnOptions o, ProgressCallback? progress = null, StepCheck? check = null)
     {
         var clock = Stopwatch.StartNew();
         long start = s.GradientEvaluations;
@@ -79,7 +96,9 @@ public static class Unlearner
             TensorPrimitives.MultiplyAdd(tmp, (float)corrected.Rows / n, dg, dg);
         }
 
-        var hessianData = o.HessianSamples is { } m && m < train.Rows ? train.Take(Sample(train.Rows, m, o.Seed), $"{train.Source} (sample of {m})") : train;
+        int hessianRows = HessianRows(train, o);
+        using var hessianSample = hessianRows < train.Rows ? train.Take(Sample(train.Rows, hessianRows, o.Seed), $"{train.Source} (sample of {hessianRows})") : null;
+        var hessianData = hessianSample ?? train;
         var hvp = new Hvp(s, hessianData);
         int k = Masks.Count(o.Fraction, o.Count, layout.Size);
         int[] selected = o.MaskFile is { } maskFile ? FromMaskFile(layout, maskFile) : o.Select switch
@@ -114,8 +133,8 @@ public static class Unlearner
             if (cg.Usable) TensorPrimitives.Multiply(cg.Solution, -1f, update);
         }
         var steps = new List<UnlearnStep>();
-        if (o.Steps > 1 && (cg is null || cg.Usable))
-            Iterate(s, train, forget, corrected, o, n, mask, update, tau, steps, progress);
+        if (o.Steps != 1 && (cg is null || cg.Usable))
+            Iterate(s, train, hessianData, forget, corrected, o, n, selected, mask, update, tau, steps, progress, check);
         return new UnlearnResult(selected, update, tau, cg, s.GradientEvaluations - start, clock.Elapsed.TotalSeconds,
             Math.Sqrt(TensorPrimitives.SumOfSquares<float>(dg)), Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), steps);
     }
@@ -123,11 +142,13 @@ public static class Unlearner
     /// <summary>
     /// Steps 1..K: at θ = θ₀ + update (starting from θ₀), compute Δg_S, take the step along −Δg_S (first order) or −(H_SS + λI)⁻¹Δg_S
     /// (second order, curvature at the current θ) with the size among 2^(1…−6)·τ that lowers J most while the retain
-    /// loss stays within budget. Stops when no size improves J or the budget binds. Uses no test data.
+    /// loss stays within budget. Step 1 reuses the single-step direction already computed (<paramref name="update"/> = −τΔg_S
+    /// or −d). Stops when no size improves J, the budget binds or <paramref name="check"/> says done. Uses no test data.
     /// </summary>
-    static void Iterate(ModelSession s, Dataset train, Dataset forget, Dataset? corrected, UnlearnOptions o, long n, float[] mask,
-        float[] update, double tau, List<UnlearnStep> steps, ProgressCallback? progress)
+    static void Iterate(ModelSession s, Dataset train, Dataset hessianData, Dataset forget, Dataset? corrected, UnlearnOptions o, long n,
+        int[] selected, float[] mask, float[] update, double tau, List<UnlearnStep> steps, ProgressCallback? progress, StepCheck? check)
     {
+        int maxSteps = o.Steps ?? UnlearnOptions.AutoSteps;
         var theta0 = (float[])s.Theta.Clone();
         // Retain sample: training rows that are not among the forget set's rows (the loss on those must not rise).
         var forgetRows = Enumerable.Range(0, (int)forget.Rows).Select(i => RowKey(forget, i)).ToHashSet();
@@ -136,6 +157,8 @@ public static class Unlearner
         var picked = outside.Count > o.RetainSamples ? Sample(outside.Count, o.RetainSamples, o.Seed + 1).Select(i => outside[(int)i]).ToList() : outside;
         using var retainSet = train.Take(picked, $"{train.Source} (retain sample)");
         double retain0 = s.Run(retainSet, []).Loss;
+        double retainLimit = s.Settings.Loss is Autodiff.LossKind.MeanSquaredError or Autodiff.LossKind.Dot
+            ? retain0 + Math.Abs(retain0) * o.UtilityBudget : retain0 + Math.Log(1 + o.UtilityBudget);
         double Objective()
         {
             double j = -forget.Rows * s.Run(forget, []).Loss;
@@ -144,31 +167,53 @@ public static class Unlearner
         }
         void Set(float[] u) => TensorPrimitives.Add(theta0, u, s.Theta);
 
+        var g = new float[update.Length]; var tmp = new float[update.Length]; var dir = new float[update.Length];
+        // the first direction: the single step's update is −τ·Δg_S (first order) or −d (second order, size 1)
+        double stepTau = o.Update == UpdateKind.FirstOrder && tau > 0 ? tau : 1;
+        TensorPrimitives.Multiply(update, (float)(-1 / stepTau), dir);
         Array.Clear(update);
         Set(update);
         double j = Objective(), r = retain0;
         steps.Add(new UnlearnStep(0, 0, j, r, 0, s.GradientEvaluations, "start"));
-        var g = new float[update.Length]; var tmp = new float[update.Length]; var dir = new float[update.Length];
-        double stepTau = tau > 0 ? tau : 1;
-        for (int k = 1; k <= o.Steps; k++)
+
+        // Δg_S at the current θ, and the direction from it; returns why CG failed, or null
+        string? NextDirection()
         {
-            progress?.Invoke("iterative steps", k, o.Steps);
             s.Run(forget, tmp);
             TensorPrimitives.Multiply(tmp, -(float)forget.Rows / n, g);
             if (corrected is not null) { s.Run(corrected, tmp); TensorPrimitives.MultiplyAdd(tmp, (float)corrected.Rows / n, g, g); }
             TensorPrimitives.Multiply(g, mask, g);
-            if (o.Update == UpdateKind.SecondOrder)
-            {
-                var hvp = new Hvp(s, train);
-                var masked = new float[g.Length];
-                var sol = ConjugateGradient.Solve((v, hv) => { TensorPrimitives.Multiply(v, mask, masked); hvp.Apply(masked, hv); TensorPrimitives.Multiply(hv, mask, hv); },
-                    g, o.Damping, o.MaxIterations, o.Tolerance);
-                if (!sol.Usable) { steps.Add(new UnlearnStep(k, 0, j, r, 0, s.GradientEvaluations, $"stopped: CG {sol.Stop}")); break; }
-                sol.Solution.CopyTo(dir, 0);
-                stepTau = 1;
-            }
-            else g.CopyTo(dir, 0);
+            if (o.Update == UpdateKind.FirstOrder) { g.CopyTo(dir, 0); return null; }
+            var hvp = new Hvp(s, hessianData);
+            var masked = new float[g.Length];
+            var sol = ConjugateGradient.Solve((v, hv) => { TensorPrimitives.Multiply(v, mask, masked); hvp.Apply(masked, hv); TensorPrimitives.Multiply(hv, mask, hv); },
+                g, o.Damping, o.MaxIterations, o.Tolerance);
+            if (!sol.Usable) return sol.Stop;
+            sol.Solution.CopyTo(dir, 0);
+            stepTau = 1;
+            return null;
+        }
 
+        // Where the step −τ·dir would raise the retain loss to first order (dir·∇L_retain < 0), remove that component of dir:
+        // the step budget is then spent on unlearning, not on collateral damage the utility budget would stop at once.
+        var retainGrad = new float[update.Length];
+        void ProtectRetain()
+        {
+            s.Run(retainSet, retainGrad);
+            TensorPrimitives.Multiply(retainGrad, mask, retainGrad);
+            double along = TensorPrimitives.Dot<float>(dir, retainGrad), norm = TensorPrimitives.SumOfSquares<float>(retainGrad);
+            if (along < 0 && norm > 0) TensorPrimitives.MultiplyAdd(retainGrad, (float)(-along / norm), dir, dir);
+        }
+
+        for (int k = 1; k <= maxSteps; k++)
+        {
+            progress?.Invoke("iterative steps", k, maxSteps);
+            if (k > 1 && NextDirection() is { } failed)
+            {
+                steps.Add(new UnlearnStep(k, 0, j, r, 0, s.GradientEvaluations, $"stopped: CG {failed}"));
+                break;
+            }
+            ProtectRetain();
             var current = (float[])update.Clone();
             (double J, double R, double Tau)? best = null;
             foreach (var f in new[] { 2.0, 1.0, 0.5, 0.25, 0.125, 1.0 / 16, 1.0 / 32, 1.0 / 64 })
@@ -176,7 +221,8 @@ public static class Unlearner
                 TensorPrimitives.MultiplyAdd(dir, (float)(-f * stepTau), current, tmp);
                 Set(tmp);
                 double jj = Objective(), rr = s.Run(retainSet, []).Loss;
-                if (rr <= retain0 * (1 + o.UtilityBudget) && jj < j - 1e-3 * Math.Abs(j) && (best is null || jj < best.Value.J)) best = (jj, rr, f * stepTau);
+                // a step may spend at most half the budget left, so the early large steps do not exhaust it
+                if (rr <= r + 0.5 * (retainLimit - r) && jj < j - 1e-3 * Math.Abs(j) && (best is null || jj < best.Value.J)) best = (jj, rr, f * stepTau);
             }
             if (best is not { } b)
             {
@@ -186,8 +232,12 @@ public static class Unlearner
             }
             TensorPrimitives.MultiplyAdd(dir, (float)-b.Tau, current, update);
             Set(update);
-            (j, r, stepTau) = (b.J, b.R, b.Tau);
-            steps.Add(new UnlearnStep(k, b.Tau, j, r, Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), s.GradientEvaluations, "accepted"));
+            (j, r) = (b.J, b.R);
+            if (o.Update == UpdateKind.FirstOrder) stepTau = b.Tau;
+            var (value, done) = check?.Invoke(selected, s.Theta) ?? (double.NaN, false);
+            steps.Add(new UnlearnStep(k, b.Tau, j, r, Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), s.GradientEvaluations,
+                done ? "accepted; target reached" : "accepted", check is null ? null : value));
+            if (done) break;
         }
         theta0.CopyTo(s.Theta, 0);
     }
@@ -202,6 +252,14 @@ public static class Unlearner
         hvp(g, hg);
         double num = TensorPrimitives.SumOfSquares<float>(g), den = TensorPrimitives.Dot<float>(g, hg);
         return num > 0 && den > 0 && double.IsFinite(den) ? num / den : 1.0;
+    }
+
+    /// <summary>Rows of the training set that define H: <see cref="UnlearnOptions.HessianSamples"/>, or the automatic choice.</summary>
+    public static int HessianRows(Dataset train, UnlearnOptions o)
+    {
+        if (o.HessianSamples is { } m) return (int)Math.Min(m, train.Rows);
+        long perRow = train.Arrays.TryGetValue(Autodiff.LossHead.LabelInput, out var label) && train.Rows > 0 ? Math.Max(1, label.Length / train.Rows) : 1;
+        return (int)Math.Min(train.Rows, Math.Max(1, UnlearnOptions.AutoHessianLabels / perRow));
     }
 
     /// <summary>A row's values across all arrays, as a comparable key (to find forget-set rows inside the training set).</summary>

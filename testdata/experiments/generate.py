@@ -37,12 +37,10 @@ ONNX: opset 13, do_constant_folding=False, input `x` (dynamic N), output `logits
 Training: Adam (lr 0.01, cosine-annealed to 0 so that θ* is close to a stationary point), minibatch 64, 100 epochs, one thread, deterministic. Everything is seeded; reruns give
 identical models and data (the .npz files are written with fixed zip timestamps).
 """
-import io
 import json
 import os
 import sys
 import time
-import zipfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -54,6 +52,9 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from common import save_npz  # noqa: E402
 
 torch.set_num_threads(1)
 torch.use_deterministic_algorithms(True)
@@ -150,18 +151,6 @@ def export(model, shape, path):
     for n, v in want.items():
         assert have[n].dtype == np.float32 and np.array_equal(have[n], v), n
     assert [i.name for i in m.graph.input] == ["x"] and [o.name for o in m.graph.output] == ["logits"]
-
-
-def save_npz(path, arrays):
-    """np.savez_compressed with fixed timestamps (byte-reproducible)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for k, v in arrays.items():
-            info = zipfile.ZipInfo(k + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            buf = io.BytesIO()
-            np.lib.format.write_array(buf, np.ascontiguousarray(v), allow_pickle=False)
-            zf.writestr(info, buf.getvalue())
 
 
 def scenarios(xtr, ytr):

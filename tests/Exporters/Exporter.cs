@@ -121,7 +121,7 @@ internal static class Exporter
         var theta0 = (float[])s.Theta.Clone();
         var result = Unlearner.Run(s, train, forget, corrected, options);
         var theta = theta0.Zip(result.Update, (t, u) => t + u).ToArray();
-        WeightPatch.Write(model, output, UnlearnJob.Patches(s.Layout, result.Selected, theta));
+        WeightPatch.Write(model, output, s.Layout.Patches(result.Selected, theta));
         var edited = s.File.Model.Clone();
         SetValues(edited, s.Layout, theta);
         return (result.Selected, edited);

@@ -33,14 +33,22 @@ public static class UnlearnCommand
         var hessianSamples = new Option<int?>("--hessian-samples") { Description = "seeded sample of the training set used for the Hessian" };
         var trainSize = new Option<long?>("--train-size") { Description = "n, the size of the original training set (default: samples in --train)" };
         var requireAccuracy = new Option<double?>("--require-accuracy") { Description = "exit with 3 unless accuracy on the corrected set (or forget set) after unlearning reaches this" };
-        var steps = new Option<int>("--steps") { Description = "update steps; after the first, Δg (and curvature) are recomputed and the step size searched, stopping when the objective stops improving or --utility-budget binds", DefaultValueFactory = _ => 1 };
+        var steps = new Option<string>("--steps") { Description = $"update steps: 1 = the method's single update; K or auto (at most {UnlearnOptions.AutoSteps}) = repeat it, recomputing Δg (and curvature) and searching the step size each time, until the objective stops improving, --utility-budget binds or --target-exposure is reached", DefaultValueFactory = _ => "auto" };
         var budget = new Option<double>("--utility-budget") { Description = "largest relative rise of the loss on a retain sample of --train during iterative steps", DefaultValueFactory = _ => 0.02 };
+        var targetExposure = new Option<double?>("--target-exposure") { Description = "stop the steps as soon as the secret's exposure (bits, measured on the patched model) is below this; needs --vocab, --prefix, --secret" };
+        var vocab = new Option<string?>("--vocab") { Description = "VOCAB.json of a next-token model: with --prefix and --secret, the secret's exposure is measured before and after" };
+        var prefix = new Option<string?>("--prefix") { Description = "text the secret follows, e.g. \"my credit card number is \"" };
+        var secret = new Option<string?>("--secret") { Description = "the secret whose exposure to measure" };
+        var format = new Option<string?>("--format") { Description = "candidate format of the secret (d = any digit; see exposure --help)" };
+        var alphabet = new Option<string>("--alphabet") { Description = "characters a d slot takes", DefaultValueFactory = _ => Text.SecretSpace.Digits };
+        var candidates = new Option<int>("--candidates") { Description = "random candidates for the exposure estimate", DefaultValueFactory = _ => 10_000 };
+        var exposureBudget = new Option<long>("--exposure-budget") { Description = "most search nodes for an exact exposure rank before estimating", DefaultValueFactory = _ => 20_000 };
         var json = Cli.JsonFlag();
         var request = new Option<string?>("--request") { Description = "a JSON file holding these options (keys = option names without dashes, plus \"model\"; paths relative to the file); command-line options win" };
         var loss = new LossOptions();
         var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically.");
         c.Arguments.Add(model);
-        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, steps, budget, json, request })
+        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, steps, budget, targetExposure, vocab, prefix, secret, format, alphabet, candidates, exposureBudget, json, request })
             c.Options.Add(opt);
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
@@ -54,16 +62,37 @@ public static class UnlearnCommand
                 Tau = r.GetValue(tau), Damping = r.GetValue(damping), Probes = r.GetValue(probes), Estimator = ParseEstimator(r.GetValue(estimator)!), Seed = r.GetValue(seed),
                 MaxIterations = r.GetValue(iterations), Tolerance = r.GetValue(tolerance),
                 HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize), MaskFile = r.GetValue(mask),
-                Steps = r.GetValue(steps), UtilityBudget = r.GetValue(budget),
+                Steps = ParseSteps(r.GetValue(steps)!), UtilityBudget = r.GetValue(budget),
             };
+            var lossSettings = loss.Read(r);
+            ExposureTarget? exposure = null;
+            if (r.GetValue(secret) is { } secretText)
+            {
+                var v = Text.Vocabulary.Load(r.GetValue(vocab) ?? throw new UserError("--secret needs --vocab (VOCAB.json mapping characters to token ids) to measure the exposure"));
+                var e = new Text.ExposureOptions
+                {
+                    Prefix = r.GetValue(prefix) ?? throw new UserError("--secret needs --prefix, the text the secret follows"),
+                    Secret = secretText, Format = r.GetValue(format), Alphabet = r.GetValue(alphabet)!,
+                    Samples = r.GetValue(candidates), Seed = r.GetValue(seed), Budget = r.GetValue(exposureBudget),
+                };
+                Text.SecretSpace.Parse(e.Format, e.Secret, e.Alphabet);
+                exposure = new ExposureTarget(new Text.ExposureProbe(r.GetValue(model)!, v, e, threads: lossSettings.Threads), r.GetValue(targetExposure));
+            }
+            else if (r.GetValue(targetExposure) is not null)
+                throw new UserError("--target-exposure needs --vocab, --prefix and --secret (and --format if the secret is not all digits) to measure the exposure");
             var files = new UnlearnRequest(r.GetValue(model)!, r.GetValue(train)!, r.GetValue(forget)!, r.GetValue(corrected), r.GetValue(test), r.GetValue(output));
-            var result = Progress.Run(p => UnlearnJob.Run(files, loss.Read(r), options, p));
+            var result = Progress.Run(p => UnlearnJob.Run(files, lossSettings, options, p, exposure));
             if (r.GetValue(report) is { } path)
                 AtomicFile.Write(path, s => JsonSerializer.Serialize(s, result, Cli.Json));
             if (r.GetValue(json)) Cli.WriteJson(result); else Print(result);
             if (result.After is null)
             {
                 Console.Error.WriteLine("no update was made: " + result.Outcome);
+                return Cli.TargetMissed;
+            }
+            if (result.Exposure is { Reached: false } missed)
+            {
+                Console.Error.WriteLine($"target not met: exposure {(missed.After ?? missed.Before).Bits:F2} bits >= --target-exposure {missed.Target}");
                 return Cli.TargetMissed;
             }
             if (r.GetValue(requireAccuracy) is { } target)
@@ -79,6 +108,9 @@ public static class UnlearnCommand
         }));
         return c;
     }
+
+    static int? ParseSteps(string value) => value == "auto" ? null
+        : int.TryParse(value, out int k) && k >= 1 ? k : throw new UserError($"--steps must be auto or a whole number of steps (1 or more), got '{value}'");
 
     public static OnnxUnlearn.Curvature.DiagonalEstimator ParseEstimator(string value) => value.ToLowerInvariant() switch
     {
@@ -107,7 +139,11 @@ public static class UnlearnCommand
         AnsiConsole.Write(t);
         AnsiConsole.MarkupLine("selected per tensor: " + Markup.Escape(string.Join(", ", r.SelectedPerTensor.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key} {kv.Value}"))));
         if (r.Steps is { } st)
-            AnsiConsole.MarkupLine("steps: " + Markup.Escape(string.Join("; ", st.Select(x => $"{x.Step}: τ {x.Tau:G3}, J {x.Objective:G4}, retain {x.RetainLoss:G4} ({x.Note})"))));
+            AnsiConsole.MarkupLine("steps: " + Markup.Escape(string.Join("; ", st.Select(x => $"{x.Step}: τ {x.Tau:G3}, J {x.Objective:G4}, retain {x.RetainLoss:G4}"
+                + (x.Exposure is { } e ? $", exposure {e:F2} bits" : "") + $" ({x.Note})"))));
+        if (r.Exposure is { } ex)
+            AnsiConsole.MarkupLine(Markup.Escape($"exposure of \"{ex.Secret}\": {ex.Before.Bits:F2} bits ({ex.Before.Method}) before, "
+                + (ex.After is { } a ? $"{a.Bits:F2} bits ({a.Method}) after" : "unchanged") + (ex.Target is { } goal ? $"; target {goal} bits {(ex.Reached == true ? "reached" : "NOT reached")}" : "")));
         AnsiConsole.MarkupLine($"{r.GradientEvaluations} gradient evaluations, {r.Seconds:F2} s" + (r.OutputModel is { } o ? $"; wrote {Markup.Escape(o)}" : ""));
     }
 }
