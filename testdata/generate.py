@@ -21,6 +21,11 @@ Run with Debian's python (python3-torch 1.13, python3-onnx 1.12, python3-sklearn
 
 The .npz files are written with fixed zip timestamps so that reruns are
 byte-identical. The script checks itself (asserts) before writing anything.
+
+The fixtures of other exporters' habits (const_nodes, inputs_as_inits, opset9,
+tf_style, linear_classifier; see README.md) have grad/ only (no hdiag/), keyed
+by the ONNX parameter names; const_nodes, tf_style and linear_classifier are
+written with the onnx API from a PyTorch module's weights (write_built_fixture).
 """
 import copy
 import io
