@@ -14,21 +14,32 @@ public static class Backprop
         IReadOnlyDictionary<string, string> seeds, IReadOnlyCollection<string> wrt, Func<string, long[]?> constInts)
     {
         var nodes = graph.Node;
-        // Forward: values that depend differentiably on wrt.
-        var requires = new HashSet<string>(wrt);
-        foreach (var node in nodes)
+        // What each node reads: its inputs, and for If/Loop/Scan also the outer values its bodies read by name.
+        var outerReads = nodes.Where(ControlFlow.Is).ToDictionary(n => n, ControlFlow.OuterReads);
+        IEnumerable<string> Reads(NodeProto n) => outerReads.TryGetValue(n, out var r) ? n.Input.Concat(r) : n.Input;
+        HashSet<string> Requires(IEnumerable<string> from)
         {
-            var entry = GradientRegistry.Find(node.OpType, node.Domain);
-            bool flows = node.Input.Select((x, i) => (x, i)).Any(p => requires.Contains(p.x) && (entry is null || entry.Differentiable(p.i)));
-            if (flows) foreach (var o in node.Output) if (o.Length > 0) requires.Add(o);
+            // Forward: values that depend differentiably on `from`.
+            var requires = new HashSet<string>(from);
+            foreach (var node in nodes)
+            {
+                var entry = GradientRegistry.Find(node.OpType, node.Domain);
+                bool flows = node.Input.Select((x, i) => (x, i)).Any(p => requires.Contains(p.x) && (entry is null || entry.Differentiable(p.i)))
+                    || outerReads.TryGetValue(node, out var r) && r.Any(requires.Contains);
+                if (flows) foreach (var o in node.Output) if (o.Length > 0) requires.Add(o);
+            }
+            return requires;
         }
+        var requires = Requires(wrt);
         // Backward: values the seeded outputs depend on.
         var reaches = new HashSet<string>(seeds.Keys);
         for (int n = nodes.Count - 1; n >= 0; n--)
             if (nodes[n].Output.Any(reaches.Contains))
-                foreach (var x in nodes[n].Input) if (x.Length > 0) reaches.Add(x);
+                foreach (var x in Reads(nodes[n])) if (x.Length > 0) reaches.Add(x);
 
         var active = nodes.Where(n => n.Output.Any(o => requires.Contains(o) && reaches.Contains(o))).ToList();
+        if (active.FirstOrDefault(ControlFlow.Is) is { } branch)
+            throw ControlFlow.OnLossPath(branch, opset, wrt.Where(w => Requires([w]).Overlaps(branch.Output)).ToList());
         var missing = active.Where(n => GradientRegistry.Find(n.OpType, n.Domain) is null).ToList();
         if (missing.Count > 0)
             throw new UserError("no gradient rule for " + string.Join("; ", missing.Select(n => Describe(n, opset))) +

@@ -110,10 +110,14 @@ public static class Parameters
     {
         var reach = new HashSet<string> { output };
         var firstUse = new Dictionary<string, string>();
+        var computed = g.Node.Where(n => n.OpType != "Constant").SelectMany(n => n.Output).ToHashSet();
         for (int n = g.Node.Count - 1; n >= 0; n--)
         {
             var node = g.Node[n];
             if (!node.Output.Any(reach.Contains)) continue;
+            // A branch or loop body that reads a computed value puts whatever it depends on on the path to the output (the
+            // gradient then stops there with a clear error); a weight its body reads directly stays a body weight, frozen.
+            if (ControlFlow.Is(node)) reach.UnionWith(ControlFlow.OuterReads(node).Where(computed.Contains));
             // Only a linear classifier's scores depend differentiably on its coefficients; its labels are integers.
             if (LinearModels.Is(node) && !reach.Contains(LinearModels.ScoresOutput(node)))
                 firstUse[LinearModels.ScoresOutput(node)] = $"output '{node.Output[0]}' of {node.OpType} '{node.Name}' holds integer labels; take the loss of its scores output with --output '{LinearModels.ScoresOutput(node)}'";

@@ -108,4 +108,54 @@ public class ConstantNodeTests
             Assert.NotEqual(Run(Paddle(), x, "logits"), written);
         }
     }
+
+    [Fact]
+    public void PatchingThePyTorchFixtureChangesOnlyTheSelectedConstantBytesInRawAndFloatData()
+    {
+        // testdata/const_nodes: paddle2onnx layout written from a PyTorch module, weights in raw_data and float_data.
+        var input = Fixtures.File("const_nodes", "model.onnx");
+        var bytes = File.ReadAllBytes(input);
+        var locations = WeightPatch.Locate(bytes, Path.GetDirectoryName(input)!, input);
+        Assert.Equal(ValueStorage.RawData, locations["linear_0.w_0"].Storage);
+        Assert.Equal(ValueStorage.RawData, locations["linear_1.b_0"].Storage);
+        foreach (var name in new[] { "linear_0.b_0", "scale_0.w_0", "linear_1.w_0" })
+            Assert.Equal(ValueStorage.FloatData, locations[name].Storage);
+
+        var patches = new Dictionary<string, TensorPatch>
+        {
+            ["linear_0.w_0"] = new([0, 100, 2047], [0.25f, -0.5f, 1.75f]), // raw_data, including the last element
+            ["linear_1.w_0"] = new([3], [-2f]),                            // float_data
+            ["scale_0.w_0"] = new([0], [2f]),                              // the shape-(1,) scalar, float_data
+        };
+        using var dir = new TempDir();
+        var output = dir.File("patched.onnx");
+        var summary = WeightPatch.Write(input, output, patches);
+        Assert.Equal(5, summary.ElementsChanged);
+
+        var diff = ModelDiff.Compare(input, output);
+        Assert.Null(diff.StructureDifference);
+        Assert.False(diff.OtherBytesDiffer);
+        Assert.Equal(new Dictionary<string, long> { ["linear_0.w_0"] = 3, ["linear_1.w_0"] = 1, ["scale_0.w_0"] = 1 },
+            diff.Parameters.ToDictionary(p => p.Name, p => p.ElementsDiffering));
+
+        // Byte for byte: the file keeps its length and at most 4 bytes per changed element differ.
+        var patched = File.ReadAllBytes(output);
+        Assert.Equal(bytes.Length, patched.Length);
+        Assert.InRange(bytes.Zip(patched).Count(p => p.First != p.Second), 1, 4 * 5);
+
+        // The values read back are the patched ones; everything else is unchanged.
+        var before = Values(ModelFile.Load(input));
+        var after = Values(ModelFile.Load(output));
+        Assert.Equal(before.Keys, after.Keys);
+        foreach (var (name, values) in before)
+        {
+            var expected = values.ToArray();
+            if (patches.TryGetValue(name, out var p))
+                for (int k = 0; k < p.Values.Length; k++) expected[p.Indices![k]] = p.Values[k];
+            Assert.Equal(expected, after[name]);
+        }
+    }
+
+    static Dictionary<string, float[]> Values(ModelFile file) =>
+        Parameters.Candidates(file.Graph).ToDictionary(c => c.Name, c => c.Tensor.ReadFloats(file.Folder));
 }

@@ -164,4 +164,37 @@ public class LinearModelTests
             Assert.NotEqual(Run(ModelFile.Load(input).Model, x, "probabilities"), written);
         }
     }
+
+    [Fact]
+    public void PatchingThePyTorchFixtureChangesOnlyTheSelectedAttributeFloats()
+    {
+        // testdata/linear_classifier: LinearClassifier 'LinearClassifier' with 10×64 coefficients and 10 intercepts.
+        var input = Fixtures.File("linear_classifier", "model.onnx");
+        var patches = new Dictionary<string, TensorPatch>
+        {
+            ["LinearClassifier.coefficients"] = new([0, 639], [0.5f, -0.75f]),
+            ["LinearClassifier.intercepts"] = new([9], [1.25f]),
+        };
+        using var dir = new TempDir();
+        var output = dir.File("patched.onnx");
+        Assert.Equal(3, WeightPatch.Write(input, output, patches).ElementsChanged);
+
+        var diff = ModelDiff.Compare(input, output);
+        Assert.Null(diff.StructureDifference);
+        Assert.False(diff.OtherBytesDiffer);
+        Assert.Equal(new Dictionary<string, long> { ["LinearClassifier.coefficients"] = 2, ["LinearClassifier.intercepts"] = 1 },
+            diff.Parameters.ToDictionary(p => p.Name, p => p.ElementsDiffering));
+        Assert.Equal(new FileInfo(input).Length, new FileInfo(output).Length);
+
+        static Dictionary<string, float[]> Values(ModelFile f) => Parameters.Candidates(f.Graph).ToDictionary(c => c.Name, c => c.Tensor.ReadFloats(f.Folder));
+        var before = Values(ModelFile.Load(input));
+        var after = Values(ModelFile.Load(output));
+        foreach (var (name, values) in before)
+        {
+            var expected = values.ToArray();
+            var p = patches[name];
+            for (int k = 0; k < p.Values.Length; k++) expected[p.Indices![k]] = p.Values[k];
+            Assert.Equal(expected, after[name]);
+        }
+    }
 }

@@ -177,4 +177,78 @@ public class TfHabitsTests
         using var s = Open(m, dir, data);
         AssertGradient(s, data);
     }
+
+    /// <summary>If(cond) whose both branches return the outer value <paramref name="read"/> (read by name, as exporters write it).</summary>
+    static NodeProto IfReading(string read, string output)
+    {
+        var then = new GraphProto { Name = "then", Node = { Node("Identity", [read], ["then_out"]) }, Output = { Value("then_out", DataTypes.Float, -1, Classes) } };
+        var otherwise = new GraphProto { Name = "else", Node = { Node("Neg", [read], ["else_out"]) }, Output = { Value("else_out", DataTypes.Float, -1, Classes) } };
+        var branch = Node("If", ["cond"], [output]);
+        branch.Name = "select_branch";
+        branch.Attribute.Add(new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = then });
+        branch.Attribute.Add(new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = otherwise });
+        return branch;
+    }
+
+    [Fact]
+    public void ControlFlowBetweenAParameterAndTheLossIsAClearError()
+    {
+        // logits = If(cond) { dense } else { −dense }, dense = x·W + B: W and B reach the loss only through the branch.
+        var g = Dense(output: "dense");
+        g.Output[0].Name = "logits";
+        g.Initializer.Add(new TensorProto { Name = "cond", DataType = DataTypes.Bool, Int32Data = { 1 } });
+        g.Node.Add(IfReading("dense", "logits"));
+        var m = Model(g, opset: 13, producer: "tf2onnx");
+        // The parameters are on the way to the output (through the branch), so they are trainable and the error says why they fail.
+        var summary = ModelSummary.Of(new ModelFile(m, "if.onnx", Path.GetTempPath()));
+        Assert.Equal(["W", "B"], summary.Parameters.Where(p => p.Trainable).Select(p => p.Name));
+
+        using var dir = new TempDir();
+        using var data = new Dataset(Samples(12, Features, Classes), "samples");
+        var e = Assert.Throws<UserError>(() => Open(m, dir, data));
+        Assert.Contains("op 'If' (node 'select_branch'", e.Message);
+        Assert.Contains("control flow (If/Loop/Scan) on the loss path is not differentiable", e.Message);
+        Assert.Contains("'W', 'B'", e.Message);
+        Assert.Contains("torch.onnx.export with fixed input shapes", e.Message);
+        Assert.Contains("--frozen", e.Message);
+        Assert.DoesNotContain("no gradient rule", e.Message);
+
+        // Freezing the parameters before the branch is the documented way out: none is left to differentiate.
+        var frozen = Assert.Throws<UserError>(() => Open(m, dir, data, new LossSettings { BatchSize = 5, Frozen = ["W", "B"] }));
+        Assert.DoesNotContain("control flow", frozen.Message);
+    }
+
+    [Fact]
+    public void ATrainableParameterThatAlsoReachesTheLossThroughAnIfIsAnErrorNotASilentlyPartialGradient()
+    {
+        // logits = dense + If(cond) { dense } else { −dense }: the direct path alone would give half the story.
+        var g = Dense(output: "dense");
+        g.Output[0].Name = "logits";
+        g.Initializer.Add(new TensorProto { Name = "cond", DataType = DataTypes.Bool, Int32Data = { 1 } });
+        g.Node.Add(IfReading("dense", "branch"));
+        g.Node.Add(Node("Add", ["dense", "branch"], ["logits"]));
+        using var dir = new TempDir();
+        using var data = new Dataset(Samples(12, Features, Classes), "samples");
+        var e = Assert.Throws<UserError>(() => Open(Model(g, opset: 13, producer: "tf2onnx"), dir, data));
+        Assert.Contains("op 'If' (node 'select_branch'", e.Message);
+    }
+
+    [Fact]
+    public void AnIfThatFeedsOnlyAnotherOutputDoesNotStopTheGradient()
+    {
+        // logits = x·W + B; a second output "flipped" = If(cond) { logits } else { −logits }: not on the loss path.
+        var g = Dense();
+        g.Initializer.Add(new TensorProto { Name = "cond", DataType = DataTypes.Bool, Int32Data = { 1 } });
+        g.Node.Add(IfReading("logits", "flipped"));
+        g.Output.Add(Value("flipped", DataTypes.Float, -1, Classes));
+        var m = Model(g, opset: 13, producer: "tf2onnx");
+        using var dir = new TempDir();
+        using var data = new Dataset(Samples(12, Features, Classes), "samples");
+        using var s = Open(m, dir, data);
+        Assert.Equal("logits", s.Artifact.Output);
+        Assert.Equal(["W", "B"], s.Layout.Parameters.Select(p => p.Name));
+        AssertGradient(s, data);
+        // The loss of the other output goes through the branch: the error, not a zero gradient.
+        Assert.Contains("control flow", Assert.Throws<UserError>(() => Open(m, dir, data, new LossSettings { BatchSize = 5, Output = "flipped" })).Message);
+    }
 }
