@@ -103,7 +103,7 @@ class Scenario:
             how = ["--select", selection.split("-")[0] if selection.startswith("hessian") else selection, *extra, "--fraction", str(fraction)]
         cmd = [TOOL, "unlearn", os.path.join(self.dir, "poisoned.onnx"), "--train", self.files["train"],
                "--forget", self.files["forget"], "--corrected", self.files["corrected"], "--test", self.files["test"],
-               *how, "--update", update, "--damping", str(damping), "--seed", str(seed), "--threads", "1",
+               *how, "--update", update, "--damping", str(damping), "--seed", str(seed), "--threads", "1", "--steps", "1",
                "--out", out, "--report", rep]
         t0 = time.perf_counter()
         sh(cmd, ok=(0, 3))

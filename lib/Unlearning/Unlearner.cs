@@ -145,6 +145,8 @@ public static class Unlearner
     /// loss stays within budget. Step 1 reuses the single-step direction already computed (<paramref name="update"/> = −τΔg_S
     /// or −d). Stops when no size improves J, the budget binds or <paramref name="check"/> says done. Uses no test data.
     /// </summary>
+    const int LaterStepIterations = 10;
+
     static void Iterate(ModelSession s, Dataset train, Dataset hessianData, Dataset forget, Dataset? corrected, UnlearnOptions o, long n,
         int[] selected, float[] mask, float[] update, double tau, List<UnlearnStep> steps, ProgressCallback? progress, StepCheck? check)
     {
@@ -186,8 +188,10 @@ public static class Unlearner
             if (o.Update == UpdateKind.FirstOrder) { g.CopyTo(dir, 0); return null; }
             var hvp = new Hvp(s, hessianData);
             var masked = new float[g.Length];
+            // later steps get at most LaterStepIterations CG iterations: the step-size search absorbs an inexact solve, and
+            // a full solve per step would cost more than the whole first-order run
             var sol = ConjugateGradient.Solve((v, hv) => { TensorPrimitives.Multiply(v, mask, masked); hvp.Apply(masked, hv); TensorPrimitives.Multiply(hv, mask, hv); },
-                g, o.Damping, o.MaxIterations, o.Tolerance);
+                g, o.Damping, Math.Min(o.MaxIterations, LaterStepIterations), o.Tolerance);
             if (!sol.Usable) return sol.Stop;
             sol.Solution.CopyTo(dir, 0);
             stepTau = 1;

@@ -116,3 +116,33 @@ public class IterativeUnlearnTests
         Assert.Null(one.Steps);
     }
 }
+
+public class TargetExposureTests
+{
+    static string Canary(string name) => Fixtures.File(Path.Combine("experiments", "canary"), name);
+
+    [Fact]
+    public void StepsStopOnceTheMeasuredExposureIsBelowTheTargetAndTheWrittenModelHasIt()
+    {
+        using var dir = new TempDir();
+        var vocab = OnnxUnlearn.Text.Vocabulary.Load(Canary("vocab.json"));
+        var secret = new OnnxUnlearn.Text.ExposureOptions { Prefix = "my credit card number is ", Secret = "4929 5173 0826 3307", Budget = 5000, Samples = 2000 };
+        var probe = new OnnxUnlearn.Text.ExposureProbe(Canary("lstm/canary.onnx"), vocab, secret);
+        var request = new UnlearnRequest(Canary("lstm/canary.onnx"), Canary("train.npz"), Canary("forget.npz"), Canary("corrected.npz"), null, dir.File("new.onnx"));
+        var report = UnlearnJob.Run(request, new OnnxUnlearn.Runtime.LossSettings(), new UnlearnOptions { Select = SelectionKind.LastLayer, TrainSize = 6441 },
+            exposure: new ExposureTarget(probe, 40));
+
+        var e = report.Exposure!;
+        Assert.True(e.Before.Bits > 50, $"the canary model should expose the secret: {e.Before.Bits} bits");
+        var steps = report.Steps!.Where(x => x.Step > 0 && x.Note.StartsWith("accepted")).ToList();
+        Assert.All(steps, x => Assert.NotNull(x.Exposure));
+        Assert.All(steps.SkipLast(1), x => Assert.True(x.Exposure >= 40, $"step {x.Step} was already below the target ({x.Exposure}) but did not stop"));
+        Assert.Equal("accepted; target reached", steps[^1].Note);
+        Assert.True(e.Reached);
+        Assert.Equal(steps[^1].Exposure!.Value, e.After!.Bits, 6);
+        // measured, not assumed: the written file gives the reported figure
+        var written = new OnnxUnlearn.Text.ExposureProbe(dir.File("new.onnx"), vocab, secret).Original();
+        Assert.Equal(e.After.Bits, written.Exposure, 6);
+        Assert.True(written.Exposure < 40);
+    }
+}
