@@ -2,7 +2,11 @@ using System.Numerics.Tensors;
 
 namespace OnnxUnlearn.Unlearning;
 
-public sealed record CgResult(float[] Solution, int Iterations, double RelativeResidual, string Stop, bool Usable);
+public sealed record CgResult(float[] Solution, int Iterations, double RelativeResidual, string Stop, bool Usable)
+{
+    /// <summary>λ of the solve (set by the caller that chose it).</summary>
+    public double Damping { get; init; }
+}
 
 /// <summary>
 /// Conjugate gradients for (A + λI) x = b with A given as a product. Stops on a relative-residual tolerance or an

@@ -27,7 +27,7 @@ public sealed record Report
     public required double Seconds { get; init; }
     public required string Outcome { get; init; }
 
-    public sealed record Solver(int Iterations, double RelativeResidual, string Stop);
+    public sealed record Solver(int Iterations, double RelativeResidual, string Stop, double Damping);
     public sealed record Metrics(double Loss, double? Accuracy, long Samples);
     /// <summary>A secret's exposure before and after; <see cref="Reached"/>: after (or before, when nothing changed) is below the target.</summary>
     public sealed record SecretExposure(ExposureFigure Before, ExposureFigure? After, double? Target, bool? Reached, string Prefix, string Secret);

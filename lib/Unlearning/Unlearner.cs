@@ -20,7 +20,11 @@ public sealed record UnlearnOptions
     public UpdateKind Update { get; init; } = UpdateKind.FirstOrder;
     /// <summary>First-order step; null = the Cauchy step of the local quadratic model along −Δg_S.</summary>
     public double? Tau { get; init; }
-    public double Damping { get; init; } = 1e-3;
+    /// <summary>
+    /// λ in (H_SS + λI) d = Δg_S. Null = automatic: λ = 1e-3, raised ×10 (up to 1e3) while CG meets negative curvature,
+    /// NaN or divergence — chosen from the training data's curvature alone; the report records the λ used.
+    /// </summary>
+    public double? Damping { get; init; }
     /// <summary>Hessian-vector products spent on the diagonal estimate for <see cref="SelectionKind.Hessian"/>.</summary>
     public int Probes { get; init; } = 60;
     public DiagonalEstimator Estimator { get; init; } = DiagonalEstimator.DiagPlusPlus;
@@ -129,7 +133,7 @@ public static class Unlearner
         }
         else
         {
-            cg = ConjugateGradient.Solve(MaskedHvp, dgS, o.Damping, o.MaxIterations, o.Tolerance, progress);
+            cg = Solve(MaskedHvp, dgS, o, o.MaxIterations, progress);
             if (cg.Usable) TensorPrimitives.Multiply(cg.Solution, -1f, update);
         }
         var steps = new List<UnlearnStep>();
@@ -146,6 +150,19 @@ public static class Unlearner
     /// or −d). Stops when no size improves J, the budget binds or <paramref name="check"/> says done. Uses no test data.
     /// </summary>
     const int LaterStepIterations = 10;
+
+    /// <summary>CG on (H_SS + λI) d = b with the given λ, or with the automatic one: 1e-3, ×10 per failed solve, at most 1e3.</summary>
+    static CgResult Solve(Action<float[], float[]> hvp, float[] b, UnlearnOptions o, int maxIterations, ProgressCallback? progress)
+    {
+        if (o.Damping is { } fixedDamping) return ConjugateGradient.Solve(hvp, b, fixedDamping, maxIterations, o.Tolerance, progress) with { Damping = fixedDamping };
+        CgResult result = null!;
+        for (double damping = 1e-3; damping <= 1e3 * 1.0001; damping *= 10)
+        {
+            result = ConjugateGradient.Solve(hvp, b, damping, maxIterations, o.Tolerance, progress) with { Damping = damping };
+            if (result.Usable) break;
+        }
+        return result;
+    }
 
     static void Iterate(ModelSession s, Dataset train, Dataset hessianData, Dataset forget, Dataset? corrected, UnlearnOptions o, long n,
         int[] selected, float[] mask, float[] update, double tau, List<UnlearnStep> steps, ProgressCallback? progress, StepCheck? check)
@@ -190,8 +207,8 @@ public static class Unlearner
             var masked = new float[g.Length];
             // later steps get at most LaterStepIterations CG iterations: the step-size search absorbs an inexact solve, and
             // a full solve per step would cost more than the whole first-order run
-            var sol = ConjugateGradient.Solve((v, hv) => { TensorPrimitives.Multiply(v, mask, masked); hvp.Apply(masked, hv); TensorPrimitives.Multiply(hv, mask, hv); },
-                g, o.Damping, Math.Min(o.MaxIterations, LaterStepIterations), o.Tolerance);
+            var sol = Solve((v, hv) => { TensorPrimitives.Multiply(v, mask, masked); hvp.Apply(masked, hv); TensorPrimitives.Multiply(hv, mask, hv); },
+                g, o, Math.Min(o.MaxIterations, LaterStepIterations), null);
             if (!sol.Usable) return sol.Stop;
             sol.Solution.CopyTo(dir, 0);
             stepTau = 1;

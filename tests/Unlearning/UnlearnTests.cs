@@ -146,3 +146,25 @@ public class TargetExposureTests
         Assert.True(written.Exposure < 40);
     }
 }
+
+public class AutomaticDampingTests
+{
+    static string Canary(string name) => Fixtures.File(Path.Combine("experiments", "canary"), name);
+
+    [Fact]
+    public void RaisesDampingUntilConjugateGradientsSeePositiveCurvature()
+    {
+        var request = new UnlearnRequest(Canary("lstm/canary.onnx"), Canary("train.npz"), Canary("forget.npz"), Canary("corrected.npz"), null, null);
+        var options = new UnlearnOptions { Select = SelectionKind.Magnitude, Update = UpdateKind.SecondOrder, Steps = 1, MaxIterations = 10, TrainSize = 6441 };
+        var fixedSmall = UnlearnJob.Run(request, new OnnxUnlearn.Runtime.LossSettings(), options with { Damping = 1e-3 });
+        Assert.Null(fixedSmall.After);
+        Assert.StartsWith("negative curvature", fixedSmall.Cg!.Stop);
+
+        var auto = UnlearnJob.Run(request, new OnnxUnlearn.Runtime.LossSettings(), options);
+        Assert.NotNull(auto.After);
+        Assert.True(auto.Cg!.Damping > 1e-3, $"damping {auto.Cg.Damping}");
+        Assert.Equal("auto", auto.Settings["damping"]);
+        // the update moves toward the corrected windows: the memorised secret's windows get less likely
+        Assert.True(auto.After!["forget"].Loss > auto.Before["forget"].Loss);
+    }
+}

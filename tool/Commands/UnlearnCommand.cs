@@ -24,7 +24,7 @@ public static class UnlearnCommand
         var perTensor = new Option<bool>("--per-tensor") { Description = "take the top share of each tensor instead of a global top-k" };
         var update = new Option<string>("--update") { Description = "first-order or second-order", DefaultValueFactory = _ => "first-order" };
         var tau = new Option<double?>("--tau") { Description = "first-order step (default: the Cauchy step ‖Δg_S‖²/Δg_SᵀHΔg_S)" };
-        var damping = new Option<double>("--damping") { Description = "λ in (H_SS + λI) d = Δg_S", DefaultValueFactory = _ => 1e-3 };
+        var damping = new Option<double?>("--damping") { Description = "λ in (H_SS + λI) d = Δg_S (default: automatic — 1e-3, raised ×10 up to 1e3 while CG meets negative curvature or diverges)" };
         var probes = new Option<int>("--probes") { Description = "Hessian-vector products for the diagonal estimate of --select hessian", DefaultValueFactory = _ => 60 };
         var estimator = new Option<string>("--estimator") { Description = "diag++ (Hutchinson with a low-rank sketch: far lower variance) or hutchinson", DefaultValueFactory = _ => "diag++" };
         var seed = new Option<int>("--seed") { Description = "seed of every random choice (probes, random selection, samples)", DefaultValueFactory = _ => 0 };
@@ -129,7 +129,7 @@ public static class UnlearnCommand
     static void Print(Report r)
     {
         AnsiConsole.MarkupLine($"[bold]{Markup.Escape(r.Outcome)}[/]: {r.SelectedElements:N0} of {r.TrainableElements:N0} elements selected, ‖Δg‖ = {r.GradientDifferenceNorm:G4}, ‖update‖ = {r.UpdateNorm:G4}"
-            + (r.Tau is { } tau ? $", τ = {tau:G4}" : "") + (r.Cg is { } cg ? $", CG {cg.Iterations} iterations, residual {cg.RelativeResidual:E2} ({Markup.Escape(cg.Stop)})" : ""));
+            + (r.Tau is { } tau ? $", τ = {tau:G4}" : "") + (r.Cg is { } cg ? $", CG {cg.Iterations} iterations, λ = {cg.Damping:G3}, residual {cg.RelativeResidual:E2} ({Markup.Escape(cg.Stop)})" : ""));
         var t = Cli.Table("set", "samples", "loss before", "loss after", "accuracy before", "accuracy after");
         foreach (var (name, b) in r.Before)
         {
