@@ -51,7 +51,7 @@ public static class RequestManifest
         return [.. head, .. rest.Skip(1), .. fromFile];
     }
 
-    static bool IsPath(string key) => key is "train" or "forget" or "corrected" or "test" or "out" or "report" or "data" or "scores" or "vocab";
+    static bool IsPath(string key) => key is "train" or "forget" or "corrected" or "test" or "out" or "report" or "data" or "scores" or "vocab" or "mask";
 
     static string Resolve(string folder, string value) => Path.IsPathRooted(value) ? value : Path.Combine(folder, value);
 

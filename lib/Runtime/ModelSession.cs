@@ -121,13 +121,33 @@ public sealed class ModelSession : IDisposable
         return frozen;
     }
 
+    /// <summary>
+    /// Mean loss and accuracy at the current θ without a gradient, from a forward-only twin over this session's
+    /// <see cref="Theta"/> (built on first call; recurrent ops stay whole). Running the gradient graph for its loss outputs
+    /// alone costs 2–3× more: ONNX Runtime still runs much of the backward pass.
+    /// </summary>
+    public LossResult Loss(Dataset data)
+    {
+        if (lossOnly is null)
+        {
+            if (Layout.Count == 0) return Run(data, []);
+            var (artifact, _, _) = Prepare(File, Settings with { FreezeDecisions = false }, data, withGradients: false, parameterInputs: true);
+            if (artifact.Parameters.Count != Layout.Count || artifact.Parameters.Zip(Layout.Parameters).Any(p => p.First.Name != p.Second.Name))
+                throw new InvalidOperationException("the loss-only artifact has other parameters than the session's");
+            lossOnly = new ModelSession(File, Settings, AllParameters, artifact, fixedBatch, null, Theta);
+        }
+        return lossOnly.Run(data, []);
+    }
+    ModelSession? lossOnly;
+
     /// <summary>Builds the training artifact of a model: parameters, opset upgrade, shape probe on <paramref name="probe"/>, gradient graph.</summary>
+    /// <param name="parameterInputs">Without gradients, still make the trainable parameters inputs (a loss-only twin over a shared θ).</param>
     public static (TrainingArtifact Artifact, List<Parameter> All, int FixedBatch) Prepare(ModelFile file, LossSettings settings, Dataset probe,
-        bool withGradients = true, bool embedDefaults = false)
+        bool withGradients = true, bool embedDefaults = false, bool parameterInputs = false)
     {
         var output = Parameters.OutputOrDefault(file, settings.Output);
         var all = Parameters.Discover(file, output, settings.Params, settings.Frozen);
-        var trainable = withGradients ? all.Where(p => p.Trainable).ToList() : [];
+        var trainable = withGradients || parameterInputs ? all.Where(p => p.Trainable).ToList() : [];
         if (withGradients && trainable.Count == 0)
             throw new UserError($"model '{file.Path}' has no trainable parameters for output '{output}'" + (settings.Params is null ? "" : " matching --params"));
         var forward = LinearModels.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
@@ -297,6 +317,7 @@ public sealed class ModelSession : IDisposable
     {
         foreach (var v in paramValues.Concat(referenceValues)) v.Dispose();
         frozen?.Dispose();
+        lossOnly?.Dispose();
         session.Dispose();
         foreach (var (s, _, _) in bySequence.Values) if (!ReferenceEquals(s, session)) s.Dispose();
     }

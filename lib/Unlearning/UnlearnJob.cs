@@ -37,7 +37,7 @@ public static class UnlearnJob
 
         Dictionary<string, Report.Metrics> Measure() => sets.ToDictionary(x => x.Name, x =>
         {
-            var r = s.Run(x.Data, []);
+            var r = s.Loss(x.Data);
             return new Report.Metrics(r.Loss, r.Accuracy, x.Data.Rows);
         });
         var before = Measure();

@@ -175,13 +175,13 @@ public static class Unlearner
         if (outside.Count == 0) throw new UserError($"every row of '{train.Source}' is in the forget set: iterative steps need training data outside it to measure utility");
         var picked = outside.Count > o.RetainSamples ? Sample(outside.Count, o.RetainSamples, o.Seed + 1).Select(i => outside[(int)i]).ToList() : outside;
         using var retainSet = train.Take(picked, $"{train.Source} (retain sample)");
-        double retain0 = s.Run(retainSet, []).Loss;
+        double retain0 = s.Loss(retainSet).Loss;
         double retainLimit = s.Settings.Loss is Autodiff.LossKind.MeanSquaredError or Autodiff.LossKind.Dot
             ? retain0 + Math.Abs(retain0) * o.UtilityBudget : retain0 + Math.Log(1 + o.UtilityBudget);
         double Objective()
         {
-            double j = -forget.Rows * s.Run(forget, []).Loss;
-            if (corrected is not null) j += corrected.Rows * s.Run(corrected, []).Loss;
+            double j = -forget.Rows * s.Loss(forget).Loss;
+            if (corrected is not null) j += corrected.Rows * s.Loss(corrected).Loss;
             return j / n;
         }
         void Set(float[] u) => TensorPrimitives.Add(theta0, u, s.Theta);
@@ -241,7 +241,7 @@ public static class Unlearner
             {
                 TensorPrimitives.MultiplyAdd(dir, (float)(-f * stepTau), current, tmp);
                 Set(tmp);
-                double jj = Objective(), rr = s.Run(retainSet, []).Loss;
+                double jj = Objective(), rr = s.Loss(retainSet).Loss;
                 // a step may spend at most half the budget left, so the early large steps do not exhaust it
                 if (rr <= r + 0.5 * (retainLimit - r) && jj < j - 1e-3 * Math.Abs(j) && (best is null || jj < best.Value.J)) best = (jj, rr, f * stepTau);
             }
