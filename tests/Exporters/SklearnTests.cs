@@ -151,6 +151,20 @@ public class SklearnTests(ITestOutputHelper log)
         Assert.Equal(650, summary.TrainableElements);
     }
 
+    [Fact]
+    public void RegressionTargetsWithoutTheirTargetAxisAreAClearError()
+    {
+        // sklearn's y is [N]; LinearRegressor's `variable` is [N, 1], so mse needs the targets as [N, 1].
+        using var original = Dataset.Load(Fixtures.File("skl_linreg", "data.npz"));
+        var t = original.Arrays[LossHead.LabelInput];
+        using var flat = new Dataset(new Dictionary<string, NdArray> { ["X"] = original.Arrays["X"], [LossHead.LabelInput] = NdArray.FromFloat(t.ToFloat(), t.Shape[0]) }, "flat.npz");
+        using var s = ModelSession.Open(Fixtures.File("skl_linreg", "model.onnx"), new LossSettings { Loss = LossKind.MeanSquaredError }, original);
+        var e = Assert.Throws<UserError>(() => s.Run(flat, new float[s.Layout.Size]));
+        Assert.Contains("'label' has shape (64)", e.Message);
+        Assert.Contains("needs 2 axes", e.Message);
+        Assert.Contains("reshape(-1, 1)", e.Message);
+    }
+
     [Theory]
     [InlineData("model.onnx")]
     [InlineData("ovr.onnx")]
