@@ -5,6 +5,8 @@ Run with Debian's python (python3-sklearn 1.2, python3-onnx 1.12, python3-torch 
 
     OMP_NUM_THREADS=2 /usr/bin/python3 testdata/sklearn_models.py
 
+(byte-identical output with 2 threads; the lbfgs fit's last digits depend on BLAS's thread count).
+
 The graphs are written with the onnx API in the shape skl2onnx (1.14+) gives them, so that the fixtures do not depend
 on a converter version being installed:
   LogisticRegression (multinomial):  X -> LinearClassifier(post_transform SOFTMAX) -> label, probability_tensor
