@@ -1,15 +1,18 @@
 namespace OnnxUnlearn.Autodiff;
 
 /// <summary>
-/// The one registry of gradient rules, keyed by op type (default domain). Rules live by family in Rules/*.cs; each
-/// registers itself with <see cref="Rule"/> (all inputs differentiable unless listed) or <see cref="NonDifferentiable"/>.
+/// The one registry of gradient rules, keyed by op type (default domain) or <c>domain.op type</c> (others, e.g.
+/// <c>ai.onnx.ml.Normalizer</c>). Rules live by family in Rules/*.cs; each registers itself with <see cref="Rule"/> (all
+/// inputs differentiable unless listed) or <see cref="NonDifferentiable"/>.
 /// </summary>
 public static partial class GradientRegistry
 {
     static readonly Dictionary<string, OpGradient> rules = Build();
 
     public static OpGradient? Find(string opType, string domain = "") =>
-        domain is "" or "ai.onnx" && rules.TryGetValue(opType, out var r) ? r : null;
+        rules.TryGetValue(Key(opType, domain), out var r) ? r : null;
+
+    static string Key(string opType, string domain) => domain is "" or "ai.onnx" ? opType : domain + "." + opType;
 
     public static IEnumerable<string> OpTypes => rules.Keys.Order();
 
@@ -22,6 +25,7 @@ public static partial class GradientRegistry
         Reductions(d);
         Network(d);
         Convolution(d);
+        MachineLearning(d);
         return d;
     }
 

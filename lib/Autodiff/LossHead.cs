@@ -14,6 +14,12 @@ public enum LossKind
     CrossEntropyProb,
     /// <summary>Σ label ⊙ output: a linear function of the output with weights given as the label (gradient checks).</summary>
     Dot,
+    /// <summary>
+    /// −log p[label] for one-vs-rest probabilities p = σ(z)/Σσ(z) (skl2onnx: LOGISTIC scores, then an L1 Normalizer),
+    /// computed from the scores z: p = softmax(log σ(z)), so this is cross-entropy on the logits log σ(z) = −softplus(−z).
+    /// Not chosen by name: <see cref="LossHead.Source"/> picks it for <c>ce</c> on such probabilities.
+    /// </summary>
+    CrossEntropyOfSigmoids,
 }
 
 /// <summary>
@@ -35,20 +41,31 @@ public static class LossHead
         _ => throw new UserError($"unknown loss '{name}'; choose one of ce, ce-prob, bce, mse, nll"),
     };
 
-    public static bool HasClasses(LossKind k) => k is LossKind.CrossEntropy or LossKind.NegativeLogLikelihood or LossKind.CrossEntropyProb;
+    public static bool HasClasses(LossKind k) => k is LossKind.CrossEntropy or LossKind.NegativeLogLikelihood or LossKind.CrossEntropyProb
+        or LossKind.CrossEntropyOfSigmoids;
 
     /// <summary>
     /// Deployed classifiers often return probabilities: a final Softmax/LogSoftmax over the last axis (ce) or Sigmoid
     /// (bce). The loss is then computed from that node's input, the logits — exact, and stable where the probabilities
-    /// saturate. Identity nodes in between are looked through.
+    /// saturate. Identity nodes in between are looked through, and so is an L1 ai.onnx.ml Normalizer after a Softmax
+    /// (skl2onnx puts one after every multinomial LogisticRegression): softmax rows already sum to 1, so it changes
+    /// nothing but rounding. An L1 Normalizer after a Sigmoid (one-vs-rest: p = σ(z)/Σσ(z)) gives, for ce,
+    /// <see cref="LossKind.CrossEntropyOfSigmoids"/> of z, the same loss computed stably.
     /// </summary>
     public static (string Value, LossKind Kind) Source(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
     {
-        var producer = g.Node.LastOrDefault(n => n.Output.Contains(output));
-        while (producer is { OpType: "Identity" }) { var x = producer.Input[0]; producer = g.Node.LastOrDefault(n => n.Output.Contains(x)); }
+        var producer = Producer(g, output);
+        if (kind == LossKind.CrossEntropy && producer is { Domain: "ai.onnx.ml", OpType: "Normalizer" } normalizer
+            && normalizer.Attribute.FirstOrDefault(a => a.Name == "norm")?.S.ToStringUtf8() == "L1")
+        {
+            var before = Producer(g, normalizer.Input[0]);
+            if (before is { OpType: "Sigmoid" } && before.Domain is "" or "ai.onnx") return (before.Input[0], LossKind.CrossEntropyOfSigmoids);
+            if (before is { OpType: "Softmax" } && before.Domain is "" or "ai.onnx" && LastAxis(before, shapes)) return (before.Input[0], kind);
+            return (output, kind);
+        }
         if (producer is null || producer.Domain is not ("" or "ai.onnx")) return (output, kind);
         var input = producer.Input[0];
-        bool lastAxis = shapes[input] is { } info && GradContext.Axis(producer.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? -1, info.Rank) == info.Rank - 1;
+        bool lastAxis = LastAxis(producer, shapes);
         return (kind, producer.OpType) switch
         {
             (LossKind.CrossEntropy, "Softmax" or "LogSoftmax") when lastAxis => (input, LossKind.CrossEntropy),
@@ -58,11 +75,29 @@ public static class LossHead
         };
     }
 
+    /// <summary>The node that makes <paramref name="value"/>, Identity nodes looked through; null for a graph input or initializer.</summary>
+    static global::Onnx.NodeProto? Producer(global::Onnx.GraphProto g, string value)
+    {
+        var producer = g.Node.LastOrDefault(n => n.Output.Contains(value));
+        while (producer is { OpType: "Identity" }) { var x = producer.Input[0]; producer = g.Node.LastOrDefault(n => n.Output.Contains(x)); }
+        return producer;
+    }
+
+    /// <summary>Whether a Softmax/LogSoftmax works over the last axis of its input.</summary>
+    static bool LastAxis(global::Onnx.NodeProto softmax, TensorShapes shapes) =>
+        shapes[softmax.Input[0]] is { } info && GradContext.Axis(softmax.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? -1, info.Rank) == info.Rank - 1;
+
     /// <summary>Emits the loss head. Returns the scalar loss, the gradient of the output and, for class losses, the number of correct predictions.</summary>
     public static (string Loss, string Grad, string? Correct, string Count) Build(GraphBuilder b, LossKind kind, string output, string label, long? ignoreIndex = null)
     {
         switch (kind)
         {
+            case LossKind.CrossEntropyOfSigmoids:
+            {   // logits u = log σ(z) = −softplus(−z), overflow-free; du/dz = σ(−z), so dℓ/dz = dℓ/du ⊙ σ(−z)
+                var u = b.Neg(b.Op("Softplus", [b.Neg(output)]));
+                var (loss, gu, correct, count) = Build(b, LossKind.CrossEntropy, u, label, ignoreIndex);
+                return (loss, b.Mul(gu, b.StableSigmoid(b.Neg(output))), correct, count);
+            }
             case LossKind.CrossEntropy:
             case LossKind.NegativeLogLikelihood:
             {

@@ -18,7 +18,10 @@ public sealed class TrainingArtifact
     public required ModelProto Model { get; init; }
     public required IReadOnlyList<Parameter> Parameters { get; init; }
     public required IReadOnlyList<string> DataInputs { get; init; }
+    /// <summary>The value the loss head reads: the chosen output, or the logits before its final Softmax/Sigmoid (<see cref="LossHead.Source"/>).</summary>
     public required string Output { get; init; }
+    /// <summary>The model's output the loss was asked of (as named in the model), which <see cref="Output"/> may look behind.</summary>
+    public string ModelOutput { get; init; } = "";
     public required LossKind Loss { get; init; }
     public bool HasCorrect => LossHead.HasClasses(Loss);
     public bool HasGradients => Parameters.Count > 0;
@@ -50,6 +53,7 @@ public sealed class TrainingArtifact
     public static TrainingArtifact Build(ModelFile file, ModelProto forward, Func<ModelProto, TensorShapes> probe, IReadOnlyList<Parameter> trainable,
         LossKind loss, string output, long? ignoreIndex = null, bool withGradients = true, bool embedDefaults = false, bool freezeDecisions = false)
     {
+        var modelOutput = output;
         List<UnrolledNode> unrolled = [];
         if (withGradients && trainable.Count > 0)
         {
@@ -144,7 +148,7 @@ public sealed class TrainingArtifact
             g.Output.Add(new global::Onnx.ValueInfoProto { Name = name });
         }
         g.ValueInfo.Clear();
-        return new TrainingArtifact { Model = m, Parameters = trainable, DataInputs = dataInputs, Output = output, Loss = loss, Unrolled = unrolled, BuiltFor = builtFor,
+        return new TrainingArtifact { Model = m, Parameters = trainable, DataInputs = dataInputs, Output = output, ModelOutput = modelOutput, Loss = loss, Unrolled = unrolled, BuiltFor = builtFor,
             HasDecisions = hasDecisions, ReferenceInputs = references };
     }
 

@@ -22,8 +22,10 @@ public sealed record ModelSummary(
         var tensors = parameters.Select(p => new Tensor(p.Name, DataTypes.Name(p.DataType), p.Shape, p.Elements,
             p.Storage switch { ParameterStorage.Constant => "constant-node", ParameterStorage.Attribute => "node-attribute", _ => p.External ? "external" : "embedded" },
             p.Trainable, p.WhyNot)).ToList();
-        // Linear ai.onnx.ml nodes are lowered to standard ops and recurrent ops unrolled for gradients: they need no rule of their own.
-        var missing = g.Node.Where(n => n.Domain is "" or "ai.onnx" ? GradientRegistry.Find(n.OpType) is null && !Autodiff.Lowering.Recurrent.Is(n.OpType) : !LinearModels.Is(n))
+        // Linear ai.onnx.ml nodes are lowered to standard ops and recurrent ops unrolled for gradients: they need no rule of
+        // their own. A ZipMap only repackages probabilities as maps for callers; no loss is taken through it.
+        var missing = g.Node.Where(n => GradientRegistry.Find(n.OpType, n.Domain) is null && !Autodiff.Lowering.Recurrent.Is(n.OpType, n.Domain)
+                && !LinearModels.Is(n) && !ZipMap.Is(n))
             .Select(n => new MissingRule((n.Domain is "" or "ai.onnx" ? "" : n.Domain + ".") + n.OpType, n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault() ?? "", OpsetOf(file.Model, n.Domain)))
             .ToList();
         return new ModelSummary(
@@ -42,7 +44,7 @@ public sealed record ModelSummary(
     static Value Describe(global::Onnx.ValueInfoProto v)
     {
         var t = v.Type?.TensorType;
-        if (t is null) return new Value(v.Name, v.Type?.ValueCase.ToString().ToLowerInvariant() ?? "unknown", []);
+        if (t is null) return new Value(v.Name, DataTypes.Describe(v.Type), []);
         var dims = t.Shape?.Dim.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue.ToString()
             : d.DimParam.Length > 0 ? d.DimParam : "?").ToList() ?? [];
         return new Value(v.Name, DataTypes.Name(t.ElemType), dims);

@@ -30,6 +30,7 @@ public static class Parameters
         output ??= DefaultOutput(g);
         if (output is not null && !g.Output.Any(o => o.Name == output) && !g.Node.Any(n => n.Output.Contains(output)))
             throw new UserError($"model '{file.Path}' has no output or value named '{output}'; its outputs are: {string.Join(", ", g.Output.Select(o => o.Name))}");
+        if (output is not null && ZipMap.Making(g, output) is { } zip) throw ZipMap.NotATensor(zip, output);
         var (differentiable, firstUse) = output is null ? ([], []) : Analyse(g, output);
         var usedAbove = g.Node.SelectMany(n => n.Input).ToHashSet();
         var usedInBodies = BodyUses(g);
@@ -85,25 +86,33 @@ public static class Parameters
 
     /// <summary>
     /// The output a loss is taken of by default: the first graph output that is (or may be, when undeclared) a float
-    /// tensor. Classifiers list their integer labels first (LinearClassifier: labels, then scores). Null when none is.
+    /// tensor. Classifiers list their integer labels first (LinearClassifier: labels, then scores). An output made by a
+    /// ZipMap (skl2onnx's default for classifiers: a sequence of maps) stands for the probability tensor the ZipMap reads.
+    /// Null when there is none.
     /// </summary>
-    public static string? DefaultOutput(GraphProto g) =>
-        g.Output.FirstOrDefault(o => o.Type is null || o.Type.ValueCase == TypeProto.ValueOneofCase.None
-            || o.Type.TensorType is { } t && (t.ElemType == 0 || DataTypes.IsFloat(t.ElemType)))?.Name;
+    public static string? DefaultOutput(GraphProto g)
+    {
+        foreach (var o in g.Output)
+        {
+            if (ZipMap.Making(g, o.Name) is { } zip) return zip.Input[0];
+            if (o.Type is null || o.Type.ValueCase == TypeProto.ValueOneofCase.None || o.Type.TensorType is { } t && (t.ElemType == 0 || DataTypes.IsFloat(t.ElemType)))
+                return o.Name;
+        }
+        return null;
+    }
 
     /// <summary>The chosen output, or the default one; a user error naming the outputs when there is no float output.</summary>
     public static string OutputOrDefault(ModelFile file, string? output)
     {
-        if (output is not null) return output;
         var g = file.Graph;
+        if (output is not null) return ZipMap.Making(g, output) is { } zip ? throw ZipMap.NotATensor(zip, output) : output;
         if (g.Output.Count == 0) throw new UserError($"model '{file.Path}' has no outputs");
         return DefaultOutput(g) ?? throw new UserError(
             $"model '{file.Path}' has no float output to take a loss of (the default is the first float output); its outputs are " +
             string.Join(", ", g.Output.Select(o => $"'{o.Name}' ({TypeName(o)})")) + ". Name a float value of the graph with --output");
     }
 
-    static string TypeName(global::Onnx.ValueInfoProto v) =>
-        v.Type?.TensorType is { } t ? DataTypes.Name(t.ElemType) : v.Type?.ValueCase.ToString().ToLowerInvariant() ?? "unknown";
+    static string TypeName(global::Onnx.ValueInfoProto v) => DataTypes.Describe(v.Type);
 
     /// <summary>Values from which <paramref name="output"/> can be reached through differentiable input slots, and each value's first non-differentiable use.</summary>
     static (HashSet<string>, Dictionary<string, string>) Analyse(GraphProto g, string output)

@@ -19,6 +19,17 @@ public static class DataTypes
         UInt32 => "uint32", UInt64 => "uint64", BFloat16 => "bfloat16", _ => $"type{t}",
     };
 
+    /// <summary>A value's type in words: <c>float32</c> for a tensor, <c>seq(map(int64, float32))</c> for ZipMap's output, ...</summary>
+    public static string Describe(TypeProto? t) => t?.ValueCase switch
+    {
+        TypeProto.ValueOneofCase.TensorType => Name(t.TensorType.ElemType),
+        TypeProto.ValueOneofCase.SequenceType => $"seq({Describe(t.SequenceType.ElemType)})",
+        TypeProto.ValueOneofCase.MapType => $"map({Name(t.MapType.KeyType)}, {Describe(t.MapType.ValueType)})",
+        TypeProto.ValueOneofCase.OptionalType => $"optional({Describe(t.OptionalType.ElemType)})",
+        null or TypeProto.ValueOneofCase.None => "unknown",
+        _ => t.ValueCase.ToString().ToLowerInvariant(),
+    };
+
     /// <summary>Bytes per element in raw_data; 0 for variable-size types.</summary>
     public static int Size(int t) => t switch
     {

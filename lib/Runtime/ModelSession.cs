@@ -213,6 +213,13 @@ public sealed class ModelSession : IDisposable
     public LossResult Run(Dataset data, Span<float> grad)
     {
         data.Require(feedTypes.Keys, "inputs and targets of the training artifact");
+        // Targets shaped [N] for an output [N, 1] (scikit-learn's y for a LinearRegressor's `variable`) are refused here
+        // with both shapes named, rather than by ONNX Runtime with a bare rank mismatch. (Only the rank: an artifact with
+        // unrolled recurrent ops is rebuilt for other sequence lengths.)
+        if (Artifact.Model.Graph.Input.FirstOrDefault(i => i.Name == LossHead.LabelInput)?.Type?.TensorType?.Shape is { } want
+            && data.Arrays.TryGetValue(LossHead.LabelInput, out var label) && label.Shape.Length != want.Dim.Count)
+            throw new UserError($"'{data.Source}': array '{LossHead.LabelInput}' has shape {Data.NdArray.FormatShape(label.Shape)}, but the loss " +
+                $"{Settings.Loss} of output '{Artifact.ModelOutput}' needs {want.Dim.Count} axes (axis 0 = samples){(want.Dim.Count == label.Shape.Length + 1 ? "; add the last axis, e.g. y.reshape(-1, 1)" : "")}");
         if (grad.Length > 0) { if (grad.Length != Layout.Size) throw new ArgumentException("gradient buffer size"); grad.Clear(); }
         double lossSum = 0, correct = 0; long count = 0;
         foreach (var (start, n) in Batches(data))

@@ -76,7 +76,7 @@ public static class UnlearnJob
             Settings = new Dictionary<string, object?>
             {
                 ["train"] = request.Train, ["forget"] = request.Forget, ["corrected"] = request.Corrected, ["test"] = request.Test,
-                ["loss"] = loss.Loss.ToString(), ["output"] = s.Artifact.Output, ["select"] = options.MaskFile is null ? options.Select.ToString() : "Mask", ["mask"] = options.MaskFile,
+                ["loss"] = loss.Loss.ToString(), ["output"] = s.Artifact.ModelOutput, ["select"] = options.MaskFile is null ? options.Select.ToString() : "Mask", ["mask"] = options.MaskFile,
                 ["order"] = options.Smallest ? "smallest" : "largest", ["fraction"] = options.Fraction, ["count"] = options.Count,
                 ["perTensor"] = options.PerTensor, ["update"] = options.Update.ToString(), ["tau"] = options.Tau, ["damping"] = options.Damping is { } d ? d : "auto",
                 ["probes"] = options.Probes, ["estimator"] = options.Estimator.ToString(), ["maxIterations"] = options.MaxIterations, ["tolerance"] = options.Tolerance,

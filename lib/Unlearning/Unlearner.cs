@@ -108,7 +108,7 @@ public static class Unlearner
         int[] selected = o.MaskFile is { } maskFile ? FromMaskFile(layout, maskFile) : o.Select switch
         {
             SelectionKind.All => Masks.All(layout),
-            SelectionKind.LastLayer => Masks.LastLayer(layout, s.File.Graph, s.Artifact.Output),
+            SelectionKind.LastLayer => Masks.LastLayer(layout, s.File.Graph, s.Artifact.ModelOutput),
             SelectionKind.Random => Masks.Random(layout, k, o.Seed),
             SelectionKind.Hessian => Masks.ByScore(Diagonal.Estimate(hvp, o.Estimator, o.Probes, o.Seed, progress: progress).Values, k, layout, o.PerTensor, !o.Smallest),
             SelectionKind.Gradient => Masks.ByScore(Abs(dg), k, layout, o.PerTensor, !o.Smallest),

@@ -12,6 +12,8 @@ namespace OnnxUnlearn.Tests.Autodiff;
 public sealed class NodeModel
 {
     public string Op { get; init; } = "";
+    /// <summary>The op's domain ("" = ai.onnx); another domain is imported at version 1 (ai.onnx.ml ops).</summary>
+    public string Domain { get; init; } = "";
     /// <summary>Float inputs in order: name and shape. A null entry is an omitted optional input.</summary>
     public (string Name, long[] Shape)?[] Inputs { get; init; } = [];
     /// <summary>Integer constant inputs by position (e.g. axes, pads); or float constants when <see cref="FloatConsts"/> says so.</summary>
@@ -32,7 +34,7 @@ public sealed class NodeModel
     {
         var rng = new Random(Seed);
         var g = new GraphProto { Name = "node_" + Op };
-        var node = new NodeProto { OpType = Op, Name = Op + "_0" };
+        var node = new NodeProto { OpType = Op, Name = Op + "_0", Domain = Domain };
         var feeds = new Dictionary<string, NdArray>();
         var wrt = new List<string>();
         int count = Math.Max(Inputs.Length, Math.Max(IntConsts.Keys.DefaultIfEmpty(-1).Max(), Math.Max(FloatConsts.Keys.DefaultIfEmpty(-1).Max(), IndexInputs.Keys.DefaultIfEmpty(-1).Max())) + 1);
@@ -75,6 +77,7 @@ public sealed class NodeModel
         foreach (var (name, value) in Attrs) node.Attribute.Add(GraphBuilder.Attr(name, value));
         g.Node.Add(node);
         var model = new ModelProto { IrVersion = 8, Graph = g, OpsetImport = { new OperatorSetIdProto { Domain = "", Version = Opset } } };
+        if (Domain.Length > 0) model.OpsetImport.Add(new OperatorSetIdProto { Domain = Domain, Version = 1 });
         return (model, feeds, wrt);
     }
 

@@ -62,6 +62,35 @@ public class NormGradientTests
         Assert.Equal([0.5f, 0, 0.5f, 0], Gradient(all, [1f]), new FloatNear(1e-6f));
     }
 
+    // ai.onnx.ml Normalizer (ONNX Runtime's forms: MAX divides by the signed maximum, L1 by Σ|x|, L2 by √Σx²), over
+    // the last axis of [N, C] or [C]; inputs away from 0 (L1's |x| has a kink there) and, for MAX, a positive maximum.
+    [Theory]
+    [InlineData("MAX", new long[] { 3, 5 })] [InlineData("MAX", new long[] { 5 })]
+    [InlineData("L1", new long[] { 3, 5 })] [InlineData("L1", new long[] { 5 })]
+    [InlineData("L2", new long[] { 3, 5 })] [InlineData("L2", new long[] { 5 })]
+    [InlineData("MAX", new long[] { 3, 5 }, true)] [InlineData("L1", new long[] { 3, 5 }, true)] // all negative: MAX divides by a negative maximum
+    public void Normalizer(string norm, long[] shape, bool negative = false)
+    {
+        int n = (int)shape.Aggregate(1L, (a, d) => a * d);
+        var values = Enumerable.Range(0, n).Select(i => (negative || i % 3 == 1 ? -1 : 1) * (0.3f + 0.17f * ((i * 7) % 11))).ToArray();
+        new NodeModel { Op = "Normalizer", Domain = "ai.onnx.ml", Inputs = [("x", shape)], Attrs = [("norm", norm)], Values = { ["x"] = values } }.Check();
+    }
+
+    [Theory]
+    [InlineData("MAX")] [InlineData("L1")] [InlineData("L2")]
+    public void NormalizerCopiesRowsWithAZeroDivisor(string norm)
+    {
+        // Row 0 normalises (divisor 2 under every norm); row 1's divisor is 0 (MAX: its maximum is 0), so ONNX Runtime copies
+        // it and its gradient is dY unchanged.
+        var m = new NodeModel { Op = "Normalizer", Domain = "ai.onnx.ml", Inputs = [("x", [2, 2])], Attrs = [("norm", norm)],
+            Values = { ["x"] = norm == "MAX" ? [2, 0, -1, 0] : norm == "L1" ? [2, 0, 0, 0] : [2, 0, 0, 0] } };
+        var g = Gradient(m, [0.5f, 1f, 3f, -2f]);
+        Assert.Equal([3f, -2f], g[2..], new FloatNear(1e-6f));
+        // Row 0 = [2, 0]: y = [1, 0]; the second element moves y₂ = x₂/s (s = 2) and leaves s unchanged (L1: subgradient 0
+        // at x = 0; L2 and MAX: ∂s/∂x₂ = 0 there).
+        Assert.Equal(1f / 2, g[1], 1e-6f);
+    }
+
     [Theory]
     [InlineData("Softmax", new long[] { 3, 4 }, -1)] [InlineData("Softmax", new long[] { 3, 4 }, 1)] [InlineData("Softmax", new long[] { 3, 4 }, 0)]
     [InlineData("Softmax", new long[] { 2, 3, 4 }, 1)] [InlineData("Softmax", new long[] { 2, 3, 4 }, -1)]

@@ -42,6 +42,44 @@ public class ExporterFixtureCliTests
         }
     }
 
+    [Theory]
+    [InlineData("model.onnx", "")]    // skl2onnx's default: LinearClassifier → Normalizer → ZipMap
+    [InlineData("nozipmap.onnx", "")]
+    [InlineData("ovr.onnx", "ovr/")]
+    public void ScikitLearnClassifiersAsSkl2onnxWritesThem(string model, string prefix)
+    {
+        using var dir = new TempDir();
+        var g = Grad(dir, "skl_logreg", model);
+        var reference = Npz.Read(Fixtures.File("skl_logreg", "reference.npz"));
+        Assert.Equal(["LinearClassifier.coefficients", "LinearClassifier.intercepts"], g.Keys.Order());
+        foreach (var name in g.Keys)
+        {
+            double err = RelativeL2(reference[prefix + "grad/" + name].ToDouble(), g[name].ToFloat());
+            Assert.True(err < 1e-4, $"{model}/{name}: relative L2 error {err:E2}");
+        }
+        var (code, output, err2) = Run("eval", Fixtures.File("skl_logreg", model), "--data", Fixtures.File("skl_logreg", "data.npz"));
+        Assert.True(code == 0, err2);
+        Assert.Contains($"loss {reference[prefix + "loss"].ToDouble()[0]:G6}", output);
+    }
+
+    [Fact]
+    public void TheZipMapOutputIsShownAndRefusedWithTheTensorToUse()
+    {
+        var model = Fixtures.File("skl_logreg", "model.onnx");
+        var (code, output, err) = Run("inspect", model, "--json");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        var outputs = doc.RootElement.GetProperty("outputs").EnumerateArray().ToDictionary(o => o.GetProperty("name").GetString()!, o => o.GetProperty("type").GetString());
+        Assert.Equal("seq(map(int64, float32))", outputs["output_probability"]);
+        Assert.Empty(doc.RootElement.GetProperty("opsWithoutGradient").EnumerateArray());
+        Assert.Equal(650, doc.RootElement.GetProperty("trainableElements").GetInt64());
+
+        using var dir = new TempDir();
+        (code, _, err) = Run("grad", model, "--data", Fixtures.File("skl_logreg", "data.npz"), "--output", "output_probability", "--out", dir.File("g.npz"));
+        Assert.Equal(2, code);
+        Assert.Contains("--output 'probabilities'", err);
+    }
+
     [Fact]
     public void TheLinearClassifierAndItsStandardOpsTwinGiveTheSameGradient()
     {
