@@ -82,4 +82,11 @@ public class ElementwiseGradientTests
         Inputs = [("a", transA == 1 ? [4, 3] : [3, 4]), ("b", transB == 1 ? [5, 4] : [4, 5]), ("c", [5])],
         Attrs = [("transA", transA), ("transB", transB), ("alpha", 0.7f), ("beta", 1.3f)],
     }.Check();
+    [Theory]
+    [InlineData(true)] [InlineData(false)]
+    public void ModFloat(bool isDouble) => new NodeModel
+    {   // Y = fmod(A, B), B broadcast along rows; no ratio A/B near an integer (where Y jumps)
+        Op = "Mod", Inputs = [("a", [3, 4]), ("b", [4])], Attrs = [("fmod", 1L)], Double = isDouble,
+        Values = { ["a"] = Enumerable.Range(0, 12).Select(i => i * 1.37f - 7.1f).ToArray(), ["b"] = [0.7f, -1.3f, 2.1f, -0.45f] },
+    }.Check();
 }

@@ -103,6 +103,32 @@ public static partial class GradientRegistry
             var dn = p == 1 ? b.Op("Sign", [x]) : y;
             c.Give(0, b.Div(b.Sub(c.dY, b.Mul(dn, b.ReduceSum(b.Mul(c.dY, y), [axis], keepDims: true))), norm));
         });
+
+        // Y = X·S^−β, S = bias + α/size·Σ X² over a window of channels [c − ⌊(size−1)/2⌋, c + ⌈(size−1)/2⌉]:
+        // dX = dY·S^−β − (2αβ/size)·X·Σ' dY·X·S^(−β−1), Σ' over the mirrored window (the channels whose window holds c).
+        Rule(d, "LRN", c =>
+        {
+            var b = c.B; var x = c.X(0);
+            long size = c.Int("size", 1), lo = (size - 1) / 2, hi = size - 1 - lo;
+            double alpha = c.Float("alpha", 1e-4f), beta = c.Float("beta", 0.75f);
+            var s = b.Add(b.Scalar(c.Float("bias", 1f), x), b.Scale(ChannelWindowSum(c, b.Mul(x, x), lo, hi), alpha / size));
+            var scaled = b.Op("Pow", [s, b.Scalar(-beta, x)]);
+            var t = b.Div(b.Mul(b.Mul(c.dY, x), scaled), s);
+            c.Give(0, b.Sub(b.Mul(c.dY, scaled), b.Mul(b.Scale(x, 2 * alpha * beta / size), ChannelWindowSum(c, t, hi, lo))));
+        });
+
+        // Y = (X − μ)/(σ + 1e-9) over axes (default 0, 2, 3), σ the population standard deviation. With s = σ + ε:
+        // dX = (dY − mean dY)/s − (X − μ)·mean(dY⊙(X − μ))/(σ·s²)
+        Rule(d, "MeanVarianceNormalization", c =>
+        {
+            var b = c.B; var x = c.X(0); var axes = c.Ints("axes") ?? [0, 2, 3];
+            string Mean(string v) => b.Reduce("ReduceMean", v, axes, keepDims: true);
+            var centred = b.Sub(x, Mean(x));
+            var sd = b.Sqrt(Mean(b.Mul(centred, centred)));
+            var s = b.Add(sd, b.Scalar(1e-9, x));
+            var first = b.Div(b.Sub(c.dY, Mean(c.dY)), s);
+            c.Give(0, b.Sub(first, b.Div(b.Mul(centred, Mean(b.Mul(c.dY, centred))), b.Mul(sd, b.Mul(s, s)))));
+        });
     }
 
     /// <summary>Y = γ·x̂ + β, x̂ standardised over <paramref name="axes"/>, γ, β per channel (inputs 1, 2).</summary>
@@ -113,6 +139,18 @@ public static partial class GradientRegistry
         if (c.Needs(0)) c.Give(0, NormBackward(b, b.Mul(c.dY, NormPerChannel(b, c.X(1), r)), xh, invstd, axes));
         if (c.Needs(1)) c.Give(1, b.ReduceSum(b.Mul(c.dY, xh), NormNonChannelAxes(r), keepDims: false));
         if (c.Needs(2)) c.Give(2, b.ReduceSum(c.dY, NormNonChannelAxes(r), keepDims: false));
+    }
+
+    /// <summary>out[:, c] = Σ v[:, k] for k in [c − before, c + after] ∩ [0, C): a zero-padded sum of shifted slices along axis 1.</summary>
+    static string ChannelWindowSum(GradContext c, string v, long before, long after)
+    {
+        var b = c.B; int r = c.Rank(c.X(0));
+        var pads = new long[2 * r]; pads[1] = before; pads[r + 1] = after;
+        var padded = before + after == 0 ? v : b.Op("Pad", [v, b.Ints(pads)]);
+        var channels = c.Extent(c.X(0), 1);
+        var terms = Enumerable.Range(0, (int)(before + after + 1))
+            .Select(k => b.Op("Slice", [padded, b.Ints(k), b.Add(b.Ints(k), channels), b.Ints(1)])).ToList();
+        return b.Sum(terms);
     }
 
     /// <summary>
