@@ -118,7 +118,9 @@ public static partial class GradientRegistry
         // Y = X with the first lens[b] steps of each batch entry reversed along the time axis: its own inverse.
         Rule(d, "ReverseSequence", c => c.Give(0, c.B.Like(c.Node, [c.dY, c.X(1)])[0]), 1);
         Rule(d, "MaxUnpool", c =>
-        {   // Y = zeros with X[k] at flat position I[k] (MaxPool's indices): dX = flattened dY read at I
+        {   // Y = zeros with X[k] at flat position I[k] (MaxPool's indices): dX = flattened dY read at I. Indices are taken as
+            // distinct; where overlapping pooling windows repeat one, each copy gets that position's dY (the spec leaves
+            // which write wins undefined)
             var b = c.B;
             c.Give(0, b.Op("Gather", [b.Reshape(c.dY, b.Ints(-1)), c.X(1)]));
         }, 1, 2);
