@@ -82,4 +82,21 @@ public class ElementwiseGradientTests
         Inputs = [("a", transA == 1 ? [4, 3] : [3, 4]), ("b", transB == 1 ? [5, 4] : [4, 5]), ("c", [5])],
         Attrs = [("transA", transA), ("transB", transB), ("alpha", 0.7f), ("beta", 1.3f)],
     }.Check();
+    [Theory]
+    [InlineData(true)] [InlineData(false)]
+    public void ModFloat(bool isDouble) => new NodeModel
+    {   // Y = fmod(A, B), B broadcast along rows; no ratio A/B near an integer (where Y jumps)
+        Op = "Mod", Inputs = [("a", [3, 4]), ("b", [4])], Attrs = [("fmod", 1L)], Double = isDouble,
+        Values = { ["a"] = Enumerable.Range(0, 12).Select(i => i * 1.37f - 7.1f).ToArray(), ["b"] = [0.7f, -1.3f, 2.1f, -0.45f] },
+    }.Check();
+
+    [Theory]
+    [InlineData(new long[] { 3, 3 })] [InlineData(new long[] { 2, 4, 4 })] [InlineData(new long[] { 2, 2 })] [InlineData(new long[] { 2, 1, 1 })]
+    public void Det(long[] shape) => new NodeModel { Op = "Det", Inputs = [("a", shape)] }.Check();
+
+    [Fact]
+    public void DetSingular() => new NodeModel
+    {   // rank 2 (row 3 = row 1 + row 2): det = 0, but the cofactors (the gradient) are not; inverse-based formulas fail here
+        Op = "Det", Inputs = [("a", [3, 3])], Values = { ["a"] = [1, 2, 3, 4, 5, 6, 5, 7, 9] },
+    }.Check();
 }

@@ -22,6 +22,8 @@ public sealed class NodeModel
     public Dictionary<int, float[]> FloatConsts { get; init; } = [];
     /// <summary>Integer data inputs (indices) by position, fed as int64 arrays: name, shape, values.</summary>
     public Dictionary<int, (long[] Shape, long[] Values)> IndexInputs { get; init; } = [];
+    /// <summary>Boolean data inputs (conditions, masks) by position: shape, values.</summary>
+    public Dictionary<int, (long[] Shape, bool[] Values)> BoolInputs { get; init; } = [];
     public (string Name, object Value)[] Attrs { get; init; } = [];
     public int Outputs { get; init; } = 1;
     public long Opset { get; init; } = 17;
@@ -37,7 +39,7 @@ public sealed class NodeModel
         var node = new NodeProto { OpType = Op, Name = Op + "_0", Domain = Domain };
         var feeds = new Dictionary<string, NdArray>();
         var wrt = new List<string>();
-        int count = Math.Max(Inputs.Length, Math.Max(IntConsts.Keys.DefaultIfEmpty(-1).Max(), Math.Max(FloatConsts.Keys.DefaultIfEmpty(-1).Max(), IndexInputs.Keys.DefaultIfEmpty(-1).Max())) + 1);
+        int count = Math.Max(Inputs.Length, Math.Max(IntConsts.Keys.DefaultIfEmpty(-1).Max(), Math.Max(FloatConsts.Keys.DefaultIfEmpty(-1).Max(), Math.Max(IndexInputs.Keys.DefaultIfEmpty(-1).Max(), BoolInputs.Keys.DefaultIfEmpty(-1).Max()))) + 1);
         int elem = Double ? DataTypes.Double : DataTypes.Float;
         for (int i = 0; i < count; i++)
         {
@@ -60,6 +62,13 @@ public sealed class NodeModel
                 var name = $"index{i}";
                 g.Input.Add(Input(name, DataTypes.Int64, idx.Shape));
                 feeds[name] = NdArray.FromInt64(idx.Values, idx.Shape);
+                node.Input.Add(name);
+            }
+            else if (BoolInputs.TryGetValue(i, out var cond))
+            {
+                var name = $"bool{i}";
+                g.Input.Add(Input(name, DataTypes.Bool, cond.Shape));
+                feeds[name] = NdArray.FromBool(cond.Values, cond.Shape);
                 node.Input.Add(name);
             }
             else if (i < Inputs.Length && Inputs[i] is { } inp)

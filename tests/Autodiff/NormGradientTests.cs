@@ -15,7 +15,7 @@ public class NormGradientTests
     public static TheoryData<string, string> ReduceCases()
     {
         var data = new TheoryData<string, string>();
-        foreach (var op in new[] { "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp", "ReduceProd" })
+        foreach (var op in new[] { "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceL1", "ReduceL2", "ReduceSumSquare", "ReduceLogSumExp", "ReduceProd", "ReduceLogSum" })
             foreach (var form in new[] { "all", "all-keep0", "attr", "attr-keep0", "attr-neg", "input", "input-keep0", "input-neg-keep0", "input-empty", "input-noop" })
                 if (!(op == "ReduceSum" && form.StartsWith("attr"))) // ReduceSum's axes attribute predates opset 13
                     data.Add(op, form);
@@ -31,8 +31,9 @@ public class NormGradientTests
         {
             Op = op, Inputs = [("x", X3)], Opset = opset, IntConsts = axes ?? [], Double = true,
             Attrs = [("keepdims", keep), .. attrs],
-            // Products want factors away from 0; the others take the random normal default.
-            Values = op == "ReduceProd" ? new() { ["x"] = Enumerable.Range(0, 24).Select(i => (i % 2 == 0 ? 1 : -1) * (0.6f + 0.05f * i)).ToArray() } : [],
+            // Products want factors away from 0, log-sums positive sums; the others take the random normal default.
+            Values = op == "ReduceProd" ? new() { ["x"] = Enumerable.Range(0, 24).Select(i => (i % 2 == 0 ? 1 : -1) * (0.6f + 0.05f * i)).ToArray() }
+                : op == "ReduceLogSum" ? new() { ["x"] = Enumerable.Range(0, 24).Select(i => 0.3f + 0.11f * ((i * 7) % 24)).ToArray() } : [],
         };
         var model = form switch
         {
@@ -208,6 +209,21 @@ public class NormGradientTests
         }.Build();
         var r = GradCheck.Check(model, feeds, wrt, "y0", 7);
         Assert.True(r.MaxRelError <= GradCheck.Tolerance(true), $"relative error {r.MaxRelError:E2} ({r.Detail})");
+    }
+
+    [Theory]
+    [InlineData(new long[] { 2, 5, 3, 2 }, 3)] [InlineData(new long[] { 1, 4, 3, 2 }, 5)] [InlineData(new long[] { 2, 3, 2, 2 }, 1)]
+    public void LRN(long[] shape, long size) => new NodeModel
+    {   // α large enough that the window term matters; ONNX Runtime runs only 4-D inputs and odd sizes
+        Op = "LRN", Inputs = [("x", shape)], Attrs = [("size", size), ("alpha", 0.5f), ("beta", 0.75f), ("bias", 1.5f)],
+    }.Check();
+
+    [Theory]
+    [InlineData(null)] [InlineData(new long[] { 1 })] [InlineData(new long[] { 0, 1, 2, 3 })]
+    public void MeanVarianceNormalization(long[]? axes)
+    {   // float32 only: ONNX Runtime has no float64 kernel
+        (string, object)[] attrs = axes is null ? [] : [("axes", axes)];
+        new NodeModel { Op = "MeanVarianceNormalization", Inputs = [("x", [2, 3, 2, 2])], Attrs = attrs }.Check();
     }
 
     static global::Onnx.ValueInfoProto Input(string name, long[] dims)

@@ -188,4 +188,69 @@ public class ShapeGradientTests
         var r = GradCheck.Check(model, feeds, wrt, "y0");
         Assert.True(r.MaxRelError <= GradCheck.Tolerance(true), $"TopK: relative error {r.MaxRelError:E2} ({r.Detail})");
     }
+    [Theory]
+    [InlineData(0, "none")] [InlineData(1, "none")] [InlineData(-1, "none")] [InlineData(0, "add")] [InlineData(1, "add")]
+    public void ScatterElements(long axis, string reduction)
+    {   // distinct target positions for 'none'; 'add' repeats one (row 0 of axis 0, column 1 of axis 1)
+        long[] idx = reduction == "none" ? (axis == 0 ? [1, 0, 2, 0, 2, -2] : [1, 3, 0, 2, -1, 0]) : [1, 1, 0, 1, 1, 2];
+        new NodeModel
+        {
+            Op = "ScatterElements", Opset = 18, Inputs = [("data", [3, 4]), null, ("updates", [2, 3])], IndexInputs = { [1] = ([2, 3], idx) },
+            Attrs = [("axis", axis), ("reduction", reduction)], Double = true,
+        }.Check();
+    }
+
+    [Theory]
+    [InlineData("none", new long[] { 2, 1 }, new long[] { 0, -1 })] // whole rows
+    [InlineData("none", new long[] { 3, 2 }, new long[] { 0, 1, 2, 3, -3, 0 })] // elements
+    [InlineData("add", new long[] { 3, 1 }, new long[] { 1, 2, 1 })] // repeated rows add up
+    public void ScatterND(string reduction, long[] idxShape, long[] idx)
+    {
+        long[] updates = idxShape[1] == 1 ? [idxShape[0], 4, 2] : [idxShape[0], 2];
+        new NodeModel
+        {
+            Op = "ScatterND", Opset = 18, Inputs = [("data", [3, 4, 2]), null, ("updates", updates)], IndexInputs = { [1] = (idxShape, idx) },
+            Attrs = [("reduction", reduction)], Double = true,
+        }.Check();
+    }
+
+    [Fact]
+    public void ScatterElementsRefusesConstantDuplicates()
+    {
+        var m = new NodeModel
+        {
+            Op = "ScatterElements", Opset = 18, Inputs = [("data", [4]), null, ("updates", [2])], IntConsts = { [1] = [2, -2] }, Double = true,
+        };
+        var e = Assert.Throws<UserError>(() => m.Check());
+        Assert.Contains("same position", e.Message);
+    }
+
+    [Theory]
+    [InlineData(0L)] [InlineData(1L)] [InlineData(-1L)] [InlineData(null)]
+    public void Compress(long? axis) => new NodeModel
+    {   // the condition is shorter than the axis (the rest is dropped) and may be shorter than X flattened
+        Op = "Compress", Inputs = [("x", [3, 4, 2])], BoolInputs = { [1] = ([3], [true, false, true]) }, Attrs = axis is { } a ? [("axis", a)] : [], Double = true,
+    }.Check();
+
+    [Theory]
+    [InlineData(1L, 0L)] [InlineData(0L, 1L)]
+    public void ReverseSequence(long batchAxis, long timeAxis) => new NodeModel
+    {
+        Op = "ReverseSequence", Inputs = [("x", batchAxis == 1 ? [4, 3, 2] : [3, 4, 2])], IndexInputs = { [1] = ([3], [4, 1, 2]) },
+        Attrs = [("batch_axis", batchAxis), ("time_axis", timeAxis)], Double = true,
+    }.Check();
+
+    [Theory]
+    [InlineData(false)] [InlineData(true)]
+    public void MaxUnpool(bool outputShape)
+    {   // indices as MaxPool gives them: flat over the whole [N, C, H, W] output, one position per 2×2 window
+        var idx = new List<long>();
+        for (int n = 0; n < 2; n++) for (int ch = 0; ch < 2; ch++) for (int h = 0; h < 2; h++) for (int w = 0; w < 2; w++)
+            idx.Add((n * 2 + ch) * 16 + (2 * h + (n + w) % 2) * 4 + 2 * w + (ch + h) % 2);
+        new NodeModel
+        {
+            Op = "MaxUnpool", Opset = 11, Inputs = [("x", [2, 2, 2, 2])], IndexInputs = { [1] = ([2, 2, 2, 2], idx.ToArray()) },
+            IntConsts = outputShape ? new() { [2] = [2, 2, 5, 5] } : [], Attrs = [("kernel_shape", new long[] { 2, 2 }), ("strides", new long[] { 2, 2 })],
+        }.Check();
+    }
 }

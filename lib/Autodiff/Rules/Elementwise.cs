@@ -29,6 +29,18 @@ public static partial class GradientRegistry
                 c.Give(1, c.Unbroadcast(b.Op("CastLike", [b.Mul(c.dY, b.Mul(c.Y(), lnA)), c.X(1)]), 1));
             }
         });
+        Rule(d, "Mod", c =>
+        {   // floats need fmod = 1: Y = A − B·trunc(A/B), so dA = dY, dB = −dY·trunc(A/B) (integer Mod carries no gradient)
+            var b = c.B;
+            if (c.Shapes[c.Y()] is { } v && !Onnx.DataTypes.IsFloat(v.ElementType)) return;
+            if (c.Needs(0)) c.Give(0, c.Unbroadcast(c.dY, 0));
+            if (c.Needs(1))
+            {
+                var q = b.Div(c.X(0), c.X(1));
+                var trunc = b.Mul(b.Op("Sign", [q]), b.Op("Floor", [b.Op("Abs", [q])]));
+                c.Give(1, c.Unbroadcast(b.Neg(b.Mul(c.dY, trunc)), 1));
+            }
+        });
         Rule(d, "Neg", c => c.Give(0, c.B.Neg(c.dY)));
         Rule(d, "Identity", c => c.Give(0, c.dY));
         Rule(d, "Abs", c => c.Give(0, c.B.Mul(c.dY, c.B.Op("Sign", [c.X(0)]))));

@@ -1,6 +1,6 @@
 namespace OnnxUnlearn.Autodiff;
 
-// Products: MatMul (batched, broadcasting, 1-D operands), Gemm.
+// Products: MatMul (batched, broadcasting, 1-D operands), Gemm, Det.
 public static partial class GradientRegistry
 {
     static void Linear(Dictionary<string, OpGradient> d)
@@ -18,6 +18,21 @@ public static partial class GradientRegistry
             if (c.Needs(0)) c.Give(0, Product(dA));
             if (c.Needs(1)) c.Give(1, Product(dB));
             if (c.Needs(2)) c.Give(2, c.Unbroadcast(b.Scale(c.dY, beta), 2));
+        });
+        Rule(d, "Det", c =>
+        {   // Y = det A over the last two axes: dA = dY·adj(A)ᵀ, the cofactor matrix (exact for singular A too), built from
+            // the determinants of all n² minors; n must be fixed
+            var b = c.B; var a = c.X(0); int r = c.Rank(a);
+            long n = c.Dims(a)[^1];
+            if (n < 1) throw new UserError($"the gradient of {Backprop.Describe(c.Node, c.Opset)} needs a fixed matrix size");
+            var g = b.Unsqueeze(c.dY, -1, -2);
+            if (n == 1) { c.Give(0, b.Expand(g, b.Shape(a))); return; }
+            var others = b.Reshape(b.Ints([.. Enumerable.Range(0, (int)n).SelectMany(i => Enumerable.Range(0, (int)n).Where(k => k != i).Select(k => (long)k))]), b.Ints(n, n - 1));
+            var rows = b.Op("Gather", [a, others], ("axis", (long)r - 2));      // […, i, n−1 rows, n]
+            var minors = b.Op("Gather", [rows, others], ("axis", (long)r));     // […, i, rows, j, n−1 columns]
+            minors = b.Transpose(minors, [.. Enumerable.Range(0, r - 2).Select(k => (long)k), r - 2, r, r - 1, r + 1]);
+            var signs = b.Op("CastLike", [b.Reshape(b.Ints([.. Enumerable.Range(0, (int)(n * n)).Select(k => (k / n + k % n) % 2 == 0 ? 1L : -1L)]), b.Ints(n, n)), a]);
+            c.Give(0, b.Mul(g, b.Mul(signs, b.Op("Det", [minors]))));
         });
     }
 

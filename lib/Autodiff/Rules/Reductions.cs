@@ -33,6 +33,8 @@ public static partial class GradientRegistry
         Reduce("ReduceSumSquare", c => c.B.Mul(ReducedKept(c, c.dY), c.B.Scale(c.X(0), 2)));
         // Y = log Σ exp X: dX = dY·exp(X − Y)
         Reduce("ReduceLogSumExp", c => c.B.Mul(ReducedKept(c, c.dY), c.B.Exp(c.B.Sub(c.X(0), ReducedKept(c, c.Y())))));
+        // Y = log ΣX: dX = dY/ΣX = dY·exp(−Y)
+        Reduce("ReduceLogSum", c => c.B.Expand(ReducedKept(c, c.B.Div(c.dY, c.B.Exp(c.Y()))), c.B.Shape(c.X(0))));
         // Y = ΠX: dX = dY·Y/X (inf/NaN where an X is 0: the zero-aware form is not implemented)
         Reduce("ReduceProd", c => c.B.Div(ReducedKept(c, c.B.Mul(c.dY, c.Y())), c.X(0)));
     }

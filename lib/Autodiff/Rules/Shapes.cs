@@ -87,10 +87,47 @@ public static partial class GradientRegistry
         });
         Rule(d, "SpaceToDepth", c => c.Give(0, c.B.Op("DepthToSpace", [c.dY], ("blocksize", c.Int("blocksize", 1)), ("mode", "DCR"))));
         Rule(d, "Einsum", EinsumRule);
+        // Y = data with updates written (none) or added (add) at the indexed positions: dData = dY, less the overwritten
+        // positions for none; dUpdates = dY read at the indices. With none, duplicate indices leave the forward undefined
+        // (the spec fixes no order): refused where the indices are constant, assumed absent otherwise.
+        Rule(d, "ScatterElements", c =>
+        {
+            var b = c.B; long axis = c.Int("axis", 0); bool overwrite = ScatterReduction(c);
+            if (overwrite && c.ConstInts(1) is { } idx && ScatterElementsHasDuplicates(c, idx, (int)GradContext.Axis(axis, c.Rank(c.X(0)))))
+                throw new UserError($"no gradient for {Backprop.Describe(c.Node, c.Opset)}: two updates go to the same position, and with reduction 'none' ONNX leaves which one wins undefined");
+            if (c.Needs(0)) c.Give(0, overwrite ? b.Op("ScatterElements", [c.dY, c.X(1), b.ZerosLike(c.X(2))], ("axis", axis)) : c.dY);
+            if (c.Needs(2)) c.Give(2, b.Op("GatherElements", [c.dY, c.X(1)], ("axis", axis)));
+        }, 1);
+        Rule(d, "ScatterND", c =>
+        {   // the same with the last index axis holding coordinates: a slice of data per index tuple
+            var b = c.B; bool overwrite = ScatterReduction(c);
+            if (overwrite && c.ConstInts(1) is { } idx && ScatterNDHasDuplicates(c, idx))
+                throw new UserError($"no gradient for {Backprop.Describe(c.Node, c.Opset)}: two updates go to the same position, and with reduction 'none' ONNX leaves which one wins undefined");
+            if (c.Needs(0)) c.Give(0, overwrite ? b.Op("ScatterND", [c.dY, c.X(1), b.ZerosLike(c.X(2))]) : c.dY);
+            if (c.Needs(2)) c.Give(2, b.Op("GatherND", [c.dY, c.X(1)]));
+        }, 1);
+        Rule(d, "Compress", c =>
+        {   // Y = the slices of X (of flattened X without axis) where the condition holds: compress a map of X's flat
+            // positions the same way, and scatter dY to the positions it kept
+            var b = c.B; var x = c.X(0);
+            var positions = b.Reshape(b.Op("Range", [b.Int(0), b.Op("Size", [x]), b.Int(1)]), b.Shape(x));
+            var kept = b.Like(c.Node, [positions, c.X(1)])[0];
+            var flat = b.Op("ScatterElements", [b.Reshape(b.ZerosLike(x), b.Ints(-1)), b.Reshape(kept, b.Ints(-1)), b.Reshape(c.dY, b.Ints(-1))]);
+            c.Give(0, b.Reshape(flat, b.Shape(x)));
+        }, 1);
+        // Y = X with the first lens[b] steps of each batch entry reversed along the time axis: its own inverse.
+        Rule(d, "ReverseSequence", c => c.Give(0, c.B.Like(c.Node, [c.dY, c.X(1)])[0]), 1);
+        Rule(d, "MaxUnpool", c =>
+        {   // Y = zeros with X[k] at flat position I[k] (MaxPool's indices): dX = flattened dY read at I. Indices are taken as
+            // distinct; where overlapping pooling windows repeat one, each copy gets that position's dY (the spec leaves
+            // which write wins undefined)
+            var b = c.B;
+            c.Give(0, b.Op("Gather", [b.Reshape(c.dY, b.Ints(-1)), c.X(1)]));
+        }, 1, 2);
 
         NonDifferentiable(d, "Shape", "Size", "Constant", "ConstantOfShape", "Range", "NonZero", "EyeLike", "OneHot",
             "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf",
-            "ArgMax", "ArgMin", "Floor", "Ceil", "Round", "Sign",
+            "ArgMax", "ArgMin", "Floor", "Ceil", "Round", "Sign", "Hardmax",
             "RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli");
     }
 
@@ -100,6 +137,40 @@ public static partial class GradientRegistry
     {
         if (c.B.Opset < 16)
             throw new UserError($"the gradient of {Backprop.Describe(c.Node, c.Opset)} needs a scatter that adds (ScatterND/ScatterElements reduction, opset 16); re-export the model with opset 16 or later");
+    }
+
+    /// <summary>True for reduction 'none' (updates overwrite), false for 'add'; the others are refused.</summary>
+    static bool ScatterReduction(GradContext c) => c.Str("reduction", "none") switch
+    {
+        "none" => true,
+        "add" => false,
+        var r => throw new UserError($"no gradient rule for {Backprop.Describe(c.Node, c.Opset)} with reduction '{r}' (only 'none' and 'add')"),
+    };
+
+    /// <summary>Whether constant ScatterElements indices send two updates to one position of data.</summary>
+    static bool ScatterElementsHasDuplicates(GradContext c, long[] idx, int axis)
+    {
+        var dims = c.Dims(c.X(1)); long n = c.Dims(c.X(0))[axis];
+        var seen = new HashSet<string>();
+        for (long flat = 0; flat < idx.Length; flat++)
+        {
+            var at = new long[dims.Length]; long rest = flat;
+            for (int a = dims.Length - 1; a >= 0; a--) { at[a] = rest % dims[a]; rest /= dims[a]; }
+            at[axis] = idx[flat] < 0 ? idx[flat] + n : idx[flat];
+            if (!seen.Add(string.Join(",", at))) return true;
+        }
+        return false;
+    }
+
+    /// <summary>Whether constant ScatterND index tuples repeat (after counting negative coordinates from the end).</summary>
+    static bool ScatterNDHasDuplicates(GradContext c, long[] idx)
+    {
+        var data = c.Dims(c.X(0)); int k = (int)c.Dims(c.X(1))[^1];
+        if (k == 0) return c.Dims(c.X(1)).Take(c.Rank(c.X(1)) - 1).Aggregate(1L, (a, d) => a * d) > 1;
+        var seen = new HashSet<string>();
+        for (int t = 0; t < idx.Length; t += k)
+            if (!seen.Add(string.Join(",", Enumerable.Range(0, k).Select(j => idx[t + j] < 0 ? idx[t + j] + data[j] : idx[t + j])))) return true;
+        return false;
     }
 
     /// <summary>Pads that undo a slice with constant bounds and unit steps on axes of fixed extent; null otherwise.</summary>
