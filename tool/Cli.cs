@@ -50,7 +50,7 @@ public static class Cli
     public static Option<string[]> Params() => new("--params") { Description = "glob(s) of parameters to train (default: every float tensor on a differentiable path)", AllowMultipleArgumentsPerToken = true };
     public static Option<string[]> Frozen() => new("--frozen") { Description = "glob(s) of parameters to keep fixed", AllowMultipleArgumentsPerToken = true };
     public static Option<int> BatchSize() => new("--batch-size") { Description = "samples per ONNX Runtime run (results do not depend on it)", DefaultValueFactory = _ => 256 };
-    public static Option<int> Threads() => new("--threads") { Description = "ONNX Runtime intra-op threads (0 = all cores)", DefaultValueFactory = _ => 0 };
+    public static Option<int> Threads() => new("--threads") { Description = "ONNX Runtime intra-op threads: 1 gives bit-identical results run after run; 0 = all cores (faster on large models, last bits may differ between runs)", DefaultValueFactory = _ => 1 };
     public static Option<long?> IgnoreIndex() => new("--ignore-index") { Description = "label value excluded from ce/nll (padding)" };
     public static Option<bool> JsonFlag() => new("--json") { Description = "print a stable JSON document instead of tables" };
 

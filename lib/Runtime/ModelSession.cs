@@ -17,7 +17,9 @@ public sealed record LossSettings
     public IReadOnlyList<string>? Frozen { get; init; }
     public long? IgnoreIndex { get; init; }
     public int BatchSize { get; init; } = 256;
-    public int Threads { get; init; }
+    /// <summary>ONNX Runtime intra-op threads; 1 (default) is bit-reproducible, 0 = all cores (multi-threaded kernels do not
+    /// add in a fixed order, and iterative unlearning amplifies last-bit differences into different step choices).</summary>
+    public int Threads { get; init; } = 1;
     /// <summary>
     /// Build the artifact with frozen decisions (<see cref="FrozenDecisions"/>) at the session's reference parameters
     /// (<see cref="ModelSession.FreezeDecisions"/>): for curvature of piecewise-linear networks.

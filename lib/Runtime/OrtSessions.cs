@@ -32,7 +32,7 @@ public static class OrtSessions
         { throw new UserError($"ONNX Runtime failed running the {what}: {FirstLine(e.Message)}"); }
     }
 
-    public static SessionOptions Options(int threads = 0)
+    public static SessionOptions Options(int threads = 1)
     {
         // ORT warnings (e.g. constant folding it skips) are not the user's business; errors still surface as exceptions.
         var o = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };

@@ -9,7 +9,7 @@ namespace OnnxUnlearn.Text;
 /// into a copy in a temporary folder (the same surgical write-back as the output model), and the copy is measured. So
 /// the figure is measured on the model a user would get, not assumed from a loss. Results are cached per parameter values.
 /// </summary>
-public sealed class ExposureProbe(string modelPath, Vocabulary vocab, ExposureOptions options, string? input = null, string? output = null, int batchRows = 256, int threads = 0)
+public sealed class ExposureProbe(string modelPath, Vocabulary vocab, ExposureOptions options, string? input = null, string? output = null, int batchRows = 256, int threads = 1)
 {
     readonly Dictionary<string, ExposureResult> cache = [];
 

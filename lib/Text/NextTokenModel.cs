@@ -58,7 +58,7 @@ public sealed class OnnxNextTokenModel : INextTokenModel, IDisposable
         FixedLength = fixedLength; FixedBatch = fixedBatch; BatchRows = fixedBatch ?? batchRows; this.vocab = vocab;
     }
 
-    public static OnnxNextTokenModel Open(string path, Vocabulary vocab, string? input = null, string? output = null, int batchRows = 256, int threads = 0)
+    public static OnnxNextTokenModel Open(string path, Vocabulary vocab, string? input = null, string? output = null, int batchRows = 256, int threads = 1)
     {
         if (batchRows < 1) throw new UserError($"--batch-size must be at least 1, got {batchRows}");
         var file = ModelFile.Load(path);

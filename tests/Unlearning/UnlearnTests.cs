@@ -155,7 +155,7 @@ public class AutomaticDampingTests
     public void RaisesDampingUntilConjugateGradientsSeePositiveCurvature()
     {
         var request = new UnlearnRequest(Canary("lstm/canary.onnx"), Canary("train.npz"), Canary("forget.npz"), Canary("corrected.npz"), null, null);
-        var options = new UnlearnOptions { Select = SelectionKind.Magnitude, Update = UpdateKind.SecondOrder, Steps = 1, MaxIterations = 10, TrainSize = 6441 };
+        var options = new UnlearnOptions { Select = SelectionKind.Magnitude, Update = UpdateKind.SecondOrder, Steps = 1, TrainSize = 6441 };
         var fixedSmall = UnlearnJob.Run(request, new OnnxUnlearn.Runtime.LossSettings(), options with { Damping = 1e-3 });
         Assert.Null(fixedSmall.After);
         Assert.StartsWith("negative curvature", fixedSmall.Cg!.Stop);
