@@ -28,13 +28,11 @@ by the ONNX parameter names; const_nodes, tf_style and linear_classifier are
 written with the onnx API from a PyTorch module's weights (write_built_fixture).
 """
 import copy
-import io
 import math
 import os
 import shutil
 import sys
 import time
-import zipfile
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
@@ -45,6 +43,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from onnx import numpy_helper
 from sklearn.datasets import load_digits
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import save_npz  # noqa: E402
 
 torch.set_num_threads(2)
 torch.use_deterministic_algorithms(True)
@@ -712,19 +713,6 @@ def logreg_closed_form_hessian(model, x, y):
 
 
 # --------------------------------------------------------------------------- writing
-
-
-def save_npz(path, arrays):
-    """np.savez_compressed equivalent with fixed timestamps (byte-reproducible)."""
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for k, v in arrays.items():
-            info = zipfile.ZipInfo(k + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            buf = io.BytesIO()
-            v = np.asarray(v)  # (np.ascontiguousarray would turn the scalar loss into shape (1,))
-            np.lib.format.write_array(buf, v if v.flags.c_contiguous else v.copy(order="C"), allow_pickle=False)
-            zf.writestr(info, buf.getvalue())
 
 
 def onnx_parameter_map(m, model):
