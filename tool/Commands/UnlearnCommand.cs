@@ -139,8 +139,12 @@ public static class UnlearnCommand
         AnsiConsole.Write(t);
         AnsiConsole.MarkupLine("selected per tensor: " + Markup.Escape(string.Join(", ", r.SelectedPerTensor.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key} {kv.Value}"))));
         if (r.Steps is { } st)
-            AnsiConsole.MarkupLine("steps: " + Markup.Escape(string.Join("; ", st.Select(x => $"{x.Step}: τ {x.Tau:G3}, J {x.Objective:G4}, retain {x.RetainLoss:G4}"
-                + (x.Exposure is { } e ? $", exposure {e:F2} bits" : "") + $" ({x.Note})"))));
+        {
+            string Line(UnlearnStep x) => $"{x.Step}: τ {x.Tau:G3}, J {x.Objective:G4}, retain {x.RetainLoss:G4}" + (x.Exposure is { } e ? $", exposure {e:F2} bits" : "") + $" ({x.Note})";
+            // long runs: the first and last steps (the report has them all)
+            var shown = st.Count <= 6 ? st.Select(Line) : st.Take(2).Select(Line).Append($"… {st.Count - 4} more …").Concat(st.TakeLast(2).Select(Line));
+            AnsiConsole.MarkupLine($"{st.Count - 1} steps: " + Markup.Escape(string.Join("; ", shown)));
+        }
         if (r.Exposure is { } ex)
             AnsiConsole.MarkupLine(Markup.Escape($"exposure of \"{ex.Secret}\": {ex.Before.Bits:F2} bits ({ex.Before.Method}) before, "
                 + (ex.After is { } a ? $"{a.Bits:F2} bits ({a.Method}) after" : "unchanged") + (ex.Target is { } goal ? $"; target {goal} bits {(ex.Reached == true ? "reached" : "NOT reached")}" : "")));
