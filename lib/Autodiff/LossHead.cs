@@ -1,3 +1,5 @@
+using OnnxUnlearn.Onnx;
+
 namespace OnnxUnlearn.Autodiff;
 
 public enum LossKind
@@ -20,6 +22,19 @@ public enum LossKind
     /// Not chosen by name: <see cref="LossHead.Source"/> picks it for <c>ce</c> on such probabilities.
     /// </summary>
     CrossEntropyOfSigmoids,
+    /// <summary>
+    /// −log p[label] for independent probabilities p = σ(z) (a final Sigmoid with no normalisation after it, as a
+    /// LinearClassifier with LOGISTIC and no Normalizer gives them: rows need not sum to 1), computed from the scores z:
+    /// −log σ(z_label) = softplus(−z_label), the log-loss of the label's sigmoid alone (what ce-prob computes, without its
+    /// clamp). Not chosen by name: <see cref="LossHead.Source"/> picks it for <c>ce</c> on such probabilities.
+    /// </summary>
+    SigmoidLogLoss,
+    /// <summary>
+    /// −log p[label] for a binary classifier's p = [1 − σ(s), σ(s)] from its one score s [..., 1] (a one-row
+    /// LinearClassifier with LOGISTIC): <see cref="SigmoidLogLoss"/> of [−s, s], i.e. softplus(−s) for label 1 and
+    /// softplus(s) for label 0. Not chosen by name: <see cref="LossHead.Source"/> picks it for <c>ce</c>.
+    /// </summary>
+    BinarySigmoidLogLoss,
 }
 
 /// <summary>
@@ -42,7 +57,7 @@ public static class LossHead
     };
 
     public static bool HasClasses(LossKind k) => k is LossKind.CrossEntropy or LossKind.NegativeLogLikelihood or LossKind.CrossEntropyProb
-        or LossKind.CrossEntropyOfSigmoids;
+        or LossKind.CrossEntropyOfSigmoids or LossKind.SigmoidLogLoss or LossKind.BinarySigmoidLogLoss;
 
     /// <summary>
     /// Deployed classifiers often return probabilities: a final Softmax/LogSoftmax over the last axis (ce) or Sigmoid
@@ -50,7 +65,12 @@ public static class LossHead
     /// saturate. Identity nodes in between are looked through, and so is an L1 ai.onnx.ml Normalizer after a Softmax
     /// (skl2onnx puts one after every multinomial LogisticRegression): softmax rows already sum to 1, so it changes
     /// nothing but rounding. An L1 Normalizer after a Sigmoid (one-vs-rest: p = σ(z)/Σσ(z)) gives, for ce,
-    /// <see cref="LossKind.CrossEntropyOfSigmoids"/> of z, the same loss computed stably.
+    /// <see cref="LossKind.CrossEntropyOfSigmoids"/> of z, the same loss computed stably. For ce, a Sigmoid with no
+    /// Normalizer (independent probabilities, as a LinearClassifier with LOGISTIC gives them, skl2onnx's binary
+    /// LogisticRegression included: two rows ±w, so p = [σ(−s), σ(s)]) gives <see cref="LossKind.SigmoidLogLoss"/> of z,
+    /// and a binary classifier's Concat(1 − σ(s), σ(s)) (a one-row LinearClassifier with LOGISTIC, lowered), with or
+    /// without the Normalizer, gives <see cref="LossKind.BinarySigmoidLogLoss"/> of s: in every case −log p[label] of
+    /// the probabilities the model outputs, never the probabilities taken as logits.
     /// </summary>
     public static (string Value, LossKind Kind) Source(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
     {
@@ -61,6 +81,8 @@ public static class LossHead
             var before = Producer(g, normalizer.Input[0]);
             if (before is { OpType: "Sigmoid" } && before.Domain is "" or "ai.onnx") return (before.Input[0], LossKind.CrossEntropyOfSigmoids);
             if (before is { OpType: "Softmax" } && before.Domain is "" or "ai.onnx" && LastAxis(before, shapes)) return (before.Input[0], kind);
+            // [1 − σ(s), σ(s)] already sums to 1: the Normalizer changes nothing but rounding.
+            if (BinaryScore(g, before, shapes) is { } score) return (score, LossKind.BinarySigmoidLogLoss);
             return (output, kind);
         }
         if (producer is null || producer.Domain is not ("" or "ai.onnx")) return (output, kind);
@@ -71,8 +93,43 @@ public static class LossHead
             (LossKind.CrossEntropy, "Softmax" or "LogSoftmax") when lastAxis => (input, LossKind.CrossEntropy),
             (LossKind.NegativeLogLikelihood, "Softmax") when lastAxis => (input, LossKind.CrossEntropy),
             (LossKind.BinaryCrossEntropy, "Sigmoid") => (input, LossKind.BinaryCrossEntropy),
+            (LossKind.CrossEntropy, "Sigmoid") => (input, LossKind.SigmoidLogLoss),
+            (LossKind.CrossEntropy, "Concat") when BinaryScore(g, producer, shapes) is { } score => (score, LossKind.BinarySigmoidLogLoss),
             _ => (output, kind),
         };
+    }
+
+    /// <summary>
+    /// The score s [..., 1] when <paramref name="concat"/> is Concat(1 − σ(s), σ(s)) over the last axis: a binary
+    /// classifier's probabilities, as <see cref="LinearModels"/> lowers a one-row LinearClassifier with LOGISTIC
+    /// (ONNX Runtime's semantics) and as models written by hand give them. Null for anything else.
+    /// </summary>
+    static string? BinaryScore(global::Onnx.GraphProto g, global::Onnx.NodeProto? concat, TensorShapes shapes)
+    {
+        static bool Standard(global::Onnx.NodeProto? n, string op) => n is not null && n.OpType == op && n.Domain is "" or "ai.onnx";
+        if (!Standard(concat, "Concat") || concat!.Input.Count != 2 || shapes[concat.Output[0]] is not { } info
+            || GradContext.Axis(concat.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0, info.Rank) != info.Rank - 1)
+            return null;
+        var positive = Producer(g, concat.Input[1]);
+        var complement = Producer(g, concat.Input[0]);
+        if (!Standard(positive, "Sigmoid") || !Standard(complement, "Sub") || Producer(g, complement!.Input[1]) != positive
+            || !IsOne(g, complement.Input[0]))
+            return null;
+        var score = positive!.Input[0];
+        return shapes[score] is { Rank: > 0 } s && s.Dims[^1] == 1 ? score : null;
+    }
+
+    /// <summary>Whether a value is the constant 1 (one element; an initializer or Constant node, through Identity/Cast/CastLike).</summary>
+    static bool IsOne(global::Onnx.GraphProto g, string value)
+    {
+        while (true)
+        {
+            var node = g.Node.LastOrDefault(n => n.Output.Contains(value));
+            if (node is { OpType: "Identity" or "Cast" or "CastLike" }) { value = node.Input[0]; continue; }
+            // The artifact's initializers are inline by now (TrainingArtifact.Build), so no folder is needed.
+            var t = node is null ? g.Initializer.FirstOrDefault(i => i.Name == value) : node.OpType == "Constant" ? node.ConstantValue() : null;
+            return t is not null && t.ElementCount() == 1 && DataTypes.IsFloat(t.DataType) && t.ReadFloats("")[0] == 1f;
+        }
     }
 
     /// <summary>The node that makes <paramref name="value"/>, Identity nodes looked through; null for a graph input or initializer.</summary>
@@ -98,20 +155,32 @@ public static class LossHead
                 var (loss, gu, correct, count) = Build(b, LossKind.CrossEntropy, u, label, ignoreIndex);
                 return (loss, b.Mul(gu, b.StableSigmoid(b.Neg(output))), correct, count);
             }
+            case LossKind.BinarySigmoidLogLoss:
+            {   // u = [−s, s] along the class axis, so σ(u) = [1 − σ(s), σ(s)]; dℓ/ds = dℓ/du₁ − dℓ/du₀
+                var u = b.Op("Concat", [b.Neg(output), output], ("axis", -1L));
+                var (loss, gu, correct, count) = Build(b, LossKind.SigmoidLogLoss, u, label, ignoreIndex);
+                var gNeg = b.Op("Slice", [gu, b.Ints(0), b.Ints(1), b.Ints(-1)]);
+                var gPos = b.Op("Slice", [gu, b.Ints(1), b.Ints(2), b.Ints(-1)]);
+                return (loss, b.Sub(gPos, gNeg), correct, count);
+            }
             case LossKind.CrossEntropy:
             case LossKind.NegativeLogLikelihood:
+            case LossKind.SigmoidLogLoss:
             {
-                bool ce = kind == LossKind.CrossEntropy;
+                bool ce = kind == LossKind.CrossEntropy, sigmoid = kind == LossKind.SigmoidLogLoss;
                 string? keep = ignoreIndex is { } ii ? b.Op("Not", [b.Op("Equal", [label, b.Op("CastLike", [b.Int(ii), label])])]) : null;
                 var safeLabel = keep is null ? label : b.Where(keep, label, b.Op("CastLike", [b.Int(0), label]));
-                var logp = ce ? b.Op("LogSoftmax", [output], ("axis", -1L)) : output;
+                // log p: log softmax(z) for ce, log σ(z) = −softplus(−z) (overflow-free) for sigmoids, the output itself for nll
+                var logp = ce ? b.Op("LogSoftmax", [output], ("axis", -1L)) : sigmoid ? b.Neg(b.Op("Softplus", [b.Neg(output)])) : output;
                 var picked = b.Squeeze(b.Op("GatherElements", [logp, b.Unsqueeze(safeLabel, -1)], ("axis", -1L)), -1);
                 var depth = b.Op("Gather", [b.Shape(output), b.Ints(-1)]);
                 var oneHot = b.Op("CastLike", [b.Op("OneHot", [safeLabel, depth, b.Ints(0, 1)]), output]);
                 var count = keep is null ? b.Op("CastLike", [b.Op("Size", [label]), output]) : b.Op("ReduceSum", [b.Mask(keep, output)], ("keepdims", 0L));
                 var kept = keep is null ? picked : b.Mul(picked, b.Mask(keep, output));
                 var loss = b.Neg(b.Div(b.Op("ReduceSum", [kept], ("keepdims", 0L)), count));
-                var diff = ce ? b.Sub(b.Op("Softmax", [output], ("axis", -1L)), oneHot) : b.Neg(oneHot);
+                // dℓ/dz per labelled element: softmax − onehot (ce); −onehot ⊙ σ(−z) (sigmoids: d log σ(z)/dz = σ(−z)); −onehot (nll)
+                var diff = ce ? b.Sub(b.Op("Softmax", [output], ("axis", -1L)), oneHot)
+                    : sigmoid ? b.Neg(b.Mul(oneHot, b.StableSigmoid(b.Neg(output)))) : b.Neg(oneHot);
                 if (keep is not null) diff = b.Mul(diff, b.Unsqueeze(b.Mask(keep, output), -1));
                 var grad = b.Div(diff, count);
                 var predicted = b.Op("ArgMax", [output], ("axis", -1L), ("keepdims", 0L));
