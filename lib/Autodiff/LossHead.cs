@@ -19,23 +19,26 @@ public enum LossKind
     /// <summary>
     /// −log p[label] for one-vs-rest probabilities p = σ(z)/Σσ(z) (skl2onnx: LOGISTIC scores, then an L1 Normalizer),
     /// computed from the scores z: p = softmax(log σ(z)), so this is cross-entropy on the logits log σ(z) = −softplus(−z).
-    /// Not chosen by name: <see cref="LossHead.Source"/> picks it for <c>ce</c> on such probabilities.
+    /// Not chosen by name: <see cref="LossHead.LookThrough"/> picks it for <c>ce</c> on such probabilities.
     /// </summary>
     CrossEntropyOfSigmoids,
     /// <summary>
     /// −log p[label] for independent probabilities p = σ(z) (a final Sigmoid with no normalisation after it, as a
     /// LinearClassifier with LOGISTIC and no Normalizer gives them: rows need not sum to 1), computed from the scores z:
     /// −log σ(z_label) = softplus(−z_label), the log-loss of the label's sigmoid alone (what ce-prob computes, without its
-    /// clamp). Not chosen by name: <see cref="LossHead.Source"/> picks it for <c>ce</c> on such probabilities.
+    /// clamp). Not chosen by name: <see cref="LossHead.LookThrough"/> picks it for <c>ce</c> on such probabilities.
     /// </summary>
     SigmoidLogLoss,
     /// <summary>
     /// −log p[label] for a binary classifier's p = [1 − σ(s), σ(s)] from its one score s [..., 1] (a one-row
     /// LinearClassifier with LOGISTIC): <see cref="SigmoidLogLoss"/> of [−s, s], i.e. softplus(−s) for label 1 and
-    /// softplus(s) for label 0. Not chosen by name: <see cref="LossHead.Source"/> picks it for <c>ce</c>.
+    /// softplus(s) for label 0. Not chosen by name: <see cref="LossHead.LookThrough"/> picks it for <c>ce</c>.
     /// </summary>
     BinarySigmoidLogLoss,
 }
+
+/// <summary>What the rows (last axis) of a value held when the forward model was probed (<see cref="LossHead.Rows{T}"/>).</summary>
+public enum RowKind { Other, Probabilities, LogProbabilities }
 
 /// <summary>
 /// Loss heads: the loss (mean over all labelled elements) and its gradient with respect to the model output, written in
@@ -60,6 +63,64 @@ public static class LossHead
         or LossKind.CrossEntropyOfSigmoids or LossKind.SigmoidLogLoss or LossKind.BinarySigmoidLogLoss;
 
     /// <summary>
+    /// The value and loss the head reads for <paramref name="kind"/> of <paramref name="output"/> (<see cref="LookThrough"/>).
+    /// Where nothing was looked through, ce and nll refuse an output whose probed rows are probabilities
+    /// (<see cref="RefuseProbabilities"/>).
+    /// </summary>
+    public static (string Value, LossKind Kind) Source(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
+    {
+        var source = LookThrough(g, output, kind, shapes);
+        if (source == (output, kind)) RefuseProbabilities(g, output, kind, shapes);
+        return source;
+    }
+
+    /// <summary>A probed row counts as a distribution when its sum (of exponentials, for log-probabilities) is within this of 1.</summary>
+    public const double RowSumTolerance = 1e-4;
+
+    /// <summary>
+    /// Classifies probed values with the class axis last: probabilities (every element in [0, 1], every row summing to 1
+    /// within <see cref="RowSumTolerance"/>), log-probabilities (every element ≤ 0, every row's exponentials summing to
+    /// 1), or other (anything else, NaN, no rows, or fewer than two classes).
+    /// </summary>
+    public static RowKind Rows<T>(ReadOnlySpan<T> values, long classes) where T : System.Numerics.INumberBase<T>
+    {
+        if (classes < 2 || values.Length == 0 || values.Length % classes != 0) return RowKind.Other;
+        bool prob = true, logProb = true;
+        for (int row = 0; row < values.Length && (prob || logProb); row += (int)classes)
+        {
+            double sum = 0, expSum = 0;
+            for (int c = 0; c < classes && (prob || logProb); c++)
+            {
+                double v = double.CreateTruncating(values[row + c]);
+                prob &= v is >= 0 and <= 1; // NaN fails both tests
+                logProb &= v <= 0;
+                sum += v;
+                if (logProb) expSum += Math.Exp(v);
+            }
+            prob &= Math.Abs(sum - 1) <= RowSumTolerance;
+            logProb &= Math.Abs(expSum - 1) <= RowSumTolerance;
+        }
+        return prob ? RowKind.Probabilities : logProb ? RowKind.LogProbabilities : RowKind.Other;
+    }
+
+    /// <summary>
+    /// The safety net behind <see cref="LookThrough"/>: ce takes logits (it applies a softmax itself) and nll
+    /// log-probabilities, so given probabilities made some other way (a softmax written as Exp/ReduceSum/Div, a custom
+    /// op) either would silently train on a wrong loss. The shape probe runs the model on real data: rows all in [0, 1]
+    /// and summing to 1 are refused. (Log-probabilities are fine for both: softmax(log p) = p, so ce of them is exact.)
+    /// </summary>
+    static void RefuseProbabilities(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
+    {
+        if (kind is not (LossKind.CrossEntropy or LossKind.NegativeLogLikelihood) || shapes[output]?.Rows != RowKind.Probabilities) return;
+        var node = Producer(g, output);
+        var madeBy = node is null ? "a graph input" : node.Name.Length > 0 ? $"{node.OpType} node '{node.Name}'" : $"an unnamed {node.OpType} node";
+        var expects = kind == LossKind.CrossEntropy ? "--loss ce expects logits (it applies a softmax itself)" : "--loss nll expects log-probabilities";
+        throw new UserError($"output '{output}', made by {madeBy}, holds probabilities: on the probed samples every row along the last axis " +
+            $"lies in [0, 1] and sums to 1. {expects}, so it would train on a wrong loss. Use --loss ce-prob (−log p[label] of " +
+            "probabilities), or name the logits before the normalisation with --output");
+    }
+
+    /// <summary>
     /// Deployed classifiers often return probabilities: a final Softmax/LogSoftmax over the last axis (ce) or Sigmoid
     /// (bce). The loss is then computed from that node's input, the logits — exact, and stable where the probabilities
     /// saturate. Identity nodes in between are looked through, and so is an L1 ai.onnx.ml Normalizer after a Softmax
@@ -72,7 +133,7 @@ public static class LossHead
     /// without the Normalizer, gives <see cref="LossKind.BinarySigmoidLogLoss"/> of s: in every case −log p[label] of
     /// the probabilities the model outputs, never the probabilities taken as logits.
     /// </summary>
-    public static (string Value, LossKind Kind) Source(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
+    static (string Value, LossKind Kind) LookThrough(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
     {
         var producer = Producer(g, output);
         if (kind == LossKind.CrossEntropy && producer is { Domain: "ai.onnx.ml", OpType: "Normalizer" } normalizer
