@@ -1,3 +1,5 @@
+using OnnxUnlearn.Onnx;
+
 namespace OnnxUnlearn.Autodiff;
 
 public enum LossKind
@@ -17,10 +19,26 @@ public enum LossKind
     /// <summary>
     /// −log p[label] for one-vs-rest probabilities p = σ(z)/Σσ(z) (skl2onnx: LOGISTIC scores, then an L1 Normalizer),
     /// computed from the scores z: p = softmax(log σ(z)), so this is cross-entropy on the logits log σ(z) = −softplus(−z).
-    /// Not chosen by name: <see cref="LossHead.Source"/> picks it for <c>ce</c> on such probabilities.
+    /// Not chosen by name: <see cref="LossHead.LookThrough"/> picks it for <c>ce</c> on such probabilities.
     /// </summary>
     CrossEntropyOfSigmoids,
+    /// <summary>
+    /// −log p[label] for independent probabilities p = σ(z) (a final Sigmoid with no normalisation after it, as a
+    /// LinearClassifier with LOGISTIC and no Normalizer gives them: rows need not sum to 1), computed from the scores z:
+    /// −log σ(z_label) = softplus(−z_label), the log-loss of the label's sigmoid alone (what ce-prob computes, without its
+    /// clamp). Not chosen by name: <see cref="LossHead.LookThrough"/> picks it for <c>ce</c> on such probabilities.
+    /// </summary>
+    SigmoidLogLoss,
+    /// <summary>
+    /// −log p[label] for a binary classifier's p = [1 − σ(s), σ(s)] from its one score s [..., 1] (a one-row
+    /// LinearClassifier with LOGISTIC): <see cref="SigmoidLogLoss"/> of [−s, s], i.e. softplus(−s) for label 1 and
+    /// softplus(s) for label 0. Not chosen by name: <see cref="LossHead.LookThrough"/> picks it for <c>ce</c>.
+    /// </summary>
+    BinarySigmoidLogLoss,
 }
+
+/// <summary>What the rows (last axis) of a value held when the forward model was probed (<see cref="LossHead.Rows{T}"/>).</summary>
+public enum RowKind { Other, Probabilities, LogProbabilities }
 
 /// <summary>
 /// Loss heads: the loss (mean over all labelled elements) and its gradient with respect to the model output, written in
@@ -42,7 +60,65 @@ public static class LossHead
     };
 
     public static bool HasClasses(LossKind k) => k is LossKind.CrossEntropy or LossKind.NegativeLogLikelihood or LossKind.CrossEntropyProb
-        or LossKind.CrossEntropyOfSigmoids;
+        or LossKind.CrossEntropyOfSigmoids or LossKind.SigmoidLogLoss or LossKind.BinarySigmoidLogLoss;
+
+    /// <summary>
+    /// The value and loss the head reads for <paramref name="kind"/> of <paramref name="output"/> (<see cref="LookThrough"/>).
+    /// Where nothing was looked through, ce and nll refuse an output whose probed rows are probabilities
+    /// (<see cref="RefuseProbabilities"/>).
+    /// </summary>
+    public static (string Value, LossKind Kind) Source(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
+    {
+        var source = LookThrough(g, output, kind, shapes);
+        if (source == (output, kind)) RefuseProbabilities(g, output, kind, shapes);
+        return source;
+    }
+
+    /// <summary>A probed row counts as a distribution when its sum (of exponentials, for log-probabilities) is within this of 1.</summary>
+    public const double RowSumTolerance = 1e-4;
+
+    /// <summary>
+    /// Classifies probed values with the class axis last: probabilities (every element in [0, 1], every row summing to 1
+    /// within <see cref="RowSumTolerance"/>), log-probabilities (every element ≤ 0, every row's exponentials summing to
+    /// 1), or other (anything else, NaN, no rows, or fewer than two classes).
+    /// </summary>
+    public static RowKind Rows<T>(ReadOnlySpan<T> values, long classes) where T : System.Numerics.INumberBase<T>
+    {
+        if (classes < 2 || values.Length == 0 || values.Length % classes != 0) return RowKind.Other;
+        bool prob = true, logProb = true;
+        for (int row = 0; row < values.Length && (prob || logProb); row += (int)classes)
+        {
+            double sum = 0, expSum = 0;
+            for (int c = 0; c < classes && (prob || logProb); c++)
+            {
+                double v = double.CreateTruncating(values[row + c]);
+                prob &= v is >= 0 and <= 1; // NaN fails both tests
+                logProb &= v <= 0;
+                sum += v;
+                if (logProb) expSum += Math.Exp(v);
+            }
+            prob &= Math.Abs(sum - 1) <= RowSumTolerance;
+            logProb &= Math.Abs(expSum - 1) <= RowSumTolerance;
+        }
+        return prob ? RowKind.Probabilities : logProb ? RowKind.LogProbabilities : RowKind.Other;
+    }
+
+    /// <summary>
+    /// The safety net behind <see cref="LookThrough"/>: ce takes logits (it applies a softmax itself) and nll
+    /// log-probabilities, so given probabilities made some other way (a softmax written as Exp/ReduceSum/Div, a custom
+    /// op) either would silently train on a wrong loss. The shape probe runs the model on real data: rows all in [0, 1]
+    /// and summing to 1 are refused. (Log-probabilities are fine for both: softmax(log p) = p, so ce of them is exact.)
+    /// </summary>
+    static void RefuseProbabilities(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
+    {
+        if (kind is not (LossKind.CrossEntropy or LossKind.NegativeLogLikelihood) || shapes[output]?.Rows != RowKind.Probabilities) return;
+        var node = Producer(g, output);
+        var madeBy = node is null ? "a graph input" : node.Name.Length > 0 ? $"{node.OpType} node '{node.Name}'" : $"an unnamed {node.OpType} node";
+        var expects = kind == LossKind.CrossEntropy ? "--loss ce expects logits (it applies a softmax itself)" : "--loss nll expects log-probabilities";
+        throw new UserError($"output '{output}', made by {madeBy}, holds probabilities: on the probed samples every row along the last axis " +
+            $"lies in [0, 1] and sums to 1. {expects}, so it would train on a wrong loss. Use --loss ce-prob (−log p[label] of " +
+            "probabilities), or name the logits before the normalisation with --output");
+    }
 
     /// <summary>
     /// Deployed classifiers often return probabilities: a final Softmax/LogSoftmax over the last axis (ce) or Sigmoid
@@ -50,9 +126,14 @@ public static class LossHead
     /// saturate. Identity nodes in between are looked through, and so is an L1 ai.onnx.ml Normalizer after a Softmax
     /// (skl2onnx puts one after every multinomial LogisticRegression): softmax rows already sum to 1, so it changes
     /// nothing but rounding. An L1 Normalizer after a Sigmoid (one-vs-rest: p = σ(z)/Σσ(z)) gives, for ce,
-    /// <see cref="LossKind.CrossEntropyOfSigmoids"/> of z, the same loss computed stably.
+    /// <see cref="LossKind.CrossEntropyOfSigmoids"/> of z, the same loss computed stably. For ce, a Sigmoid with no
+    /// Normalizer (independent probabilities, as a LinearClassifier with LOGISTIC gives them, skl2onnx's binary
+    /// LogisticRegression included: two rows ±w, so p = [σ(−s), σ(s)]) gives <see cref="LossKind.SigmoidLogLoss"/> of z,
+    /// and a binary classifier's Concat(1 − σ(s), σ(s)) (a one-row LinearClassifier with LOGISTIC, lowered), with or
+    /// without the Normalizer, gives <see cref="LossKind.BinarySigmoidLogLoss"/> of s: in every case −log p[label] of
+    /// the probabilities the model outputs, never the probabilities taken as logits.
     /// </summary>
-    public static (string Value, LossKind Kind) Source(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
+    static (string Value, LossKind Kind) LookThrough(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
     {
         var producer = Producer(g, output);
         if (kind == LossKind.CrossEntropy && producer is { Domain: "ai.onnx.ml", OpType: "Normalizer" } normalizer
@@ -61,6 +142,8 @@ public static class LossHead
             var before = Producer(g, normalizer.Input[0]);
             if (before is { OpType: "Sigmoid" } && before.Domain is "" or "ai.onnx") return (before.Input[0], LossKind.CrossEntropyOfSigmoids);
             if (before is { OpType: "Softmax" } && before.Domain is "" or "ai.onnx" && LastAxis(before, shapes)) return (before.Input[0], kind);
+            // [1 − σ(s), σ(s)] already sums to 1: the Normalizer changes nothing but rounding.
+            if (BinaryScore(g, before, shapes) is { } score) return (score, LossKind.BinarySigmoidLogLoss);
             return (output, kind);
         }
         if (producer is null || producer.Domain is not ("" or "ai.onnx")) return (output, kind);
@@ -71,8 +154,43 @@ public static class LossHead
             (LossKind.CrossEntropy, "Softmax" or "LogSoftmax") when lastAxis => (input, LossKind.CrossEntropy),
             (LossKind.NegativeLogLikelihood, "Softmax") when lastAxis => (input, LossKind.CrossEntropy),
             (LossKind.BinaryCrossEntropy, "Sigmoid") => (input, LossKind.BinaryCrossEntropy),
+            (LossKind.CrossEntropy, "Sigmoid") => (input, LossKind.SigmoidLogLoss),
+            (LossKind.CrossEntropy, "Concat") when BinaryScore(g, producer, shapes) is { } score => (score, LossKind.BinarySigmoidLogLoss),
             _ => (output, kind),
         };
+    }
+
+    /// <summary>
+    /// The score s [..., 1] when <paramref name="concat"/> is Concat(1 − σ(s), σ(s)) over the last axis: a binary
+    /// classifier's probabilities, as <see cref="LinearModels"/> lowers a one-row LinearClassifier with LOGISTIC
+    /// (ONNX Runtime's semantics) and as models written by hand give them. Null for anything else.
+    /// </summary>
+    static string? BinaryScore(global::Onnx.GraphProto g, global::Onnx.NodeProto? concat, TensorShapes shapes)
+    {
+        static bool Standard(global::Onnx.NodeProto? n, string op) => n is not null && n.OpType == op && n.Domain is "" or "ai.onnx";
+        if (!Standard(concat, "Concat") || concat!.Input.Count != 2 || shapes[concat.Output[0]] is not { } info
+            || GradContext.Axis(concat.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0, info.Rank) != info.Rank - 1)
+            return null;
+        var positive = Producer(g, concat.Input[1]);
+        var complement = Producer(g, concat.Input[0]);
+        if (!Standard(positive, "Sigmoid") || !Standard(complement, "Sub") || Producer(g, complement!.Input[1]) != positive
+            || !IsOne(g, complement.Input[0]))
+            return null;
+        var score = positive!.Input[0];
+        return shapes[score] is { Rank: > 0 } s && s.Dims[^1] == 1 ? score : null;
+    }
+
+    /// <summary>Whether a value is the constant 1 (one element; an initializer or Constant node, through Identity/Cast/CastLike).</summary>
+    static bool IsOne(global::Onnx.GraphProto g, string value)
+    {
+        while (true)
+        {
+            var node = g.Node.LastOrDefault(n => n.Output.Contains(value));
+            if (node is { OpType: "Identity" or "Cast" or "CastLike" }) { value = node.Input[0]; continue; }
+            // The artifact's initializers are inline by now (TrainingArtifact.Build), so no folder is needed.
+            var t = node is null ? g.Initializer.FirstOrDefault(i => i.Name == value) : node.OpType == "Constant" ? node.ConstantValue() : null;
+            return t is not null && t.ElementCount() == 1 && DataTypes.IsFloat(t.DataType) && t.ReadFloats("")[0] == 1f;
+        }
     }
 
     /// <summary>The node that makes <paramref name="value"/>, Identity nodes looked through; null for a graph input or initializer.</summary>
@@ -98,20 +216,32 @@ public static class LossHead
                 var (loss, gu, correct, count) = Build(b, LossKind.CrossEntropy, u, label, ignoreIndex);
                 return (loss, b.Mul(gu, b.StableSigmoid(b.Neg(output))), correct, count);
             }
+            case LossKind.BinarySigmoidLogLoss:
+            {   // u = [−s, s] along the class axis, so σ(u) = [1 − σ(s), σ(s)]; dℓ/ds = dℓ/du₁ − dℓ/du₀
+                var u = b.Op("Concat", [b.Neg(output), output], ("axis", -1L));
+                var (loss, gu, correct, count) = Build(b, LossKind.SigmoidLogLoss, u, label, ignoreIndex);
+                var gNeg = b.Op("Slice", [gu, b.Ints(0), b.Ints(1), b.Ints(-1)]);
+                var gPos = b.Op("Slice", [gu, b.Ints(1), b.Ints(2), b.Ints(-1)]);
+                return (loss, b.Sub(gPos, gNeg), correct, count);
+            }
             case LossKind.CrossEntropy:
             case LossKind.NegativeLogLikelihood:
+            case LossKind.SigmoidLogLoss:
             {
-                bool ce = kind == LossKind.CrossEntropy;
+                bool ce = kind == LossKind.CrossEntropy, sigmoid = kind == LossKind.SigmoidLogLoss;
                 string? keep = ignoreIndex is { } ii ? b.Op("Not", [b.Op("Equal", [label, b.Op("CastLike", [b.Int(ii), label])])]) : null;
                 var safeLabel = keep is null ? label : b.Where(keep, label, b.Op("CastLike", [b.Int(0), label]));
-                var logp = ce ? b.Op("LogSoftmax", [output], ("axis", -1L)) : output;
+                // log p: log softmax(z) for ce, log σ(z) = −softplus(−z) (overflow-free) for sigmoids, the output itself for nll
+                var logp = ce ? b.Op("LogSoftmax", [output], ("axis", -1L)) : sigmoid ? b.Neg(b.Op("Softplus", [b.Neg(output)])) : output;
                 var picked = b.Squeeze(b.Op("GatherElements", [logp, b.Unsqueeze(safeLabel, -1)], ("axis", -1L)), -1);
                 var depth = b.Op("Gather", [b.Shape(output), b.Ints(-1)]);
                 var oneHot = b.Op("CastLike", [b.Op("OneHot", [safeLabel, depth, b.Ints(0, 1)]), output]);
                 var count = keep is null ? b.Op("CastLike", [b.Op("Size", [label]), output]) : b.Op("ReduceSum", [b.Mask(keep, output)], ("keepdims", 0L));
                 var kept = keep is null ? picked : b.Mul(picked, b.Mask(keep, output));
                 var loss = b.Neg(b.Div(b.Op("ReduceSum", [kept], ("keepdims", 0L)), count));
-                var diff = ce ? b.Sub(b.Op("Softmax", [output], ("axis", -1L)), oneHot) : b.Neg(oneHot);
+                // dℓ/dz per labelled element: softmax − onehot (ce); −onehot ⊙ σ(−z) (sigmoids: d log σ(z)/dz = σ(−z)); −onehot (nll)
+                var diff = ce ? b.Sub(b.Op("Softmax", [output], ("axis", -1L)), oneHot)
+                    : sigmoid ? b.Neg(b.Mul(oneHot, b.StableSigmoid(b.Neg(output)))) : b.Neg(oneHot);
                 if (keep is not null) diff = b.Mul(diff, b.Unsqueeze(b.Mask(keep, output), -1));
                 var grad = b.Div(diff, count);
                 var predicted = b.Op("ArgMax", [output], ("axis", -1L), ("keepdims", 0L));

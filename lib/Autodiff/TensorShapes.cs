@@ -11,6 +11,9 @@ public sealed record ValueInfo(int ElementType, long[] Dims, long[][] Observed)
 
     public int Rank => Dims.Length;
 
+    /// <summary>What the probed values' rows held (the same in every probe), for the loss heads' safety net; Other when not probed.</summary>
+    public RowKind Rows { get; init; }
+
     /// <summary>The leading axes of this value followed by the last <paramref name="tail"/> axes of <paramref name="other"/>.</summary>
     public ValueInfo WithTail(ValueInfo other, int tail) => new(ElementType,
         [.. Dims[..^Math.Min(tail, Rank)], .. other.Dims[^tail..]],

@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
 using Onnx;
 using OnnxUnlearn.Autodiff;
 using OnnxUnlearn.Onnx;
@@ -40,7 +41,7 @@ public static class ShapeProbe
                 var r = results[i];
                 if (!r.IsTensor) continue;
                 var info = r.GetTensorTypeAndShape();
-                current[outputNames[i]] = new ValueInfo((int)info.ElementDataType, info.Shape, [info.Shape]);
+                current[outputNames[i]] = new ValueInfo((int)info.ElementDataType, info.Shape, [info.Shape]) { Rows = Rows(r, info) };
             }
             foreach (var (name, v) in feed)
             {
@@ -56,6 +57,14 @@ public static class ShapeProbe
         return new TensorShapes(merged);
     }
 
+    /// <summary>Whether a computed value's rows look like (log-)probabilities: the loss heads refuse probabilities given as logits.</summary>
+    static RowKind Rows(OrtValue v, OrtTensorTypeAndShapeInfo info) => info.Shape.Length == 0 ? RowKind.Other : info.ElementDataType switch
+    {
+        TensorElementType.Float => LossHead.Rows(v.GetTensorDataAsSpan<float>(), info.Shape[^1]),
+        TensorElementType.Double => LossHead.Rows(v.GetTensorDataAsSpan<double>(), info.Shape[^1]),
+        _ => RowKind.Other,
+    };
+
     static Dictionary<string, ValueInfo> Merge(Dictionary<string, ValueInfo> a, Dictionary<string, ValueInfo> b)
     {
         var result = new Dictionary<string, ValueInfo>();
@@ -63,7 +72,8 @@ public static class ShapeProbe
         {
             // A value missing from a run, or whose rank changed, keeps only what the first run saw.
             if (!b.TryGetValue(name, out var vb) || va.Rank != vb.Rank) { result[name] = va; continue; }
-            result[name] = new ValueInfo(va.ElementType, va.Dims.Zip(vb.Dims, (x, y) => x == y ? x : -1L).ToArray(), [.. va.Observed, .. vb.Observed]);
+            result[name] = new ValueInfo(va.ElementType, va.Dims.Zip(vb.Dims, (x, y) => x == y ? x : -1L).ToArray(), [.. va.Observed, .. vb.Observed])
+                { Rows = va.Rows == vb.Rows ? va.Rows : RowKind.Other };
         }
         return result;
     }

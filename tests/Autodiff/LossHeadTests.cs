@@ -19,6 +19,29 @@ public class LossHeadTests
         return path;
     }
 
+    /// <summary>
+    /// The mlp fixture ending in a softmax written out as Exp/ReduceSum/Div (probabilities), or with <paramref name="log"/>
+    /// as x − Log(ReduceSum(Exp(x))) (log-probabilities): nothing the look-through recognises.
+    /// </summary>
+    static string WithCustomSoftmax(TempDir dir, bool log)
+    {
+        var m = ModelProto.Parser.ParseFrom(File.ReadAllBytes(Fixtures.File("mlp", "model.onnx")));
+        var logits = m.Graph.Output[0].Name;
+        foreach (var n in m.Graph.Node) for (int i = 0; i < n.Output.Count; i++) if (n.Output[i] == logits) n.Output[i] = "raw_logits";
+        m.Graph.Initializer.Add(new TensorProto { Name = "class_axis", DataType = 7, Dims = { 1 }, Int64Data = { 1 } });
+        m.Graph.Node.Add(new NodeProto { OpType = "Exp", Name = "exp", Input = { "raw_logits" }, Output = { "e" } });
+        m.Graph.Node.Add(new NodeProto { OpType = "ReduceSum", Name = "total", Input = { "e", "class_axis" }, Output = { "z" }, Attribute = { GraphBuilder.Attr("keepdims", 1L) } });
+        if (log)
+        {
+            m.Graph.Node.Add(new NodeProto { OpType = "Log", Name = "log_total", Input = { "z" }, Output = { "log_z" } });
+            m.Graph.Node.Add(new NodeProto { OpType = "Sub", Name = "normalise", Input = { "raw_logits", "log_z" }, Output = { logits } });
+        }
+        else m.Graph.Node.Add(new NodeProto { OpType = "Div", Name = "normalise", Input = { "e", "z" }, Output = { logits } });
+        var path = dir.File(log ? "custom_log_softmax.onnx" : "custom_softmax.onnx");
+        File.WriteAllBytes(path, m.ToByteArray());
+        return path;
+    }
+
     static (float[] Grad, LossResult Result) Gradient(string model, LossKind loss)
     {
         using var data = Dataset.Load(Fixtures.File("mlp", "data.npz"));
@@ -41,6 +64,46 @@ public class LossHeadTests
         Assert.Equal(r0.Accuracy, r1.Accuracy);
         double err = Math.Sqrt(expected.Zip(actual, (e, a) => (double)(e - a) * (e - a)).Sum() / expected.Sum(e => (double)e * e));
         Assert.True(err < 1e-5, $"{op}/{loss}: relative error {err:E2}");
+    }
+
+    [Theory]
+    [InlineData(LossKind.CrossEntropy, "ce expects logits")]
+    [InlineData(LossKind.NegativeLogLikelihood, "nll expects log-probabilities")]
+    public void ProbabilitiesTheLookThroughMissesAreRefused(LossKind loss, string expects)
+    {
+        using var dir = new TempDir();
+        var e = Assert.Throws<UserError>(() => Gradient(WithCustomSoftmax(dir, log: false), loss));
+        Assert.Contains("output 'logits', made by Div node 'normalise', holds probabilities", e.Message);
+        Assert.Contains(expects, e.Message);
+        Assert.Contains("--loss ce-prob", e.Message);
+        Assert.Contains("--output", e.Message);
+    }
+
+    [Theory]
+    [InlineData(false, LossKind.CrossEntropyProb)]      // probabilities: ce-prob is the loss for them
+    [InlineData(true, LossKind.NegativeLogLikelihood)]  // log-probabilities: what nll wants
+    [InlineData(true, LossKind.CrossEntropy)]           // and ce too: softmax(log p) = p
+    public void CustomSoftmaxGivesTheLogitsGradientWithTheRightLoss(bool log, LossKind loss)
+    {
+        using var dir = new TempDir();
+        var (expected, r0) = Gradient(Fixtures.File("mlp", "model.onnx"), LossKind.CrossEntropy);
+        var (actual, r1) = Gradient(WithCustomSoftmax(dir, log), loss);
+        Assert.Equal(r0.Loss, r1.Loss, 1e-5);
+        Assert.Equal(r0.Accuracy, r1.Accuracy);
+        double err = Math.Sqrt(expected.Zip(actual, (e, a) => (double)(e - a) * (e - a)).Sum() / expected.Sum(e => (double)e * e));
+        Assert.True(err < 1e-5, $"{(log ? "log-softmax" : "softmax")}/{loss}: relative error {err:E2}");
+    }
+
+    [Fact]
+    public void RowsAreClassifiedFromTheirValues()
+    {
+        Assert.Equal(RowKind.Probabilities, LossHead.Rows<float>([0.25f, 0.75f, 1f, 0f], 2));
+        Assert.Equal(RowKind.Other, LossHead.Rows<float>([0.25f, 0.75f, 0.5f, 0.49f], 2));     // a row sums to 0.99
+        Assert.Equal(RowKind.Other, LossHead.Rows<float>([1.5f, -0.5f], 2));                   // sums to 1, outside [0, 1]
+        Assert.Equal(RowKind.LogProbabilities, LossHead.Rows<double>([Math.Log(0.25), Math.Log(0.75)], 2));
+        Assert.Equal(RowKind.Other, LossHead.Rows<float>([1f, 1f], 1));                        // one class: nothing to tell
+        Assert.Equal(RowKind.Other, LossHead.Rows<float>([float.NaN, 1f], 2));
+        Assert.Equal(RowKind.Other, LossHead.Rows<float>([], 2));
     }
 
     [Fact]
