@@ -87,18 +87,9 @@ public static class Unlearner
             throw new UserError($"the forget set '{forget.Source}' has {forget.Rows} samples but the corrected set '{corrected.Source}' has {corrected.Rows}; they must be the same samples, before and after correction");
         long n = o.TrainSize ?? train.Rows;
 
-        // Δg = (|Z̃|/n)·mean∇(Z̃) − (|Z|/n)·mean∇(Z)
         var dg = new float[layout.Size];
-        var tmp = new float[layout.Size];
-        progress?.Invoke("forget-set gradient", 0, 2);
-        s.Run(forget, tmp);
-        TensorPrimitives.Multiply(tmp, -(float)forget.Rows / n, dg);
-        if (corrected is not null)
-        {
-            progress?.Invoke("corrected-set gradient", 1, 2);
-            s.Run(corrected, tmp);
-            TensorPrimitives.MultiplyAdd(tmp, (float)corrected.Rows / n, dg, dg);
-        }
+        progress?.Invoke("gradient difference", 0, 1);
+        GradientDifference(s, forget, corrected, n, dg);
 
         int hessianRows = HessianRows(train, o);
         using var hessianSample = hessianRows < train.Rows ? train.Take(Sample(train.Rows, hessianRows, o.Seed), $"{train.Source} (sample of {hessianRows})") : null;
@@ -119,21 +110,19 @@ public static class Unlearner
         var mask = Masks.Dense(selected, layout.Size);
         var dgS = new float[layout.Size];
         TensorPrimitives.Multiply(dg, mask, dgS);
-        // H_SS·v = mask ⊙ H(mask ⊙ v)
-        var masked = new float[layout.Size];
-        void MaskedHvp(float[] v, float[] hv) { TensorPrimitives.Multiply(v, mask, masked); hvp.Apply(masked, hv); TensorPrimitives.Multiply(hv, mask, hv); }
+        var maskedHvp = Masked(hvp, mask);
 
         var update = new float[layout.Size];
         double tau = 0;
         CgResult? cg = null;
         if (o.Update == UpdateKind.FirstOrder)
         {
-            tau = o.Tau ?? CauchyStep(dgS, MaskedHvp);
+            tau = o.Tau ?? CauchyStep(dgS, maskedHvp);
             TensorPrimitives.Multiply(dgS, (float)-tau, update);
         }
         else
         {
-            cg = Solve(MaskedHvp, dgS, o, o.MaxIterations, progress);
+            cg = Solve(maskedHvp, dgS, o, o.MaxIterations, progress);
             if (cg.Usable) TensorPrimitives.Multiply(cg.Solution, -1f, update);
         }
         var steps = new List<UnlearnStep>();
@@ -150,6 +139,24 @@ public static class Unlearner
     /// or −d). Stops when no size improves J, the budget binds or <paramref name="check"/> says done. Uses no test data.
     /// </summary>
     const int LaterStepIterations = 10;
+
+    /// <summary>Δg = (|Z̃|/n)·mean∇(Z̃) − (|Z|/n)·mean∇(Z) at the session's current θ, written to <paramref name="dg"/>.</summary>
+    static void GradientDifference(ModelSession s, Dataset forget, Dataset? corrected, long n, float[] dg)
+    {
+        var tmp = new float[dg.Length];
+        s.Run(forget, tmp);
+        TensorPrimitives.Multiply(tmp, -(float)forget.Rows / n, dg);
+        if (corrected is null) return;
+        s.Run(corrected, tmp);
+        TensorPrimitives.MultiplyAdd(tmp, (float)corrected.Rows / n, dg, dg);
+    }
+
+    /// <summary>H_SS·v = mask ⊙ H(mask ⊙ v).</summary>
+    static Action<float[], float[]> Masked(Hvp hvp, float[] mask)
+    {
+        var masked = new float[mask.Length];
+        return (v, hv) => { TensorPrimitives.Multiply(v, mask, masked); hvp.Apply(masked, hv); TensorPrimitives.Multiply(hv, mask, hv); };
+    }
 
     /// <summary>CG on (H_SS + λI) d = b with the given λ, or with the automatic one: 1e-3, ×10 per failed solve, at most 1e3.</summary>
     static CgResult Solve(Action<float[], float[]> hvp, float[] b, UnlearnOptions o, int maxIterations, ProgressCallback? progress)
@@ -198,17 +205,12 @@ public static class Unlearner
         // Δg_S at the current θ, and the direction from it; returns why CG failed, or null
         string? NextDirection()
         {
-            s.Run(forget, tmp);
-            TensorPrimitives.Multiply(tmp, -(float)forget.Rows / n, g);
-            if (corrected is not null) { s.Run(corrected, tmp); TensorPrimitives.MultiplyAdd(tmp, (float)corrected.Rows / n, g, g); }
+            GradientDifference(s, forget, corrected, n, g);
             TensorPrimitives.Multiply(g, mask, g);
             if (o.Update == UpdateKind.FirstOrder) { g.CopyTo(dir, 0); return null; }
-            var hvp = new Hvp(s, hessianData);
-            var masked = new float[g.Length];
             // later steps get at most LaterStepIterations CG iterations: the step-size search absorbs an inexact solve, and
             // a full solve per step would cost more than the whole first-order run
-            var sol = Solve((v, hv) => { TensorPrimitives.Multiply(v, mask, masked); hvp.Apply(masked, hv); TensorPrimitives.Multiply(hv, mask, hv); },
-                g, o, Math.Min(o.MaxIterations, LaterStepIterations), null);
+            var sol = Solve(Masked(new Hvp(s, hessianData), mask), g, o, Math.Min(o.MaxIterations, LaterStepIterations), null);
             if (!sol.Usable) return sol.Stop;
             sol.Solution.CopyTo(dir, 0);
             stepTau = 1;
