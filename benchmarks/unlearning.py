@@ -408,21 +408,19 @@ def main():
         with open(os.path.join(a.out, "unlearning-overlap.md"), "w") as f:
             f.write(overlap(a.archs))
         return
-    if a.damping_sweep:
-        text, rows = damping_sweep(a.archs)
-        with open(os.path.join(a.out, "unlearning-damping.md"), "w") as f:
+    def write_study(name, text_rows):
+        text, rows = text_rows
+        with open(os.path.join(a.out, name + ".md"), "w") as f:
             f.write(text + "\n")
-        with open(os.path.join(a.out, "unlearning-damping.json"), "w") as f:
+        with open(os.path.join(a.out, name + ".json"), "w") as f:
             json.dump(rows, f, indent=1)
             f.write("\n")
+
+    if a.damping_sweep:
+        write_study("unlearning-damping", damping_sweep(a.archs))
         return
     if a.tau_sweep:
-        text, rows = tau_sweep(a.archs)
-        with open(os.path.join(a.out, "unlearning-backdoor-tau.md"), "w") as f:
-            f.write(text + "\n")
-        with open(os.path.join(a.out, "unlearning-backdoor-tau.json"), "w") as f:
-            json.dump(rows, f, indent=1)
-            f.write("\n")
+        write_study("unlearning-backdoor-tau", tau_sweep(a.archs))
         return
     if a.tables_only:
         for arch in a.archs:
