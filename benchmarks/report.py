@@ -181,7 +181,7 @@ Both sides compute the same thing on the same fixture (`testdata/<name>/model.on
 rebuilds the `nn.Module`s of `testdata/generate.py` and loads the ONNX initializers. "Repeated K×" tiles the 64 samples
 K times along axis 0 (the mean loss, its gradient and Hessian do not change) to measure throughput beyond the per-call
 overhead. Ratios are ours / PyTorch throughput: above 1 means OnnxUnlearn is faster. "no rule yet" means
-`ModelSession.Open` refused the model (an op without a gradient rule); that row shows PyTorch only.
+`Evaluator.Open` refused the model (an op without a gradient rule); that row shows PyTorch only.
 
 Reproduce with `benchmarks/run.sh` (raw results: the `.json` next to this file)."""
 
@@ -198,7 +198,7 @@ def write(name, title, intro, lines, rs):
 g = rows("grad")
 if g:
     write("gradients", "Gradient evaluation: OnnxUnlearn vs PyTorch",
-          "Time for one mean cross-entropy gradient over all samples (`ModelSession.Run` against a loop of "
+          "Time for one mean cross-entropy gradient over all samples (`Evaluator.Gradient` against a loop of "
           "`torch.autograd.grad` over the same batches, gradients weighted by batch size). The last column checks both "
           "against the float64 PyTorch reference gradient in `reference.npz`.",
           gradients(g), g)

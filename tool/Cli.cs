@@ -21,22 +21,41 @@ public static class Cli
     public static int Run(RootCommand root, string[] args)
     {
         try { return root.Parse(RequestManifest.Expand(args)).Invoke(); }
-        catch (UserError e) { return Fail(e.Message); }
+        catch (UserError e) { return Fail(e); }
     }
 
     /// <summary>Runs a command body; user mistakes become one line on stderr and exit code 2, never a stack trace.</summary>
     public static int Guard(Func<int> body)
     {
         try { return body(); }
-        catch (UserError e) { return Fail(e.Message); }
+        catch (UserError e) { return Fail(e); }
         catch (OperationCanceledException) { Console.Error.WriteLine("cancelled"); return 130; }
     }
 
-    static int Fail(string message)
+    /// <summary>The one line of a user error; a setting's error names the flag that sets it.</summary>
+    static int Fail(UserError e)
     {
-        Console.Error.WriteLine("error: " + message);
+        Console.Error.WriteLine("error: " + (e is SettingError s ? $"{Flag(s.Setting)}: {e.Message}" : e.Message));
         return BadInput;
     }
+
+    /// <summary>The flag of a library setting: Probes → --probes, HessianSamples → --hessian-samples.</summary>
+    public static string Flag(string setting) => "--" + Kebab(setting);
+
+    /// <summary>PascalCase or camelCase to kebab-case ("LastLayer" → "last-layer").</summary>
+    public static string Kebab(string name) => string.Concat(name.Select((ch, i) => char.IsUpper(ch) && i > 0 ? "-" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString()));
+
+    /// <summary>Kebab-case option values to enum members ("last-layer" → LastLayer).</summary>
+    public static T ParseEnum<T>(string value, string option) where T : struct, Enum =>
+        Enum.TryParse<T>(value.Replace("-", ""), ignoreCase: true, out var v) && Enum.IsDefined(v) ? v
+        : throw new UserError($"{option} must be one of {string.Join(", ", Enum.GetNames<T>().Select(Kebab))}, got '{value}'");
+
+    public static Curvature.DiagonalEstimator ParseEstimator(string value) => value.ToLowerInvariant() switch
+    {
+        "diag++" or "diagplusplus" => Curvature.DiagonalEstimator.DiagPlusPlus,
+        "hutchinson" => Curvature.DiagonalEstimator.Hutchinson,
+        _ => throw new UserError($"--estimator must be diag++ or hutchinson, got '{value}'"),
+    };
 
     public static void WriteJson<T>(T value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, Json));
 

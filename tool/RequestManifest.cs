@@ -28,7 +28,7 @@ public static class RequestManifest
         var fromFile = new List<string>();
         foreach (var p in root.EnumerateObject())
         {
-            var name = "--" + Kebab(p.Name);
+            var name = Cli.Flag(p.Name);
             if (p.Name == "model") { model = Resolve(folder, Scalar(p.Value, path, p.Name)); continue; }
             if (given.Contains(name)) continue;
             switch (p.Value.ValueKind)
@@ -61,6 +61,4 @@ public static class RequestManifest
         JsonValueKind.Number => v.GetRawText(),
         _ => throw new UserError($"request file '{path}': '{key}' must be a string, a number, a boolean or a list of those"),
     };
-
-    static string Kebab(string name) => string.Concat(name.Select((ch, i) => char.IsUpper(ch) && i > 0 ? "-" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString()));
 }

@@ -57,10 +57,13 @@ foreach (var fixture in fixtures)
         : original.Take(Enumerable.Range(0, tile).SelectMany(_ => Enumerable.Range(0, (int)original.Rows).Select(r => (long)r)).ToList(), $"{fixture} x{tile}");
     var data = tiled ?? original;
     row["samples"] = data.Rows;
-    ModelSession session;
+    Evaluator session;
+    ParameterVector theta;
     try
     {
-        session = ModelSession.Open(Path.Combine(testdata, fixture, "model.onnx"), new LossSettings { BatchSize = batch, Threads = threads }, data);
+        session = Evaluator.Open(Path.Combine(testdata, fixture, "model.onnx"), new LossSettings { BatchSize = batch, Threads = threads }, data);
+        session.Artifact(); // differentiation errors (an op without a gradient rule) surface here
+        theta = session.ReadParameters();
     }
     catch (UserError e)
     {
@@ -78,7 +81,7 @@ foreach (var fixture in fixtures)
         if (mode == "grad")
         {
             LossResult result = null!;
-            var t = Time(() => result = session.Run(data, grad), repeats, minMs, warmupMs);
+            var t = Time(() => result = session.Gradient(theta, data, grad), repeats, minMs, warmupMs);
             row["status"] = "ok";
             row["ms"] = t.Median;
             row["ms_min"] = t.Min;
@@ -91,7 +94,7 @@ foreach (var fixture in fixtures)
         }
         else
         {
-            var hvp = new Hvp(session, data);
+            var hvp = new Hvp(session, data).At(theta);
             var rng = new Random(0);
             var v = Enumerable.Range(0, n).Select(_ => rng.Next(2) == 0 ? -1f : 1f).ToArray();
             var hv = new float[n];

@@ -38,6 +38,9 @@ public sealed class TensorShapes(Dictionary<string, ValueInfo> values)
     /// <summary>Records what is known of a value that gradient rules created.</summary>
     public void Declare(string name, ValueInfo info) => values[name] = info;
 
+    /// <summary>A copy to declare into (artifact builds add the values their rules create).</summary>
+    public TensorShapes Copy() => new(new Dictionary<string, ValueInfo>(values));
+
     public int Rank(string name) => values.TryGetValue(name, out var v) ? v.Rank
         : throw new InvalidOperationException($"no shape known for '{name}'");
 }

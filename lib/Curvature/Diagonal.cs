@@ -10,10 +10,11 @@ public delegate void ProgressCallback(string what, int done, int total);
 
 public enum DiagonalEstimator { DiagPlusPlus, Hutchinson }
 
+/// <summary>Estimators of diag(H) from Hessian-vector products (docs/method.md#diag).</summary>
 public static class Diagonal
 {
     /// <summary>diag(H) from a budget of Hessian-vector products with the chosen estimator.</summary>
-    public static DiagonalEstimate Estimate(Hvp hvp, DiagonalEstimator estimator, int hvps, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null) =>
+    public static DiagonalEstimate Estimate(ILinearOperator hvp, DiagonalEstimator estimator, int hvps, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null) =>
         estimator == DiagonalEstimator.Hutchinson
             ? Hutchinson(hvp, hvps, seed, stabilityFraction, progress)
             : DiagPlusPlus(hvp, hvps, seed, stabilityFraction, progress);
@@ -23,32 +24,22 @@ public static class Diagonal
     /// seeded with (seed, j), so results depend only on the seed. Stability: overlap (Jaccard) of the top-k sets (k = a
     /// <paramref name="stabilityFraction"/> of the elements) estimated from the first and second half of the probes.
     /// </summary>
-    public static DiagonalEstimate Hutchinson(Hvp hvp, int probes, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null)
+    public static DiagonalEstimate Hutchinson(ILinearOperator hvp, int probes, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null)
     {
-        if (probes < 1) throw new UserError("--probes must be at least 1");
+        if (probes < 1) throw new SettingError("Probes", $"Hutchinson needs at least 1 Hessian-vector product, got {probes}");
         int n = hvp.Size;
-        var z = new float[n]; var hz = new float[n];
-        var mean = new double[n]; var m2 = new double[n];
-        var halves = new[] { new double[n], new double[n] };
+        var z = new float[n]; var hz = new float[n]; var x = new double[n];
+        var moments = new ProbeMoments(n, probes, halfMeans: false);
         for (int j = 0; j < probes; j++)
         {
-            var rng = new Random(ProbeSeed(seed, j));
-            for (int i = 0; i < n; i++) z[i] = rng.Next(2) == 0 ? -1f : 1f;
+            Rademacher(ProbeSeed(seed, j), z);
             hvp.Apply(z, hz);
-            var half = halves[j < (probes + 1) / 2 ? 0 : 1];
-            for (int i = 0; i < n; i++)
-            {   // Welford's running mean and variance of the per-probe estimates
-                double x = z[i] * hz[i], d = x - mean[i];
-                mean[i] += d / (j + 1);
-                m2[i] += d * (x - mean[i]);
-                half[i] += x;
-            }
+            for (int i = 0; i < n; i++) x[i] = z[i] * hz[i];
+            moments.Add(j, x);
             progress?.Invoke("Hutchinson probes", j + 1, probes);
         }
-        var values = mean.Select(x => (float)x).ToArray();
-        float[]? se = probes > 1 ? m2.Select(v => (float)Math.Sqrt(v / (probes - 1) / probes)).ToArray() : null;
-        double? overlap = probes > 1 ? TopK.Jaccard(halves[0], halves[1], stabilityFraction) : null;
-        return new DiagonalEstimate(values, se, probes, probes, overlap, stabilityFraction);
+        return new DiagonalEstimate(moments.Mean(), moments.StandardError(), probes, probes,
+            probes > 1 ? TopK.Jaccard(moments.Halves[0], moments.Halves[1], stabilityFraction) : null, stabilityFraction);
     }
 
     /// <summary>
@@ -58,17 +49,16 @@ public static class Diagonal
     /// selection cares about are captured by the sketch instead of being drowned in Hutchinson's Σ_{j≠i} H_ij² variance.
     /// Standard errors and the halves' stability figure refer to the Hutchinson part.
     /// </summary>
-    public static DiagonalEstimate DiagPlusPlus(Hvp hvp, int hvps, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null)
+    public static DiagonalEstimate DiagPlusPlus(ILinearOperator hvp, int hvps, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null)
     {
-        if (hvps < 3) throw new UserError("Diag++ needs at least 3 Hessian-vector products (--probes 3)");
+        if (hvps < 3) throw new SettingError("Probes", $"Diag++ needs at least 3 Hessian-vector products, got {hvps}");
         int n = hvp.Size, k = Math.Min(hvps / 3, n), done = 0;
         var v = new float[n]; var hv = new float[n];
         // Sketch: columns of Q span H·S, orthonormalised by modified Gram-Schmidt (twice, for float stability).
         var q = new List<double[]>();
         for (int j = 0; j < k; j++)
         {
-            var rng = new Random(ProbeSeed(seed, -1 - j));
-            for (int i = 0; i < n; i++) v[i] = rng.Next(2) == 0 ? -1f : 1f;
+            Rademacher(ProbeSeed(seed, -1 - j), v);
             hvp.Apply(v, hv);
             progress?.Invoke("Diag++ Hessian-vector products", ++done, hvps);
             var col = hv.Select(x => (double)x).ToArray();
@@ -86,30 +76,57 @@ public static class Diagonal
             for (int i = 0; i < n; i++) low[i] += b[i] * hv[i];
         }
         int m = hvps - done;
-        var mean = new double[n]; var m2 = new double[n];
-        var halves = new[] { new double[n], new double[n] };
-        var r = new double[n];
+        var moments = new ProbeMoments(n, m, halfMeans: true);
+        var r = new double[n]; var x = new double[n];
         for (int j = 0; j < m; j++)
         {
-            var rng = new Random(ProbeSeed(seed, j));
-            for (int i = 0; i < n; i++) v[i] = rng.Next(2) == 0 ? -1f : 1f;
+            Rademacher(ProbeSeed(seed, j), v);
             hvp.Apply(v, hv);
             progress?.Invoke("Diag++ Hessian-vector products", ++done, hvps);
             for (int i = 0; i < n; i++) r[i] = hv[i];
             foreach (var b in q) { double dot = Dot(b, r); for (int i = 0; i < n; i++) r[i] -= dot * b[i]; } // (I − QQᵀ)Hz
-            var half = halves[j < (m + 1) / 2 ? 0 : 1];
+            for (int i = 0; i < n; i++) x[i] = v[i] * r[i];
+            moments.Add(j, x);
+        }
+        var values = low.Zip(moments.MeanValues, (a, b) => (float)(a + b)).ToArray();
+        double? overlap = m > 1 ? TopK.Jaccard(low.Zip(moments.Halves[0], (a, b) => a + b).ToArray(), low.Zip(moments.Halves[1], (a, b) => a + b).ToArray(), stabilityFraction) : null;
+        return new DiagonalEstimate(values, moments.StandardError(), m, done, overlap, stabilityFraction);
+    }
+
+    /// <summary>
+    /// Running mean and variance (Welford) of per-probe estimates xⱼ = zⱼ ⊙ (H zⱼ), and the sums (or, with
+    /// <c>halfMeans</c>, means) of the first and second half of the probes, for the stability figure.
+    /// </summary>
+    sealed class ProbeMoments(int n, int probes, bool halfMeans)
+    {
+        readonly double[] mean = new double[n], m2 = new double[n];
+        public double[][] Halves { get; } = [new double[n], new double[n]];
+        readonly int firstHalf = (probes + 1) / 2;
+
+        public void Add(int j, ReadOnlySpan<double> x)
+        {
+            bool first = j < firstHalf;
+            var half = Halves[first ? 0 : 1];
+            double weight = halfMeans ? Math.Max(1, first ? firstHalf : probes - firstHalf) : 1;
             for (int i = 0; i < n; i++)
             {
-                double x = v[i] * r[i], d = x - mean[i];
+                double d = x[i] - mean[i];
                 mean[i] += d / (j + 1);
-                m2[i] += d * (x - mean[i]);
-                half[i] += x / Math.Max(1, j < (m + 1) / 2 ? (m + 1) / 2 : m - (m + 1) / 2);
+                m2[i] += d * (x[i] - mean[i]);
+                half[i] += halfMeans ? x[i] / weight : x[i];
             }
         }
-        var values = low.Zip(mean, (a, b) => (float)(a + b)).ToArray();
-        float[]? se = m > 1 ? m2.Select(x => (float)Math.Sqrt(x / (m - 1) / m)).ToArray() : null;
-        double? overlap = m > 1 ? TopK.Jaccard(low.Zip(halves[0], (a, b) => a + b).ToArray(), low.Zip(halves[1], (a, b) => a + b).ToArray(), stabilityFraction) : null;
-        return new DiagonalEstimate(values, se, m, done, overlap, stabilityFraction);
+
+        public double[] MeanValues => mean;
+        public float[] Mean() => mean.Select(x => (float)x).ToArray();
+        public float[]? StandardError() => probes > 1 ? m2.Select(v => (float)Math.Sqrt(v / (probes - 1) / probes)).ToArray() : null;
+    }
+
+    /// <summary>A Rademacher vector (±1 with equal odds) from a generator seeded with <paramref name="seed"/>.</summary>
+    static void Rademacher(int seed, float[] z)
+    {
+        var rng = new Random(seed);
+        for (int i = 0; i < z.Length; i++) z[i] = rng.Next(2) == 0 ? -1f : 1f;
     }
 
     static double Dot(double[] a, double[] b)
@@ -132,7 +149,7 @@ public static class Diagonal
     }
 
     /// <summary>Exact diagonal: H_ii = e_iᵀ H e_i, one Hessian-vector product per element.</summary>
-    public static DiagonalEstimate Exact(Hvp hvp, ProgressCallback? progress = null)
+    public static DiagonalEstimate Exact(ILinearOperator hvp, ProgressCallback? progress = null)
     {
         int n = hvp.Size;
         var e = new float[n]; var h = new float[n]; var diag = new float[n];

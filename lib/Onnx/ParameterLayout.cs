@@ -75,14 +75,16 @@ public sealed class ParameterLayout
     }
 
     /// <summary>New values of the selected elements (flat indices), grouped by tensor, for the surgical write-back.</summary>
-    public Dictionary<string, TensorPatch> Patches(int[] selected, float[] theta)
+    public Dictionary<string, TensorPatch> Patches(int[] selected, ReadOnlySpan<float> theta)
     {
         var patches = new Dictionary<string, TensorPatch>();
         foreach (var group in selected.GroupBy(i => Locate(i).Tensor))
         {
             var idx = group.Order().ToArray();
             int offset = Offset(group.Key);
-            patches[Parameters[group.Key].Name] = new TensorPatch(idx.Select(i => (long)(i - offset)).ToArray(), idx.Select(i => theta[i]).ToArray());
+            var values = new float[idx.Length];
+            for (int k = 0; k < idx.Length; k++) values[k] = theta[idx[k]];
+            patches[Parameters[group.Key].Name] = new TensorPatch(idx.Select(i => (long)(i - offset)).ToArray(), values);
         }
         return patches;
     }

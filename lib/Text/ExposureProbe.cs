@@ -19,9 +19,10 @@ public sealed class ExposureProbe(string modelPath, Vocabulary vocab, ExposureOp
     public ExposureResult Original() => Measure(modelPath);
 
     /// <summary>The exposure with the <paramref name="selected"/> elements of <paramref name="layout"/> set to their values in <paramref name="theta"/>.</summary>
-    public ExposureResult At(ParameterLayout layout, int[] selected, float[] theta)
+    public ExposureResult At(ParameterLayout layout, int[] selected, ReadOnlySpan<float> theta)
     {
-        var values = selected.Select(i => theta[i]).ToArray();
+        var values = new float[selected.Length];
+        for (int k = 0; k < selected.Length; k++) values[k] = theta[selected[k]];
         string key = Hash(MemoryMarshal.AsBytes(values.AsSpan())) + Hash(MemoryMarshal.AsBytes(selected.AsSpan()));
         if (cache.TryGetValue(key, out var hit)) return hit;
         var dir = Directory.CreateTempSubdirectory("onnx-unlearn-exposure-");

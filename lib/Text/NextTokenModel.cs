@@ -63,7 +63,7 @@ public sealed class OnnxNextTokenModel : INextTokenModel, IDisposable
         if (batchRows < 1) throw new UserError($"--batch-size must be at least 1, got {batchRows}");
         var file = ModelFile.Load(path);
         var g = file.Graph;
-        var data = ModelSession.DataInputs(g);
+        var data = Evaluator.DataInputs(g);
         string inputName;
         if (input is not null)
         {

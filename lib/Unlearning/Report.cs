@@ -7,9 +7,12 @@ public sealed record Report
 {
     public string Tool { get; init; } = "onnx-unlearn " + (typeof(Report).Assembly.GetName().Version?.ToString(3) ?? "?");
     public required string InputModel { get; init; }
-    public required string InputSha256 { get; init; }
+    /// <summary>Null for a model that came from memory rather than a file.</summary>
+    public string? InputSha256 { get; init; }
     public string? OutputModel { get; init; }
     public string? OutputSha256 { get; init; }
+    /// <summary>What the surgical write-back changed in the new model.</summary>
+    public WriteBack? Written { get; init; }
     public required IReadOnlyDictionary<string, object?> Settings { get; init; }
     public required int Seed { get; init; }
     public required int SelectedElements { get; init; }
@@ -25,10 +28,14 @@ public sealed record Report
     public SecretExposure? Exposure { get; init; }
     public required long GradientEvaluations { get; init; }
     public required double Seconds { get; init; }
-    public required string Outcome { get; init; }
+    public required UnlearnOutcome Outcome { get; init; }
+    /// <summary>The stated targets that were missed (with <see cref="UnlearnOutcome.TargetMissed"/>).</summary>
+    public IReadOnlyList<MissedTarget>? Missed { get; init; }
 
-    public sealed record Solver(int Iterations, double RelativeResidual, string Stop, double Damping);
+    public sealed record Solver(int Iterations, double RelativeResidual, CgStop Stop, double Damping, double? StopValue = null);
     public sealed record Metrics(double Loss, double? Accuracy, long Samples);
+    /// <summary>Elements whose stored value changed, the bytes that differ from the input, and the tensors touched.</summary>
+    public sealed record WriteBack(long ElementsChanged, long BytesChanged, int Tensors);
     /// <summary>A secret's exposure before and after; <see cref="Reached"/>: after (or before, when nothing changed) is below the target.</summary>
     public sealed record SecretExposure(ExposureFigure Before, ExposureFigure? After, double? Target, bool? Reached, string Prefix, string Secret);
     public sealed record ExposureFigure(double Bits, string Method, double Rank, double SecretLogLikelihood)

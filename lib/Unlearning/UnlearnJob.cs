@@ -16,91 +16,140 @@ public sealed record UnlearnRequest(string Model, string Train, string Forget, s
 /// </summary>
 public sealed record ExposureTarget(ExposureProbe Probe, double? Bits);
 
+/// <summary>What an unlearning run must reach to count as done (beyond an effective update).</summary>
+public sealed record UnlearnTargets
+{
+    /// <summary>Accuracy on the corrected set (or, without one, the forget set) after unlearning, in [0, 1].</summary>
+    public double? Accuracy { get; init; }
+}
+
+/// <summary>How an unlearning run ended: the one set of outcomes that front ends map to exit codes.</summary>
+public enum UnlearnOutcome
+{
+    /// <summary>The selected parameters were updated, and every stated target was met.</summary>
+    Updated,
+    /// <summary>The parameters were updated but a stated target (exposure, accuracy) was missed: <see cref="Report.Missed"/> says which.</summary>
+    TargetMissed,
+    /// <summary>No update was made (conjugate gradients gave no usable direction); the model stays as it was.</summary>
+    NoChange,
+}
+
+/// <summary>A stated target and what the run reached.</summary>
+public sealed record MissedTarget(string Target, double Wanted, double? Reached);
+
 /// <summary>
 /// One unlearning request end to end: load, measure before, update the selected parameters, measure after, write the
 /// new model surgically (only the selected elements' bytes change; the input is never modified) and return the report.
 /// </summary>
 public static class UnlearnJob
 {
-    public static Report Run(UnlearnRequest request, LossSettings loss, UnlearnOptions options, ProgressCallback? progress = null, ExposureTarget? exposure = null)
+    public static Report Run(UnlearnRequest request, LossSettings loss, UnlearnOptions options, ProgressCallback? progress = null,
+        ExposureTarget? exposure = null, UnlearnTargets? targets = null)
     {
         using var train = Dataset.Load(request.Train);
         using var forget = Dataset.Load(request.Forget);
         using var corrected = request.Corrected is { } c ? Dataset.Load(c) : null;
         using var test = request.Test is { } t ? Dataset.Load(t) : null;
         if (request.Output is { } o && Path.GetFullPath(o) == Path.GetFullPath(request.Model))
-            throw new UserError($"--out '{o}' is the input model; write the new model to another file");
-        using var s = ModelSession.Open(request.Model, loss, train);
+            throw new SettingError("Output", $"the output '{o}' is the input model; write the new model to another file");
+        using var model = Evaluator.Open(request.Model, loss, train);
+        return Run(model, train, forget, corrected, test, options, progress, exposure, targets, request.Output is { } output
+            ? patches => WeightPatch.Write(request.Model, output, patches)
+            : null) with
+        {
+            Settings = new Dictionary<string, object?> { ["train"] = request.Train, ["forget"] = request.Forget, ["corrected"] = request.Corrected, ["test"] = request.Test }
+                .Concat(SettingsOf(model, options, train)).ToDictionary(),
+        };
+    }
+
+    /// <summary>
+    /// An unlearning run on data in memory. <paramref name="write"/> receives the patches of the selected elements and
+    /// writes the new model (e.g. <see cref="WeightPatch.Write"/> to a file);
+    /// it is not called when no update was made.
+    /// </summary>
+    public static Report Run(Evaluator model, Dataset train, Dataset forget, Dataset? corrected, Dataset? test, UnlearnOptions options,
+        ProgressCallback? progress = null, ExposureTarget? exposure = null, UnlearnTargets? targets = null,
+        Func<IReadOnlyDictionary<string, TensorPatch>, PatchSummary>? write = null)
+    {
         var sets = new List<(string Name, Dataset Data)> { ("forget", forget) };
         if (corrected is not null) sets.Add(("corrected", corrected));
         if (test is not null) sets.Add(("test", test));
-
-        Dictionary<string, Report.Metrics> Measure() => sets.ToDictionary(x => x.Name, x =>
+        Dictionary<string, Report.Metrics> Measure(ParameterVector theta) => sets.ToDictionary(x => x.Name, x =>
         {
-            var r = s.Loss(x.Data);
+            var r = model.Loss(theta, x.Data);
             return new Report.Metrics(r.Loss, r.Accuracy, x.Data.Rows);
         });
-        var before = Measure();
-        var theta0 = (float[])s.Theta.Clone();
+        var theta0 = model.ReadParameters();
+        var before = Measure(theta0);
         var exposureBefore = exposure?.Probe.Original();
         StepCheck? check = exposure is { Bits: { } bits } ? (selected, theta) =>
         {
-            var e = exposure.Probe.At(s.Layout, selected, theta);
+            var e = exposure.Probe.At(model.Layout, selected, theta.Span);
             return (e.Exposure, e.Exposure < bits);
         } : null;
-        var result = Unlearner.Run(s, train, forget, corrected, options, progress, check);
+        var result = Unlearner.Run(model, theta0, train, forget, corrected, options, progress, check);
 
-        bool applied = result.Cg is not { Usable: false };
-        string outcome = applied ? "updated" : $"no update: conjugate gradients stopped ({result.Cg!.Stop}); the model was left as it was";
         Dictionary<string, Report.Metrics>? after = null;
-        string? outputSha = null;
+        PatchSummary? written = null;
         ExposureResult? exposureAfter = null;
-        if (applied)
+        if (result.Applied)
         {
-            TensorPrimitives.Add(theta0, result.Update, s.Theta);
-            after = Measure();
-            exposureAfter = exposure?.Probe.At(s.Layout, result.Selected, s.Theta);
-            if (request.Output is { } output)
-            {
-                WeightPatch.Write(request.Model, output, s.Layout.Patches(result.Selected, s.Theta));
-                outputSha = Report.Sha256(output);
-            }
-            theta0.CopyTo(s.Theta, 0);
+            var theta = new ParameterVector(model.Layout);
+            TensorPrimitives.Add(theta0.Span, result.Update, theta.Span);
+            after = Measure(theta);
+            exposureAfter = exposure?.Probe.At(model.Layout, result.Selected, theta.Span);
+            written = write?.Invoke(model.Layout.Patches(result.Selected, theta.Span));
         }
+        var missed = new List<MissedTarget>();
+        if (exposure is { Bits: { } target } && (exposureAfter ?? exposureBefore!).Exposure is var bitsAfter && !(bitsAfter < target))
+            missed.Add(new MissedTarget("exposure", target, bitsAfter));
+        if (targets?.Accuracy is { } wanted && result.Applied)
+        {
+            var set = after!.GetValueOrDefault("corrected") ?? after!.GetValueOrDefault("forget");
+            if (set?.Accuracy is not { } acc || acc < wanted) missed.Add(new MissedTarget("accuracy", wanted, set?.Accuracy));
+        }
+        var outcome = !result.Applied ? UnlearnOutcome.NoChange : missed.Count > 0 ? UnlearnOutcome.TargetMissed : UnlearnOutcome.Updated;
         return new Report
         {
-            InputModel = request.Model,
-            InputSha256 = Report.Sha256(request.Model),
-            OutputModel = applied ? request.Output : null,
-            OutputSha256 = outputSha,
-            Settings = new Dictionary<string, object?>
-            {
-                ["train"] = request.Train, ["forget"] = request.Forget, ["corrected"] = request.Corrected, ["test"] = request.Test,
-                ["loss"] = loss.Loss.ToString(), ["output"] = s.Artifact.ModelOutput, ["select"] = options.MaskFile is null ? options.Select.ToString() : "Mask", ["mask"] = options.MaskFile,
-                ["order"] = options.Smallest ? "smallest" : "largest", ["fraction"] = options.Fraction, ["count"] = options.Count,
-                ["perTensor"] = options.PerTensor, ["update"] = options.Update.ToString(), ["tau"] = options.Tau, ["damping"] = options.Damping is { } d ? d : "auto",
-                ["probes"] = options.Probes, ["estimator"] = options.Estimator.ToString(), ["maxIterations"] = options.MaxIterations, ["tolerance"] = options.Tolerance,
-                ["hessianSamples"] = Unlearner.HessianRows(train, options), ["steps"] = options.Steps, ["utilityBudget"] = options.UtilityBudget, ["trainSize"] = options.TrainSize ?? train.Rows, ["batchSize"] = loss.BatchSize,
-                ["threads"] = loss.Threads,
-            },
+            InputModel = model.File.Path,
+            InputSha256 = System.IO.File.Exists(model.File.Path) ? Report.Sha256(model.File.Path) : null,
+            OutputModel = written?.OutputPath,
+            OutputSha256 = written is { } w && System.IO.File.Exists(w.OutputPath) ? Report.Sha256(w.OutputPath) : null,
+            Written = written is null ? null : new Report.WriteBack(written.ElementsChanged, written.BytesChanged, written.Tensors.Count(t => t.ElementsChanged > 0)),
+            Settings = SettingsOf(model, options, train),
             Seed = options.Seed,
             SelectedElements = result.Selected.Length,
-            TrainableElements = s.Layout.Size,
-            SelectedPerTensor = Masks.PerTensor(s.Layout, result.Selected),
+            TrainableElements = model.Layout.Size,
+            SelectedPerTensor = Masks.PerTensor(model.Layout, result.Selected),
             GradientDifferenceNorm = result.DeltaGNorm,
-            UpdateNorm = applied ? result.UpdateNorm : 0,
+            UpdateNorm = result.Applied ? result.UpdateNorm : 0,
             Tau = options.Update == UpdateKind.FirstOrder ? result.Tau : null,
-            Cg = result.Cg is { } cg ? new Report.Solver(cg.Iterations, cg.RelativeResidual, cg.Stop, cg.Damping) : null,
+            Cg = result.Cg is { } cg ? new Report.Solver(cg.Iterations, cg.RelativeResidual, cg.Stop, cg.Damping, cg.StopValue) : null,
             Before = before,
             After = after,
             Steps = result.Steps.Count > 0 ? result.Steps : null,
             Exposure = exposure is null ? null : new Report.SecretExposure(
                 Report.ExposureFigure.Of(exposureBefore!), exposureAfter is null ? null : Report.ExposureFigure.Of(exposureAfter), exposure.Bits,
-                exposure.Bits is { } target ? (exposureAfter ?? exposureBefore!).Exposure < target : null,
+                exposure.Bits is { } bitsTarget ? (exposureAfter ?? exposureBefore!).Exposure < bitsTarget : null,
                 exposure.Probe.Options.Prefix, exposure.Probe.Options.Secret),
             GradientEvaluations = result.GradientEvaluations,
             Seconds = result.Seconds,
             Outcome = outcome,
+            Missed = missed.Count > 0 ? missed : null,
+        };
+    }
+
+    static Dictionary<string, object?> SettingsOf(Evaluator model, UnlearnOptions options, Dataset train)
+    {
+        var loss = model.Settings;
+        return new()
+        {
+            ["loss"] = loss.Loss.ToString(), ["output"] = model.ModelOutput, ["select"] = options.MaskFile is null && options.Mask is null ? options.Select.ToString() : "Mask", ["mask"] = options.MaskFile,
+            ["order"] = options.Smallest ? "smallest" : "largest", ["fraction"] = options.Fraction, ["count"] = options.Count,
+            ["perTensor"] = options.PerTensor, ["update"] = options.Update.ToString(), ["tau"] = options.Tau, ["damping"] = options.Damping is { } d ? d : "auto",
+            ["probes"] = options.Probes, ["estimator"] = options.Estimator.ToString(), ["maxIterations"] = options.MaxIterations, ["tolerance"] = options.Tolerance,
+            ["hessianSamples"] = Unlearner.HessianRows(train, options), ["steps"] = options.Steps, ["utilityBudget"] = options.UtilityBudget, ["trainSize"] = options.TrainSize ?? train.Rows, ["batchSize"] = loss.BatchSize,
+            ["threads"] = loss.Threads,
         };
     }
 }

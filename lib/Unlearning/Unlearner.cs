@@ -58,59 +58,80 @@ public sealed record UnlearnOptions
     public long? TrainSize { get; init; }
     /// <summary>A given selection: .npz of 0/1 masks keyed by parameter name (as written by <c>select</c>); replaces <see cref="Select"/>.</summary>
     public string? MaskFile { get; init; }
+    /// <summary>A given selection as flat element indices over the evaluator's layout (in memory); replaces <see cref="Select"/>.</summary>
+    public int[]? Mask { get; init; }
+
+    /// <summary>The score a scored selection ranks by, or null (all, last layer, random).</summary>
+    public ScoreKind? Score => Select switch
+    {
+        SelectionKind.Hessian => ScoreKind.Hessian,
+        SelectionKind.Gradient => ScoreKind.Gradient,
+        SelectionKind.Fisher => ScoreKind.Fisher,
+        SelectionKind.Magnitude => ScoreKind.Magnitude,
+        _ => null,
+    };
 }
 
-public sealed record UnlearnResult(int[] Selected, float[] Update, double Tau, CgResult? Cg, long GradientEvaluations, double Seconds, double DeltaGNorm, double UpdateNorm, IReadOnlyList<UnlearnStep> Steps);
+/// <summary>How one iterative step ended.</summary>
+public enum StepOutcome
+{
+    /// <summary>Step 0: the parameters before any step.</summary>
+    Start,
+    Accepted,
+    /// <summary>Accepted, and the caller's check (e.g. a target exposure) is met: no more steps.</summary>
+    TargetReached,
+    /// <summary>No step size lowers the objective within the utility budget: the step is not taken.</summary>
+    NoImprovement,
+    /// <summary>Conjugate gradients gave no usable direction (see <see cref="UnlearnStep.Cg"/>): the step is not taken.</summary>
+    CgFailed,
+}
+
+public sealed record UnlearnResult(int[] Selected, float[] Update, double Tau, CgResult? Cg, long GradientEvaluations, double Seconds, double DeltaGNorm, double UpdateNorm, IReadOnlyList<UnlearnStep> Steps)
+{
+    /// <summary>False when the second-order solve gave no usable direction: <see cref="Update"/> is zero and the model stays as it was.</summary>
+    public bool Applied => Cg is not { Usable: false };
+}
 
 /// <summary>One update step: its size, the objective J = (|Z̃|·L(Z̃) − |Z|·L(Z))/n after it, the retain loss, and its cost.</summary>
-public sealed record UnlearnStep(int Step, double Tau, double Objective, double RetainLoss, double UpdateNorm, long GradientEvaluations, string Note, double? Exposure = null);
+public sealed record UnlearnStep(int Step, double Tau, double Objective, double RetainLoss, double UpdateNorm, long GradientEvaluations, StepOutcome Outcome,
+    double? Exposure = null, CgStop? Cg = null);
 
 /// <summary>
-/// A measurement after each accepted iterative step, at the current parameters θ (only the <c>selected</c> elements differ
-/// from the model's): a value for the report (e.g. the secret's exposure in bits) and whether unlearning may stop.
+/// A measurement after each accepted iterative step, at parameters θ (only the <c>selected</c> elements differ from the
+/// model's): a value for the report (e.g. the secret's exposure in bits) and whether unlearning may stop.
 /// </summary>
-public delegate (double Value, bool Done) StepCheck(int[] selected, float[] theta);
+public delegate (double Value, bool Done) StepCheck(int[] selected, ParameterVector theta);
 
 /// <summary>
-/// The method of METHOD.md: Δg = (1/n)(Σ_{Z̃} ∇ℓ − Σ_Z ∇ℓ); select S (sharp = top-k of diag H by default); first order
+/// The method of docs/method.md: Δg = (1/n)(Σ_{Z̃} ∇ℓ − Σ_Z ∇ℓ); select S (sharp = top-k of diag H by default); first order
 /// θ_S −= τΔg_S, or second order θ_S −= d with (H_SS + λI) d = Δg_S solved by CG on masked finite-difference HVPs.
-/// Works in the session's parameter space; the caller writes the result back into the model.
+/// Works in the evaluator's parameter space from θ₀, which it never writes; the caller writes θ₀ + update into the model.
 /// </summary>
 public static class Unlearner
 {
-    public static UnlearnResult Run(ModelSession s, Dataset train, Dataset forget, Dataset? corrected, UnlearnOptions o, ProgressCallback? progress = null, StepCheck? check = null)
+    public static UnlearnResult Run(Evaluator model, ParameterVector theta0, Dataset train, Dataset forget, Dataset? corrected, UnlearnOptions o,
+        ProgressCallback? progress = null, StepCheck? check = null)
     {
         var clock = Stopwatch.StartNew();
-        long start = s.GradientEvaluations;
-        var layout = s.Layout;
+        long start = model.GradientEvaluations;
+        var layout = model.Layout;
         if (corrected is not null && corrected.Rows != forget.Rows)
             throw new UserError($"the forget set '{forget.Source}' has {forget.Rows} samples but the corrected set '{corrected.Source}' has {corrected.Rows}; they must be the same samples, before and after correction");
         long n = o.TrainSize ?? train.Rows;
 
         var dg = new float[layout.Size];
         progress?.Invoke("gradient difference", 0, 1);
-        GradientDifference(s, forget, corrected, n, dg);
+        GradientDifference(model, theta0, forget, corrected, n, dg);
 
         int hessianRows = HessianRows(train, o);
         using var hessianSample = hessianRows < train.Rows ? train.Take(Sample(train.Rows, hessianRows, o.Seed), $"{train.Source} (sample of {hessianRows})") : null;
         var hessianData = hessianSample ?? train;
-        var hvp = new Hvp(s, hessianData);
-        int k = Masks.Count(o.Fraction, o.Count, layout.Size);
-        int[] selected = o.MaskFile is { } maskFile ? FromMaskFile(layout, maskFile) : o.Select switch
-        {
-            SelectionKind.All => Masks.All(layout),
-            SelectionKind.LastLayer => Masks.LastLayer(layout, s.File.Graph, s.Artifact.ModelOutput),
-            SelectionKind.Random => Masks.Random(layout, k, o.Seed),
-            SelectionKind.Hessian => Masks.ByScore(Diagonal.Estimate(hvp, o.Estimator, o.Probes, o.Seed, progress: progress).Values, k, layout, o.PerTensor, !o.Smallest),
-            SelectionKind.Gradient => Masks.ByScore(Abs(dg), k, layout, o.PerTensor, !o.Smallest),
-            SelectionKind.Fisher => Masks.ByScore(Scores.Fisher(s, hessianData, progress), k, layout, o.PerTensor, !o.Smallest),
-            SelectionKind.Magnitude => Masks.ByScore(Scores.Magnitude(s), k, layout, o.PerTensor, !o.Smallest),
-            _ => throw new ArgumentOutOfRangeException(nameof(o)),
-        };
+        var hvp = new Hvp(model, hessianData);
+        int[] selected = Select(model, theta0, hessianData, dg, o, progress);
         var mask = Masks.Dense(selected, layout.Size);
         var dgS = new float[layout.Size];
         TensorPrimitives.Multiply(dg, mask, dgS);
-        var maskedHvp = Masked(hvp, mask);
+        var maskedHvp = new Masked(hvp.At(theta0), mask);
 
         var update = new float[layout.Size];
         double tau = 0;
@@ -127,39 +148,59 @@ public static class Unlearner
         }
         var steps = new List<UnlearnStep>();
         if (o.Steps != 1 && (cg is null || cg.Usable))
-            Iterate(s, train, hessianData, forget, corrected, o, n, selected, mask, update, tau, steps, progress, check);
-        return new UnlearnResult(selected, update, tau, cg, s.GradientEvaluations - start, clock.Elapsed.TotalSeconds,
+            new IterativeSteps(model, hvp, theta0, train, forget, corrected, o, n, selected, mask, progress, check).Run(update, tau, steps);
+        return new UnlearnResult(selected, update, tau, cg, model.GradientEvaluations - start, clock.Elapsed.TotalSeconds,
             Math.Sqrt(TensorPrimitives.SumOfSquares<float>(dg)), Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), steps);
     }
 
-    /// <summary>
-    /// Steps 1..K: at θ = θ₀ + update (starting from θ₀), compute Δg_S, take the step along −Δg_S (first order) or −(H_SS + λI)⁻¹Δg_S
-    /// (second order, curvature at the current θ) with the size among 2^(1…−6)·τ that lowers J most while the retain
-    /// loss stays within budget. Step 1 reuses the single-step direction already computed (<paramref name="update"/> = −τΔg_S
-    /// or −d). Stops when no size improves J, the budget binds or <paramref name="check"/> says done. Uses no test data.
-    /// </summary>
-    const int LaterStepIterations = 10;
+    /// <summary>The elements S that the update may change (flat indices, ascending).</summary>
+    static int[] Select(Evaluator model, ParameterVector theta, Dataset hessianData, float[] dg, UnlearnOptions o, ProgressCallback? progress)
+    {
+        var layout = model.Layout;
+        if (o.Mask is { } given) return given.Length > 0 && given.All(i => i >= 0 && i < layout.Size) ? given.Order().ToArray()
+            : throw new SettingError(nameof(UnlearnOptions.Mask), $"the mask must hold at least one element index in [0, {layout.Size})");
+        if (o.MaskFile is { } maskFile) return FromMaskFile(layout, maskFile);
+        int k = Masks.Count(o.Fraction, o.Count, layout.Size);
+        if (o.Score is { } score)
+        {
+            var scoring = new ScoreOptions { Probes = o.Probes, Estimator = o.Estimator, Seed = o.Seed };
+            return Masks.ByScore(Scores.Compute(score, model, theta, hessianData, scoring, progress, dg).Values, k, layout, o.PerTensor, !o.Smallest);
+        }
+        return o.Select switch
+        {
+            SelectionKind.All => Masks.All(layout),
+            SelectionKind.LastLayer => Masks.LastLayer(layout, model.File.Graph, model.ModelOutput),
+            SelectionKind.Random => Masks.Random(layout, k, o.Seed),
+            _ => throw new ArgumentOutOfRangeException(nameof(o)),
+        };
+    }
 
-    /// <summary>Δg = (|Z̃|/n)·mean∇(Z̃) − (|Z|/n)·mean∇(Z) at the session's current θ, written to <paramref name="dg"/>.</summary>
-    static void GradientDifference(ModelSession s, Dataset forget, Dataset? corrected, long n, float[] dg)
+    /// <summary>Δg = (|Z̃|/n)·mean∇(Z̃) − (|Z|/n)·mean∇(Z) at θ, written to <paramref name="dg"/> (docs/method.md#δg).</summary>
+    static void GradientDifference(Evaluator model, ParameterVector theta, Dataset forget, Dataset? corrected, long n, float[] dg)
     {
         var tmp = new float[dg.Length];
-        s.Run(forget, tmp);
+        model.Gradient(theta, forget, tmp);
         TensorPrimitives.Multiply(tmp, -(float)forget.Rows / n, dg);
         if (corrected is null) return;
-        s.Run(corrected, tmp);
+        model.Gradient(theta, corrected, tmp);
         TensorPrimitives.MultiplyAdd(tmp, (float)corrected.Rows / n, dg, dg);
     }
 
     /// <summary>H_SS·v = mask ⊙ H(mask ⊙ v).</summary>
-    static Action<float[], float[]> Masked(Hvp hvp, float[] mask)
+    sealed class Masked(ILinearOperator h, float[] mask) : ILinearOperator
     {
-        var masked = new float[mask.Length];
-        return (v, hv) => { TensorPrimitives.Multiply(v, mask, masked); hvp.Apply(masked, hv); TensorPrimitives.Multiply(hv, mask, hv); };
+        readonly float[] masked = new float[mask.Length];
+        public int Size => mask.Length;
+        public void Apply(ReadOnlySpan<float> v, Span<float> hv)
+        {
+            TensorPrimitives.Multiply(v, mask, masked);
+            h.Apply(masked, hv);
+            TensorPrimitives.Multiply(hv, mask, hv);
+        }
     }
 
     /// <summary>CG on (H_SS + λI) d = b with the given λ, or with the automatic one: 1e-3, ×10 per failed solve, at most 1e3.</summary>
-    static CgResult Solve(Action<float[], float[]> hvp, float[] b, UnlearnOptions o, int maxIterations, ProgressCallback? progress)
+    static CgResult Solve(ILinearOperator hvp, float[] b, UnlearnOptions o, int maxIterations, ProgressCallback? progress)
     {
         if (o.Damping is { } fixedDamping) return ConjugateGradient.Solve(hvp, b, fixedDamping, maxIterations, o.Tolerance, progress) with { Damping = fixedDamping };
         CgResult result = null!;
@@ -171,108 +212,152 @@ public static class Unlearner
         return result;
     }
 
-    static void Iterate(ModelSession s, Dataset train, Dataset hessianData, Dataset forget, Dataset? corrected, UnlearnOptions o, long n,
-        int[] selected, float[] mask, float[] update, double tau, List<UnlearnStep> steps, ProgressCallback? progress, StepCheck? check)
+    /// <summary>
+    /// Steps 1..K (docs/method.md#iterative-steps): at θ = θ₀ + update, compute Δg_S, take the step along −Δg_S (first
+    /// order) or −(H_SS + λI)⁻¹Δg_S (second order, curvature at the current θ) with the size among 2^(1…−6)·τ that lowers J
+    /// most while the retain loss stays within budget. Step 1 reuses the single-step direction already computed. Stops
+    /// when no size improves J, the budget binds or the check says done. Uses no test data.
+    /// </summary>
+    sealed class IterativeSteps
     {
-        int maxSteps = o.Steps ?? UnlearnOptions.AutoSteps;
-        var theta0 = (float[])s.Theta.Clone();
-        // Retain sample: training rows that are not among the forget set's rows (the loss on those must not rise).
-        var forgetRows = Enumerable.Range(0, (int)forget.Rows).Select(i => RowKey(forget, i)).ToHashSet();
-        var outside = Enumerable.Range(0, (int)train.Rows).Where(i => !forgetRows.Contains(RowKey(train, i))).Select(i => (long)i).ToList();
-        if (outside.Count == 0) throw new UserError($"every row of '{train.Source}' is in the forget set: iterative steps need training data outside it to measure utility");
-        var picked = outside.Count > o.RetainSamples ? Sample(outside.Count, o.RetainSamples, o.Seed + 1).Select(i => outside[(int)i]).ToList() : outside;
-        using var retainSet = train.Take(picked, $"{train.Source} (retain sample)");
-        double retain0 = s.Loss(retainSet).Loss;
-        double retainLimit = s.Settings.Loss is Autodiff.LossKind.MeanSquaredError or Autodiff.LossKind.Dot
-            ? retain0 + Math.Abs(retain0) * o.UtilityBudget : retain0 + Math.Log(1 + o.UtilityBudget);
+        /// <summary>CG iterations of the steps after the first: the step-size search absorbs an inexact solve, and a full
+        /// solve per step would cost more than the whole first-order run.</summary>
+        const int LaterStepIterations = 10;
+        static readonly double[] StepFactors = [2.0, 1.0, 0.5, 0.25, 0.125, 1.0 / 16, 1.0 / 32, 1.0 / 64];
+
+        readonly Evaluator model;
+        readonly Hvp hvp;
+        readonly ParameterVector theta0, theta;
+        readonly Dataset forget, retain;
+        readonly Dataset? corrected;
+        readonly UnlearnOptions o;
+        readonly long n;
+        readonly int[] selected;
+        readonly float[] mask;
+        readonly ProgressCallback? progress;
+        readonly StepCheck? check;
+        readonly double retainLimit;
+
+        public IterativeSteps(Evaluator model, Hvp hvp, ParameterVector theta0, Dataset train, Dataset forget, Dataset? corrected, UnlearnOptions o, long n,
+            int[] selected, float[] mask, ProgressCallback? progress, StepCheck? check)
+        {
+            (this.model, this.hvp, this.theta0, this.forget, this.corrected, this.o, this.n, this.selected, this.mask, this.progress, this.check) =
+                (model, hvp, theta0, forget, corrected, o, n, selected, mask, progress, check);
+            theta = theta0.Clone();
+            retain = RetainSample(train, forget, o);
+            double retain0 = model.Loss(theta0, retain).Loss;
+            retainLimit = model.Settings.Loss is Autodiff.LossKind.MeanSquaredError or Autodiff.LossKind.Dot
+                ? retain0 + Math.Abs(retain0) * o.UtilityBudget : retain0 + Math.Log(1 + o.UtilityBudget);
+            RetainStart = retain0;
+        }
+
+        double RetainStart { get; }
+
+        /// <summary>Retain sample: training rows that are not among the forget set's rows (the loss on those must not rise).</summary>
+        static Dataset RetainSample(Dataset train, Dataset forget, UnlearnOptions o)
+        {
+            var forgetRows = Enumerable.Range(0, (int)forget.Rows).Select(i => RowKey(forget, i)).ToHashSet();
+            var outside = Enumerable.Range(0, (int)train.Rows).Where(i => !forgetRows.Contains(RowKey(train, i))).Select(i => (long)i).ToList();
+            if (outside.Count == 0) throw new UserError($"every row of '{train.Source}' is in the forget set: iterative steps need training data outside it to measure utility");
+            var picked = outside.Count > o.RetainSamples ? Sample(outside.Count, o.RetainSamples, o.Seed + 1).Select(i => outside[(int)i]).ToList() : outside;
+            return train.Take(picked, $"{train.Source} (retain sample)");
+        }
+
+        /// <summary>J = (|Z̃|·L(Z̃) − |Z|·L(Z))/n at the current θ.</summary>
         double Objective()
         {
-            double j = -forget.Rows * s.Loss(forget).Loss;
-            if (corrected is not null) j += corrected.Rows * s.Loss(corrected).Loss;
+            double j = -forget.Rows * model.Loss(theta, forget).Loss;
+            if (corrected is not null) j += corrected.Rows * model.Loss(theta, corrected).Loss;
             return j / n;
         }
-        void Set(float[] u) => TensorPrimitives.Add(theta0, u, s.Theta);
 
-        var g = new float[update.Length]; var tmp = new float[update.Length]; var dir = new float[update.Length];
-        // the first direction: the single step's update is −τ·Δg_S (first order) or −d (second order, size 1)
-        double stepTau = o.Update == UpdateKind.FirstOrder && tau > 0 ? tau : 1;
-        TensorPrimitives.Multiply(update, (float)(-1 / stepTau), dir);
-        Array.Clear(update);
-        Set(update);
-        double j = Objective(), r = retain0;
-        steps.Add(new UnlearnStep(0, 0, j, r, 0, s.GradientEvaluations, "start"));
+        void Set(float[] u) => TensorPrimitives.Add(theta0.Span, u, theta.Span);
 
-        // Δg_S at the current θ, and the direction from it; returns why CG failed, or null
-        string? NextDirection()
+        /// <param name="update">In: the single step's update, −τ·Δg_S (first order) or −d (second order, size 1). Out: the update after the steps.</param>
+        public void Run(float[] update, double tau, List<UnlearnStep> steps)
         {
-            GradientDifference(s, forget, corrected, n, g);
+            using var _ = retain;
+            int maxSteps = o.Steps ?? UnlearnOptions.AutoSteps;
+            var tmp = new float[update.Length]; var dir = new float[update.Length];
+            double stepTau = o.Update == UpdateKind.FirstOrder && tau > 0 ? tau : 1;
+            TensorPrimitives.Multiply(update, (float)(-1 / stepTau), dir);
+            Array.Clear(update);
+            Set(update);
+            double j = Objective(), r = RetainStart;
+            steps.Add(new UnlearnStep(0, 0, j, r, 0, model.GradientEvaluations, StepOutcome.Start));
+
+            for (int k = 1; k <= maxSteps; k++)
+            {
+                progress?.Invoke("iterative steps", k, maxSteps);
+                if (k > 1 && NextDirection(dir, ref stepTau) is { } failed)
+                {
+                    steps.Add(new UnlearnStep(k, 0, j, r, 0, model.GradientEvaluations, StepOutcome.CgFailed, Cg: failed));
+                    break;
+                }
+                ProtectRetain(dir);
+                var current = (float[])update.Clone();
+                (double J, double R, double Tau)? best = null;
+                foreach (var f in StepFactors)
+                {
+                    TensorPrimitives.MultiplyAdd(dir, (float)(-f * stepTau), current, tmp);
+                    Set(tmp);
+                    double jj = Objective(), rr = model.Loss(theta, retain).Loss;
+                    // a step may spend at most half the budget left, so the early large steps do not exhaust it
+                    if (rr <= r + 0.5 * (retainLimit - r) && jj < j - 1e-3 * Math.Abs(j) && (best is null || jj < best.Value.J)) best = (jj, rr, f * stepTau);
+                }
+                if (best is not { } b)
+                {
+                    Set(update);
+                    steps.Add(new UnlearnStep(k, 0, j, r, 0, model.GradientEvaluations, StepOutcome.NoImprovement));
+                    break;
+                }
+                TensorPrimitives.MultiplyAdd(dir, (float)-b.Tau, current, update);
+                Set(update);
+                (j, r) = (b.J, b.R);
+                if (o.Update == UpdateKind.FirstOrder) stepTau = b.Tau;
+                var (value, done) = check?.Invoke(selected, theta) ?? (double.NaN, false);
+                steps.Add(new UnlearnStep(k, b.Tau, j, r, Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), model.GradientEvaluations,
+                    done ? StepOutcome.TargetReached : StepOutcome.Accepted, check is null ? null : value));
+                if (done) break;
+            }
+        }
+
+        /// <summary>Δg_S at the current θ, and the direction from it; returns why CG failed, or null.</summary>
+        CgStop? NextDirection(float[] dir, ref double stepTau)
+        {
+            var g = new float[dir.Length];
+            GradientDifference(model, theta, forget, corrected, n, g);
             TensorPrimitives.Multiply(g, mask, g);
             if (o.Update == UpdateKind.FirstOrder) { g.CopyTo(dir, 0); return null; }
-            // later steps get at most LaterStepIterations CG iterations: the step-size search absorbs an inexact solve, and
-            // a full solve per step would cost more than the whole first-order run
-            var sol = Solve(Masked(new Hvp(s, hessianData), mask), g, o, Math.Min(o.MaxIterations, LaterStepIterations), null);
+            var sol = Solve(new Masked(hvp.At(theta), mask), g, o, Math.Min(o.MaxIterations, LaterStepIterations), null);
             if (!sol.Usable) return sol.Stop;
             sol.Solution.CopyTo(dir, 0);
             stepTau = 1;
             return null;
         }
 
-        // Where the step −τ·dir would raise the retain loss to first order (dir·∇L_retain < 0), remove that component of dir:
-        // the step budget is then spent on unlearning, not on collateral damage the utility budget would stop at once.
-        var retainGrad = new float[update.Length];
-        void ProtectRetain()
+        /// <summary>
+        /// Where the step −τ·dir would raise the retain loss to first order (dir·∇L_retain &lt; 0), removes that component of
+        /// dir: the step budget is then spent on unlearning, not on collateral damage the utility budget would stop at once.
+        /// </summary>
+        void ProtectRetain(float[] dir)
         {
-            s.Run(retainSet, retainGrad);
+            var retainGrad = new float[dir.Length];
+            model.Gradient(theta, retain, retainGrad);
             TensorPrimitives.Multiply(retainGrad, mask, retainGrad);
             double along = TensorPrimitives.Dot<float>(dir, retainGrad), norm = TensorPrimitives.SumOfSquares<float>(retainGrad);
             if (along < 0 && norm > 0) TensorPrimitives.MultiplyAdd(retainGrad, (float)(-along / norm), dir, dir);
         }
-
-        for (int k = 1; k <= maxSteps; k++)
-        {
-            progress?.Invoke("iterative steps", k, maxSteps);
-            if (k > 1 && NextDirection() is { } failed)
-            {
-                steps.Add(new UnlearnStep(k, 0, j, r, 0, s.GradientEvaluations, $"stopped: CG {failed}"));
-                break;
-            }
-            ProtectRetain();
-            var current = (float[])update.Clone();
-            (double J, double R, double Tau)? best = null;
-            foreach (var f in new[] { 2.0, 1.0, 0.5, 0.25, 0.125, 1.0 / 16, 1.0 / 32, 1.0 / 64 })
-            {
-                TensorPrimitives.MultiplyAdd(dir, (float)(-f * stepTau), current, tmp);
-                Set(tmp);
-                double jj = Objective(), rr = s.Loss(retainSet).Loss;
-                // a step may spend at most half the budget left, so the early large steps do not exhaust it
-                if (rr <= r + 0.5 * (retainLimit - r) && jj < j - 1e-3 * Math.Abs(j) && (best is null || jj < best.Value.J)) best = (jj, rr, f * stepTau);
-            }
-            if (best is not { } b)
-            {
-                Set(update);
-                steps.Add(new UnlearnStep(k, 0, j, r, 0, s.GradientEvaluations, "stopped: no step size lowers the objective within the utility budget"));
-                break;
-            }
-            TensorPrimitives.MultiplyAdd(dir, (float)-b.Tau, current, update);
-            Set(update);
-            (j, r) = (b.J, b.R);
-            if (o.Update == UpdateKind.FirstOrder) stepTau = b.Tau;
-            var (value, done) = check?.Invoke(selected, s.Theta) ?? (double.NaN, false);
-            steps.Add(new UnlearnStep(k, b.Tau, j, r, Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), s.GradientEvaluations,
-                done ? "accepted; target reached" : "accepted", check is null ? null : value));
-            if (done) break;
-        }
-        theta0.CopyTo(s.Theta, 0);
     }
 
     /// <summary>
     /// τ = ‖Δg_S‖² / (Δg_Sᵀ H_SS Δg_S): the step along −Δg_S that minimises the local quadratic model of the corrected
-    /// loss. Scale-free, one HVP. Where the curvature along Δg_S is not positive, falls back to τ = 1.
+    /// loss (docs/method.md#cauchy-step). Scale-free, one HVP. Where the curvature along Δg_S is not positive, τ = 1.
     /// </summary>
-    static double CauchyStep(float[] g, Action<float[], float[]> hvp)
+    static double CauchyStep(float[] g, ILinearOperator hvp)
     {
         var hg = new float[g.Length];
-        hvp(g, hg);
+        hvp.Apply(g, hg);
         double num = TensorPrimitives.SumOfSquares<float>(g), den = TensorPrimitives.Dot<float>(g, hg);
         return num > 0 && den > 0 && double.IsFinite(den) ? num / den : 1.0;
     }
@@ -296,8 +381,6 @@ public static class Unlearner
         var chosen = Enumerable.Range(0, dense.Length).Where(i => dense[i] != 0).ToArray();
         return chosen.Length > 0 ? chosen : throw new UserError($"mask file '{path}' selects no element");
     }
-
-    static float[] Abs(float[] v) { var a = new float[v.Length]; TensorPrimitives.Abs(v, a); return a; }
 
     static long[] Sample(long rows, int m, int seed) => Masks.Choose((int)rows, m, seed).Select(i => (long)i).ToArray();
 }

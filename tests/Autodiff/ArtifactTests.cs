@@ -87,28 +87,28 @@ public class RecurrentArtifactTests
             v.Type.TensorType.Shape.Dim[1] = new global::Onnx.TensorShapeProto.Types.Dimension { DimParam = "T" };
         var model = dir.File("model.onnx");
         File.WriteAllBytes(model, Google.Protobuf.MessageExtensions.ToByteArray(proto));
-        using var s = ModelSession.Open(model, new LossSettings { BatchSize = 16 }, full);
-        Assert.Equal(12, Assert.Single(s.Artifact.Unrolled).SequenceLength);
+        using var s = Evaluator.Open(model, new LossSettings { BatchSize = 16 }, full);
+        Assert.Equal(12, Assert.Single(s.Artifact().Unrolled).SequenceLength);
         var g12 = new float[s.Layout.Size];
-        var r12 = s.Run(full, g12);
+        var r12 = s.Gradient(s.ReadParameters(), full, g12);
 
         var g7 = new float[s.Layout.Size];
-        var r7 = s.Run(shorter, g7);
-        Assert.Equal(7, Assert.Single(s.Artifact.Unrolled).SequenceLength);
-        using (var fresh = ModelSession.Open(model, new LossSettings { BatchSize = 16 }, shorter))
+        var r7 = s.Gradient(s.ReadParameters(), shorter, g7);
+        Assert.Equal(7, Assert.Single(s.Artifact().Unrolled).SequenceLength);
+        using (var fresh = Evaluator.Open(model, new LossSettings { BatchSize = 16 }, shorter))
         {
             var expected = new float[fresh.Layout.Size];
-            Assert.Equal(fresh.Run(shorter, expected).Loss, r7.Loss, 1e-6);
+            Assert.Equal(fresh.Gradient(fresh.ReadParameters(), shorter, expected).Loss, r7.Loss, 1e-6);
             Close(expected, g7);
         }
         var again = new float[s.Layout.Size];
-        Assert.Equal(r12.Loss, s.Run(full, again).Loss, 1e-6);
+        Assert.Equal(r12.Loss, s.Gradient(s.ReadParameters(), full, again).Loss, 1e-6);
         Close(g12, again);
-        Assert.Equal(12, Assert.Single(s.Artifact.Unrolled).SequenceLength);
+        Assert.Equal(12, Assert.Single(s.Artifact().Unrolled).SequenceLength);
 
         // Without a way to rebuild (an artifact built elsewhere), another length is refused, naming the node and the lengths.
-        using var fixedSession = new ModelSession(s.File, s.Settings, s.AllParameters, s.Artifact);
-        var e = Assert.Throws<UserError>(() => fixedSession.Run(shorter, new float[s.Layout.Size]));
+        using var fixedSession = new ArtifactSession(s.Artifact(), "gradient graph");
+        var e = Assert.Throws<UserError>(() => fixedSession.Run(shorter, s.ReadParameters(), new float[s.Layout.Size]));
         Assert.Contains("LSTM", e.Message);
         Assert.Contains("12 steps", e.Message);
         Assert.Contains(", 7)", e.Message);

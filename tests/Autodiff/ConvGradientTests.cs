@@ -167,10 +167,11 @@ public class ConvGradientTests
         var forward = OpsetUpgrade.Apply(m);
         TensorShapes shapes = null!;
         var artifact = TrainingArtifact.Build(file, forward, model => shapes = ShapeProbe.Run(model, [new Dictionary<string, OrtValue>()]), all, LossKind.Dot, output);
-        using var s = new ModelSession(file, new LossSettings { Loss = LossKind.Dot }, all, artifact);
+        using var s = new ArtifactSession(artifact, "gradient check");
+        var theta = ParameterVector.Read(new ParameterLayout(artifact.Parameters), file);
         using var label = OrtValue.CreateTensorValueFromMemory(dy, shapes[output]!.Dims);
-        var grad = new float[s.Layout.Size];
-        s.RunBatch(new Dictionary<string, OrtValue> { [LossHead.LabelInput] = label }, grad);
+        var grad = new float[theta.Length];
+        s.RunBatch(new Dictionary<string, OrtValue> { [LossHead.LabelInput] = label }, theta, grad);
         return grad;
     }
 }

@@ -27,9 +27,9 @@ public class FixtureGradientTests(ITestOutputHelper log)
     {
         var reference = Npz.Read(Fixtures.File(fixture, "reference.npz"));
         using var data = Dataset.Load(Fixtures.File(fixture, "data.npz"));
-        using var s = ModelSession.Open(Fixtures.File(fixture, model), new LossSettings { BatchSize = 24 }, data);
+        using var s = Evaluator.Open(Fixtures.File(fixture, model), new LossSettings { BatchSize = 24 }, data);
         var grad = new float[s.Layout.Size];
-        var result = s.Run(data, grad);
+        var result = s.Gradient(s.ReadParameters(), data, grad);
 
         Assert.Equal(reference["loss"].ToDouble()[0], result.Loss, 1e-5);
         Assert.Equal(reference.Keys.Count(k => k.StartsWith("grad/")), s.Layout.Count);

@@ -26,23 +26,22 @@ public static class GradCheck
         string? output = null, int seed = 1, int directions = 6, bool freezeDecisions = false)
     {
         var rng = new Random(seed);
-        var (s, frozen, feed, _, isDouble) = Open(model, feeds, wrt, output, n => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), freezeDecisions);
+        var (s, frozen, theta, feed, _, isDouble) = Open(model, feeds, wrt, output, n => Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), freezeDecisions);
         using var _s = s;
         using var _f = frozen;
-        var grad = new float[s.Layout.Size];
-        s.RunBatch(feed, grad);
+        var grad = new float[theta.Length];
+        s.RunBatch(feed, theta, grad);
         double gap = 0;
+        var reference = theta.Clone();
         if (frozen is not null)
         {
             if (frozen.Artifact.ReferenceInputs.Count == 0) throw new InvalidOperationException("no decision was frozen");
             var plain = (float[])grad.Clone();
-            frozen.RunBatch(feed, grad);
+            frozen.RunBatch(feed, theta, grad, reference);
             gap = plain.Zip(grad, (a, b) => Math.Abs(a - b)).DefaultIfEmpty().Max();
         }
         var checkedSession = frozen ?? s;
-        var theta0 = (float[])s.Theta.Clone();
-        var (worst, detail) = Compare(checkedSession, grad, () => checkedSession.RunBatch(feed, []).Loss, rng, directions, isDouble);
-        theta0.CopyTo(s.Theta, 0);
+        var (worst, detail) = Compare(theta, grad, t => checkedSession.RunBatch(feed, t, [], reference).Loss, rng, directions, isDouble);
         foreach (var v in feed.Values) v.Dispose();
         return new Result(output ?? model.Graph.Output[0].Name, worst, directions, detail, gap);
     }
@@ -50,17 +49,17 @@ public static class GradCheck
     /// <summary>The generated gradient of Σ w ⊙ output with respect to <paramref name="wrt"/> (flat, in wrt order).</summary>
     public static float[] Gradient(ModelProto model, IReadOnlyDictionary<string, NdArray> feeds, IReadOnlyCollection<string> wrt, string output, float[] w)
     {
-        var (s, _, feed, _, _) = Open(model, feeds, wrt, output, _ => w);
+        var (s, _, theta, feed, _, _) = Open(model, feeds, wrt, output, _ => w);
         using var _s = s;
-        var grad = new float[s.Layout.Size];
-        s.RunBatch(feed, grad);
+        var grad = new float[theta.Length];
+        s.RunBatch(feed, theta, grad);
         foreach (var v in feed.Values) v.Dispose();
         return grad;
     }
 
     /// <summary>A session over the artifact of Σ label ⊙ output, with the float inputs in <paramref name="wrt"/> made parameters.</summary>
-    /// <param name="freezeDecisions">Also open the frozen-decision twin (reference θ = the plain session's θ0), sharing its parameter buffer.</param>
-    static (ModelSession Session, ModelSession? Frozen, Dictionary<string, OrtValue> Feed, long[] OutDims, bool IsDouble) Open(ModelProto model,
+    /// <param name="freezeDecisions">Also open the frozen-decision twin (its reference θ is given to each run).</param>
+    static (ArtifactSession Session, ArtifactSession? Frozen, ParameterVector Theta, Dictionary<string, OrtValue> Feed, long[] OutDims, bool IsDouble) Open(ModelProto model,
         IReadOnlyDictionary<string, NdArray> feeds, IReadOnlyCollection<string> wrt, string? output, Func<int, float[]> weights, bool freezeDecisions = false)
     {
         var m = model.Clone();
@@ -81,40 +80,38 @@ public static class GradCheck
         var trainable = all.Where(p => wrt.Contains(p.Name)).ToList();
         var forward = OpsetUpgrade.Apply(m);
 
-        var dataInputs = ModelSession.DataInputs(forward.Graph);
+        var dataInputs = Evaluator.DataInputs(forward.Graph);
         var types = forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
         var feed = types.ToDictionary(kv => kv.Key, kv => OrtFeeds.Create(feeds[kv.Key], kv.Value, kv.Key));
         TensorShapes? shapes = null; // the last probe is of the whole (possibly unrolled) model
         var artifact = TrainingArtifact.Build(file, forward, model => shapes = ShapeProbe.Run(model, [feed]), trainable, LossKind.Dot, output);
-        var s = new ModelSession(file, new LossSettings { Loss = LossKind.Dot }, all, artifact);
+        var s = new ArtifactSession(artifact, "gradient check");
         var frozen = freezeDecisions
-            ? new ModelSession(file, new LossSettings { Loss = LossKind.Dot, FreezeDecisions = true }, all,
-                TrainingArtifact.Build(file, forward, model => ShapeProbe.Run(model, [feed]), trainable, LossKind.Dot, output, freezeDecisions: true), theta: s.Theta)
+            ? new ArtifactSession(TrainingArtifact.Build(file, forward, model => ShapeProbe.Run(model, [feed]), trainable, LossKind.Dot, output, freezeDecisions: true), "gradient check (frozen)")
             : null;
         var outDims = shapes![output]!.Dims;
         feed[LossHead.LabelInput] = OrtValue.CreateTensorValueFromMemory(weights((int)outDims.Aggregate(1L, (a, d) => a * d)), outDims);
-        return (s, frozen, feed, outDims, isDouble);
+        return (s, frozen, ParameterVector.Read(new ParameterLayout(trainable), file), feed, outDims, isDouble);
     }
 
     /// <summary>
-    /// The gradient of a session's mean loss over <paramref name="data"/> (<see cref="ModelSession.Run"/>) against central
-    /// differences along random directions of its parameter buffer: θ ± εv written into <see cref="ModelSession.Theta"/>.
+    /// The gradient of a model's mean loss over <paramref name="data"/> at its stored θ against central differences of
+    /// its loss along random directions.
     /// </summary>
-    public static Result CheckSession(ModelSession s, Dataset data, int seed = 1, int directions = 6)
+    public static Result CheckSession(Evaluator s, Dataset data, int seed = 1, int directions = 6)
     {
+        var theta = s.ReadParameters();
         var grad = new float[s.Layout.Size];
-        s.Run(data, grad);
-        var theta0 = (float[])s.Theta.Clone();
-        var (worst, detail) = Compare(s, grad, () => s.Run(data, []).Loss, new Random(seed), directions, isDouble: false);
-        theta0.CopyTo(s.Theta, 0);
-        return new Result(s.Artifact.Output, worst, directions, detail);
+        s.Gradient(theta, data, grad);
+        var (worst, detail) = Compare(theta, grad, t => s.Gradient(t, data, []).Loss, new Random(seed), directions, isDouble: false);
+        return new Result(s.Artifact().Output, worst, directions, detail);
     }
 
-    /// <summary>Worst relative error of grad·Δθ against F(θ + Δθ/2) − F(θ − Δθ/2) over random directions; leaves Theta shifted.</summary>
-    static (double Worst, string Detail) Compare(ModelSession s, float[] grad, Func<double> loss, Random rng, int directions, bool isDouble)
+    /// <summary>Worst relative error of grad·Δθ against F(θ + Δθ/2) − F(θ − Δθ/2) over random directions.</summary>
+    static (double Worst, string Detail) Compare(ParameterVector theta, float[] grad, Func<ParameterVector, double> loss, Random rng, int directions, bool isDouble)
     {
-        var theta0 = (float[])s.Theta.Clone();
-        double F(float[] theta) { theta.CopyTo(s.Theta, 0); return loss(); }
+        var theta0 = theta.Span.ToArray();
+        double F(float[] values) => loss(new ParameterVector(theta.Layout, values));
 
         double worst = 0; string detail = "";
         for (int k = 0; k < directions; k++)

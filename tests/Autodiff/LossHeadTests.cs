@@ -45,9 +45,9 @@ public class LossHeadTests
     static (float[] Grad, LossResult Result) Gradient(string model, LossKind loss)
     {
         using var data = Dataset.Load(Fixtures.File("mlp", "data.npz"));
-        using var s = ModelSession.Open(model, new LossSettings { Loss = loss }, data);
+        using var s = Evaluator.Open(model, new LossSettings { Loss = loss }, data);
         var g = new float[s.Layout.Size];
-        return (g, s.Run(data, g));
+        return (g, s.Gradient(s.ReadParameters(), data, g));
     }
 
     [Theory]

@@ -248,11 +248,12 @@ public class NormGradientTests
         var forward = OpsetUpgrade.Apply(model);
         var shapes = ShapeProbe.Run(forward, [new Dictionary<string, OrtValue>()]);
         var artifact = TrainingArtifact.Build(file, forward, _ => shapes, all.Where(p => wrt.Contains(p.Name)).ToList(), LossKind.Dot, "y0");
-        using var s = new ModelSession(file, new LossSettings { Loss = LossKind.Dot }, all, artifact);
+        using var s = new ArtifactSession(artifact, "gradient check");
+        var theta = ParameterVector.Read(new ParameterLayout(artifact.Parameters), file);
         using var label = OrtValue.CreateTensorValueFromMemory(w, shapes["y0"]!.Dims);
-        var grad = new float[s.Layout.Size];
-        s.RunBatch(new Dictionary<string, OrtValue> { [LossHead.LabelInput] = label }, grad);
-        return s.Layout.Of(grad, s.Layout.IndexOf(wrt[0])).ToArray();
+        var grad = new float[theta.Length];
+        s.RunBatch(new Dictionary<string, OrtValue> { [LossHead.LabelInput] = label }, theta, grad);
+        return theta.Layout.Of(grad, theta.Layout.IndexOf(wrt[0])).ToArray();
     }
 
     sealed class FloatNear(float tolerance) : IEqualityComparer<float>

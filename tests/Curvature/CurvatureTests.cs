@@ -8,11 +8,14 @@ namespace OnnxUnlearn.Tests.Curvature;
 /// <summary>Finite-difference curvature against exact Hessians from PyTorch (float64 autograd).</summary>
 public class CurvatureTests(ITestOutputHelper log)
 {
-    static (ModelSession, Dataset, Dictionary<string, NdArray>) Open(string fixture)
+    static (Evaluator, Dataset, Dictionary<string, NdArray>) Open(string fixture)
     {
         var data = Dataset.Load(Fixtures.File(fixture, "data.npz"));
-        return (ModelSession.Open(Fixtures.File(fixture, "model.onnx"), new LossSettings(), data), data, Npz.Read(Fixtures.File(fixture, "reference.npz")));
+        return (Evaluator.Open(Fixtures.File(fixture, "model.onnx"), new LossSettings(), data), data, Npz.Read(Fixtures.File(fixture, "reference.npz")));
     }
+
+    /// <summary>H·v at the model's stored θ.</summary>
+    static ILinearOperator Hessian(Evaluator s, Dataset data) => new Hvp(s, data).At(s.ReadParameters());
 
     static double RelativeL2(IReadOnlyList<double> expected, IReadOnlyList<float> actual) =>
         Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
@@ -35,7 +38,7 @@ public class CurvatureTests(ITestOutputHelper log)
         var h = reference["hessian_full"].ToDouble();
         int n = s.Layout.Size;
         Assert.Equal(650, n);
-        var hvp = new Hvp(s, data);
+        var hvp = Hessian(s, data);
         var rng = new Random(3);
         for (int trial = 0; trial < 3; trial++)
         {
@@ -56,16 +59,18 @@ public class CurvatureTests(ITestOutputHelper log)
     {
         var (s, data, _) = Open(fixture);
         using var _s = s; using var _d = data;
-        var frozen = s.FreezeDecisions(data);
-        Assert.NotSame(s, frozen);
-        Assert.NotEmpty(frozen.Artifact.ReferenceInputs);
+        Assert.True(s.HasDecisions);
+        var frozen = s.Artifact(ArtifactKind.FrozenDecisions);
+        Assert.NotSame(s.Artifact(), frozen);
+        Assert.NotEmpty(frozen.ReferenceInputs);
+        var theta = s.ReadParameters();
         var (g, gf) = (new float[s.Layout.Size], new float[s.Layout.Size]);
-        double loss = s.Run(data, g).Loss, lossFrozen = frozen.Run(data, gf).Loss;
+        double loss = s.Gradient(theta, data, g).Loss, lossFrozen = s.SmoothGradient(theta, theta, data, gf).Loss;
         double err = RelativeL2(g.Select(x => (double)x).ToArray(), gf);
         log.WriteLine($"{fixture}: loss {loss} vs frozen {lossFrozen}, gradient relative L2 difference {err:E2}");
         Assert.Equal(loss, lossFrozen, 1e-6);
         Assert.True(err < 1e-5, $"{fixture}: frozen gradient differs by {err:E2}");
-        Assert.Same(frozen, s.FreezeDecisions(data)); // built once, reused by every Hvp of the session
+        Assert.Same(frozen, s.Artifact(ArtifactKind.FrozenDecisions)); // built once, reused by every HVP of the evaluator
     }
 
     [Theory]
@@ -77,7 +82,7 @@ public class CurvatureTests(ITestOutputHelper log)
     {
         var (s, data, reference) = Open(fixture);
         using var _ = s; using var __ = data;
-        var d = Diagonal.Exact(new Hvp(s, data));
+        var d = Diagonal.Exact(Hessian(s, data));
         var expected = s.Layout.Parameters.SelectMany(p => reference["hdiag/" + p.Name].ToDouble()).ToArray();
         double err = RelativeL2(expected, d.Values);
         log.WriteLine($"{fixture}: exact diagonal relative L2 error {err:E2} over {expected.Length} elements ({d.HvpCount} HVPs)");
@@ -93,8 +98,8 @@ public class CurvatureTests(ITestOutputHelper log)
     {
         var (s, data, reference) = Open(fixture);
         using var _ = s; using var __ = data;
-        var est = Diagonal.DiagPlusPlus(new Hvp(s, data), hvps: 200, seed: 11);
-        var plain = Diagonal.Hutchinson(new Hvp(s, data), probes: 200, seed: 11);
+        var est = Diagonal.DiagPlusPlus(Hessian(s, data), hvps: 200, seed: 11);
+        var plain = Diagonal.Hutchinson(Hessian(s, data), probes: 200, seed: 11);
         log.WriteLine($"{fixture}: plain Hutchinson: Spearman {Spearman(s.Layout.Parameters.SelectMany(p => reference["hdiag/" + p.Name].ToDouble()).ToArray(), plain.Values.Select(v => (double)v).ToArray()):F3}");
         var exact = s.Layout.Parameters.SelectMany(p => reference["hdiag/" + p.Name].ToDouble()).ToArray();
         var estimate = est.Values.Select(v => (double)v).ToArray();
@@ -111,9 +116,9 @@ public class CurvatureTests(ITestOutputHelper log)
     {
         var (s, data, _) = Open("mlp");
         using var _s = s; using var _d = data;
-        var a = Diagonal.Hutchinson(new Hvp(s, data), 5, seed: 4).Values;
-        var b = Diagonal.Hutchinson(new Hvp(s, data), 5, seed: 4).Values;
-        var c = Diagonal.Hutchinson(new Hvp(s, data), 5, seed: 5).Values;
+        var a = Diagonal.Hutchinson(Hessian(s, data), 5, seed: 4).Values;
+        var b = Diagonal.Hutchinson(Hessian(s, data), 5, seed: 4).Values;
+        var c = Diagonal.Hutchinson(Hessian(s, data), 5, seed: 5).Values;
         Assert.Equal(a, b);
         Assert.NotEqual(a, c);
     }

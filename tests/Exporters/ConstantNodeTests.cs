@@ -67,9 +67,9 @@ public class ConstantNodeTests
     {
         using var dir = new TempDir();
         using var data = new Dataset(Samples(16, Features, Classes), "samples");
-        using var s = ModelSession.Open(Save(Paddle(), dir.File("paddle.onnx")), new LossSettings { BatchSize = 5 }, data);
+        using var s = Evaluator.Open(Save(Paddle(), dir.File("paddle.onnx")), new LossSettings { BatchSize = 5 }, data);
         Assert.Equal(Trainable, s.Layout.Parameters.Select(p => p.Name));
-        Assert.Equal(1.5f, s.Theta[s.Layout.Offset(s.Layout.IndexOf("scale_0.w_0"))]);
+        Assert.Equal(1.5f, s.ReadParameters().Span[s.Layout.Offset(s.Layout.IndexOf("scale_0.w_0"))]);
         var r = GradCheck.CheckSession(s, data);
         Assert.True(r.MaxRelError <= GradCheck.Tolerance(false), $"relative error {r.MaxRelError:E2} ({r.Detail})");
     }
@@ -90,7 +90,7 @@ public class ConstantNodeTests
             Assert.Null(diff.StructureDifference);
             Assert.False(diff.OtherBytesDiffer);
             Assert.NotEmpty(diff.Parameters);
-            using var s = ModelSession.Open(input, new LossSettings(), train);
+            using var s = Evaluator.Open(input, new LossSettings(), train);
             var perTensor = OnnxUnlearn.Selection.Masks.PerTensor(s.Layout, selected);
             foreach (var p in diff.Parameters)
                 Assert.True(p.ElementsDiffering <= perTensor[p.Name], $"{p.Name}: {p.ElementsDiffering} differ, {perTensor[p.Name]} selected");

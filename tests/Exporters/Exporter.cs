@@ -117,10 +117,10 @@ internal static class Exporter
     /// </summary>
     public static (int[] Selected, ModelProto Edited) Unlearn(string model, Dataset train, Dataset forget, Dataset corrected, UnlearnOptions options, string output, LossSettings? loss = null)
     {
-        using var s = ModelSession.Open(model, loss ?? new LossSettings(), train);
-        var theta0 = (float[])s.Theta.Clone();
-        var result = Unlearner.Run(s, train, forget, corrected, options);
-        var theta = theta0.Zip(result.Update, (t, u) => t + u).ToArray();
+        using var s = Evaluator.Open(model, loss ?? new LossSettings(), train);
+        var theta0 = s.ReadParameters();
+        var result = Unlearner.Run(s, theta0, train, forget, corrected, options);
+        var theta = theta0.Span.ToArray().Zip(result.Update, (t, u) => t + u).ToArray();
         WeightPatch.Write(model, output, s.Layout.Patches(result.Selected, theta));
         var edited = s.File.Model.Clone();
         SetValues(edited, s.Layout, theta);

@@ -94,8 +94,8 @@ public class LinearModelTests
         var arrays = X();
         arrays[LossHead.LabelInput] = NdArray.FromFloat(Random(rng, 12 * columns), 12, columns);
         using var data = new Dataset(arrays, "samples");
-        using var s = ModelSession.Open(Save(m, dir.File("model.onnx")), new LossSettings { Loss = LossKind.MeanSquaredError }, data);
-        Assert.Equal(m.Graph.Output[^1].Name, s.Artifact.Output); // the first float output, not the labels
+        using var s = Evaluator.Open(Save(m, dir.File("model.onnx")), new LossSettings { Loss = LossKind.MeanSquaredError }, data);
+        Assert.Equal(m.Graph.Output[^1].Name, s.Artifact().Output); // the first float output, not the labels
         var prefix = kind == "classifier" ? "linear" : "LinearRegressor_0";
         Assert.Equal([prefix + ".coefficients", prefix + ".intercepts"], s.Layout.Parameters.Select(p => p.Name));
         Assert.Equal([rows, Features], s.Layout.Parameters[0].Shape);

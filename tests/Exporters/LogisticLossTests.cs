@@ -115,12 +115,12 @@ public class LogisticLossTests(ITestOutputHelper log)
         using var dir = new TempDir();
         var path = Save(Binary(w, b, rows, normalizer, zipmap), dir.File("binary.onnx"));
         using var data = new Dataset(new Dictionary<string, NdArray> { ["X"] = xs, [LossHead.LabelInput] = NdArray.FromInt64(y, y.Length) }, "binary");
-        using var s = ModelSession.Open(path, new LossSettings(), data);
+        using var s = Evaluator.Open(path, new LossSettings(), data);
         var grad = new float[s.Layout.Size];
-        var r = s.Run(data, grad);
+        var r = s.Gradient(s.ReadParameters(), data, grad);
 
         var expectedKind = rows == 1 ? LossKind.BinarySigmoidLogLoss : normalizer ? LossKind.CrossEntropyOfSigmoids : LossKind.SigmoidLogLoss;
-        Assert.Equal(expectedKind, s.Artifact.Loss);
+        Assert.Equal(expectedKind, s.Artifact().Loss);
         var stored = ModelFile.Load(path).Graph.Node.Single(n => n.OpType == Node);
         var coefficients = stored.Attribute.Single(a => a.Name == "coefficients").Floats.ToArray();
         var intercepts = stored.Attribute.Single(a => a.Name == "intercepts").Floats.ToArray();
@@ -156,9 +156,9 @@ public class LogisticLossTests(ITestOutputHelper log)
         using var data = new Dataset(arrays, "samples");
         (double Loss, float[] Grad, LossKind Kind) Run(LossKind loss)
         {
-            using var s = ModelSession.Open(path, new LossSettings { Loss = loss }, data);
+            using var s = Evaluator.Open(path, new LossSettings { Loss = loss }, data);
             var grad = new float[s.Layout.Size];
-            return (s.Run(data, grad).Loss, grad, s.Artifact.Loss);
+            return (s.Gradient(s.ReadParameters(), data, grad).Loss, grad, s.Artifact().Loss);
         }
         var ce = Run(LossKind.CrossEntropy);
         var prob = Run(LossKind.CrossEntropyProb);

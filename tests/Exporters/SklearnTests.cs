@@ -25,10 +25,10 @@ public class SklearnTests(ITestOutputHelper log)
     static (double Loss, Dictionary<string, float[]> Grad, TrainingArtifact Artifact) Grad(string fixture, string model, LossKind loss)
     {
         using var data = Dataset.Load(Fixtures.File(fixture, "data.npz"));
-        using var s = ModelSession.Open(Fixtures.File(fixture, model), new LossSettings { Loss = loss, BatchSize = 24 }, data);
+        using var s = Evaluator.Open(Fixtures.File(fixture, model), new LossSettings { Loss = loss, BatchSize = 24 }, data);
         var grad = new float[s.Layout.Size];
-        var r = s.Run(data, grad);
-        return (r.Loss, Enumerable.Range(0, s.Layout.Count).ToDictionary(i => s.Layout.Parameters[i].Name, i => s.Layout.Of(grad, i).ToArray()), s.Artifact);
+        var r = s.Gradient(s.ReadParameters(), data, grad);
+        return (r.Loss, Enumerable.Range(0, s.Layout.Count).ToDictionary(i => s.Layout.Parameters[i].Name, i => s.Layout.Of(grad, i).ToArray()), s.Artifact());
     }
 
     [Theory]
@@ -67,10 +67,10 @@ public class SklearnTests(ITestOutputHelper log)
         using var data = Dataset.Load(Fixtures.File("skl_logreg", "data.npz"));
         (double, float[], string) Run(string path)
         {
-            using var s = ModelSession.Open(path, new LossSettings(), data);
+            using var s = Evaluator.Open(path, new LossSettings(), data);
             var grad = new float[s.Layout.Size];
-            var r = s.Run(data, grad);
-            return (r.Loss, grad, s.Artifact.Output);
+            var r = s.Gradient(s.ReadParameters(), data, grad);
+            return (r.Loss, grad, s.Artifact().Output);
         }
         var (lossPlain, gradPlain, _) = Run(Save(plain, dir.File("plain.onnx")));
         var (loss, grad, output) = Run(file.Path);
@@ -100,9 +100,9 @@ public class SklearnTests(ITestOutputHelper log)
         using var original = Dataset.Load(Fixtures.File("skl_logreg", "data.npz"));
         var y = original.Arrays[LossHead.LabelInput].ToInt64().Select((v, i) => i < 8 ? (v + 1) % 10 : v).ToArray();
         using var data = new Dataset(new Dictionary<string, NdArray> { ["X"] = original.Arrays["X"], [LossHead.LabelInput] = NdArray.FromInt64(y, y.Length) }, "flipped");
-        using var s = ModelSession.Open(path, new LossSettings(), data);
+        using var s = Evaluator.Open(path, new LossSettings(), data);
         var grad = new float[s.Layout.Size];
-        var r = s.Run(data, grad);
+        var r = s.Gradient(s.ReadParameters(), data, grad);
 
         // float64: ℓ = −log σ(z_y) + log Σσ(z_j), log σ(z) = −log(1 + e^−z); dℓ/dz = (p − onehot)·σ(−z)/N
         var x = data.Arrays["X"].ToFloat();
@@ -127,8 +127,8 @@ public class SklearnTests(ITestOutputHelper log)
         }
         Assert.Equal(loss, r.Loss, 1e-4 * loss);
         double err = RelativeL2(gw, s.Layout.Of(grad, s.Layout.Parameters.ToList().FindIndex(p => p.Name == Coefficients)).ToArray());
-        using var prob = ModelSession.Open(path, new LossSettings { Loss = LossKind.CrossEntropyProb }, data);
-        double clamped = prob.Run(data, []).Loss;
+        using var prob = Evaluator.Open(path, new LossSettings { Loss = LossKind.CrossEntropyProb }, data);
+        double clamped = prob.Gradient(prob.ReadParameters(), data, []).Loss;
         log.WriteLine($"saturated one-vs-rest: loss {loss:F4} (float64), {r.Loss:F4} (ce), {clamped:F4} (ce-prob); coefficient gradient relative L2 error {err:E2}");
         Assert.True(err < 1e-4, $"relative L2 error {err:E2}");
         Assert.True(Math.Abs(clamped - loss) > 0.1 * loss, "the rounded probabilities were expected to lose the loss here");
@@ -158,8 +158,8 @@ public class SklearnTests(ITestOutputHelper log)
         using var original = Dataset.Load(Fixtures.File("skl_linreg", "data.npz"));
         var t = original.Arrays[LossHead.LabelInput];
         using var flat = new Dataset(new Dictionary<string, NdArray> { ["X"] = original.Arrays["X"], [LossHead.LabelInput] = NdArray.FromFloat(t.ToFloat(), t.Shape[0]) }, "flat.npz");
-        using var s = ModelSession.Open(Fixtures.File("skl_linreg", "model.onnx"), new LossSettings { Loss = LossKind.MeanSquaredError }, original);
-        var e = Assert.Throws<UserError>(() => s.Run(flat, new float[s.Layout.Size]));
+        using var s = Evaluator.Open(Fixtures.File("skl_linreg", "model.onnx"), new LossSettings { Loss = LossKind.MeanSquaredError }, original);
+        var e = Assert.Throws<UserError>(() => s.Gradient(s.ReadParameters(), flat, new float[s.Layout.Size]));
         Assert.Contains("'label' has shape (64)", e.Message);
         Assert.Contains("needs 2 axes", e.Message);
         Assert.Contains("reshape(-1, 1)", e.Message);

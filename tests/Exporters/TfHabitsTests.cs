@@ -27,10 +27,15 @@ public class TfHabitsTests
         return g;
     }
 
-    static ModelSession Open(ModelProto m, TempDir dir, Dataset data, LossSettings? settings = null) =>
-        ModelSession.Open(Save(m, dir.File("model.onnx")), settings ?? new LossSettings { BatchSize = 5 }, data);
+    /// <summary>An evaluator with its gradient graph built (where the errors of differentiation surface).</summary>
+    static Evaluator Open(ModelProto m, TempDir dir, Dataset data, LossSettings? settings = null)
+    {
+        var e = Evaluator.Open(Save(m, dir.File("model.onnx")), settings ?? new LossSettings { BatchSize = 5 }, data);
+        try { e.Artifact(); return e; }
+        catch { e.Dispose(); throw; }
+    }
 
-    static void AssertGradient(ModelSession s, Dataset data)
+    static void AssertGradient(Evaluator s, Dataset data)
     {
         var r = GradCheck.CheckSession(s, data);
         Assert.True(r.MaxRelError <= GradCheck.Tolerance(false), $"relative error {r.MaxRelError:E2} ({r.Detail})");
@@ -44,13 +49,13 @@ public class TfHabitsTests
         g.Input.Add(Value("W", DataTypes.Float, Features, Classes));
         g.Input.Add(Value("B", DataTypes.Float, Classes));
         var m = Model(g, opset: 9, ir: 3, producer: "tf2onnx");
-        Assert.Equal(["x"], ModelSession.DataInputs(m.Graph));
+        Assert.Equal(["x"], Evaluator.DataInputs(m.Graph));
         Assert.Equal(["x"], ModelSummary.Of(new ModelFile(m, "m.onnx", Path.GetTempPath())).Inputs.Select(i => i.Name));
 
         using var dir = new TempDir();
         using var data = new Dataset(Samples(12, Features, Classes), "x and label only");
         using var s = Open(m, dir, data);
-        Assert.Equal(["x"], s.Artifact.DataInputs);
+        Assert.Equal(["x"], s.Artifact().DataInputs);
         Assert.Equal(["W", "B"], s.Layout.Parameters.Select(p => p.Name));
         AssertGradient(s, data);
     }
@@ -114,7 +119,7 @@ public class TfHabitsTests
         using var s = Open(m, dir, data);
         var grad = new float[s.Layout.Size];
         long before = s.GradientEvaluations;
-        s.Run(data, grad);
+        s.Gradient(s.ReadParameters(), data, grad);
         Assert.Equal(8, s.GradientEvaluations - before); // one sample per run
 
         var mean = new double[s.Layout.Size];
@@ -122,7 +127,7 @@ public class TfHabitsTests
         {
             using var one = data.Take([i], $"sample {i}");
             var g = new float[s.Layout.Size];
-            s.Run(one, g);
+            s.Gradient(s.ReadParameters(), one, g);
             for (int k = 0; k < g.Length; k++) mean[k] += g[k] / 8.0;
         }
         for (int k = 0; k < grad.Length; k++) Assert.Equal(mean[k], grad[k], 1e-6);
@@ -144,7 +149,7 @@ public class TfHabitsTests
         using var dir = new TempDir();
         using var data = new Dataset(Samples(12, Features, Classes), "samples");
         using var s = Open(m, dir, data);
-        Assert.Equal(json, s.Artifact.Output);
+        Assert.Equal(json, s.Artifact().Output);
         AssertGradient(s, data);
     }
 
@@ -245,7 +250,7 @@ public class TfHabitsTests
         using var dir = new TempDir();
         using var data = new Dataset(Samples(12, Features, Classes), "samples");
         using var s = Open(m, dir, data);
-        Assert.Equal("logits", s.Artifact.Output);
+        Assert.Equal("logits", s.Artifact().Output);
         Assert.Equal(["W", "B"], s.Layout.Parameters.Select(p => p.Name));
         AssertGradient(s, data);
         // The loss of the other output goes through the branch: the error, not a zero gradient.

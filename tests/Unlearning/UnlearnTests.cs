@@ -78,7 +78,7 @@ public class UnlearnTests
         OnnxUnlearn.Data.Npz.Write(corrected, new Dictionary<string, OnnxUnlearn.Data.NdArray> { ["x"] = d["x"].TakeRows(rows), ["label"] = OnnxUnlearn.Data.NdArray.FromInt64(flipped, 6) });
         var report = UnlearnJob.Run(new UnlearnRequest(Fixtures.File("logreg", "model.onnx"), data, forget, corrected, null, dir.File("new.onnx")),
             new LossSettings(), new UnlearnOptions { Update = UpdateKind.SecondOrder, Fraction = 0.2, Damping = 1e-3, MaxIterations = 100 });
-        Assert.Equal("converged", report.Cg!.Stop);
+        Assert.Equal(CgStop.Converged, report.Cg!.Stop);
         Assert.True(report.Cg.RelativeResidual <= 1e-3);
         Assert.True(report.After!["corrected"].Loss < report.Before["corrected"].Loss);
     }
@@ -105,11 +105,11 @@ public class IterativeUnlearnTests
         var many = UnlearnJob.Run(request, new OnnxUnlearn.Runtime.LossSettings(), new UnlearnOptions { Steps = 6, UtilityBudget = 0.2 });
         var steps = many.Steps!;
         Assert.True(steps.Count >= 2);
-        var accepted = steps.Where(x => x.Note == "accepted").ToList();
+        var accepted = steps.Where(x => x.Outcome == StepOutcome.Accepted).ToList();
         Assert.NotEmpty(accepted);
         for (int i = 1; i < accepted.Count; i++) Assert.True(accepted[i].Objective < accepted[i - 1].Objective);
         var start = steps[0];
-        Assert.Equal("start", start.Note);
+        Assert.Equal(StepOutcome.Start, start.Outcome);
         Assert.True(accepted[0].Objective < start.Objective);
         Assert.All(accepted, x => Assert.True(x.RetainLoss <= start.RetainLoss + Math.Log(1.2), $"step {x.Step}: retain {x.RetainLoss} vs start {start.RetainLoss}"));
         Assert.True(many.After!["corrected"].Loss < many.Before["corrected"].Loss);
@@ -134,10 +134,10 @@ public class TargetExposureTests
 
         var e = report.Exposure!;
         Assert.True(e.Before.Bits > 50, $"the canary model should expose the secret: {e.Before.Bits} bits");
-        var steps = report.Steps!.Where(x => x.Step > 0 && x.Note.StartsWith("accepted")).ToList();
+        var steps = report.Steps!.Where(x => x.Step > 0 && x.Outcome is StepOutcome.Accepted or StepOutcome.TargetReached).ToList();
         Assert.All(steps, x => Assert.NotNull(x.Exposure));
         Assert.All(steps.SkipLast(1), x => Assert.True(x.Exposure >= 40, $"step {x.Step} was already below the target ({x.Exposure}) but did not stop"));
-        Assert.Equal("accepted; target reached", steps[^1].Note);
+        Assert.Equal(StepOutcome.TargetReached, steps[^1].Outcome);
         Assert.True(e.Reached);
         Assert.Equal(steps[^1].Exposure!.Value, e.After!.Bits, 6);
         // measured, not assumed: the written file gives the reported figure
@@ -158,7 +158,7 @@ public class AutomaticDampingTests
         var options = new UnlearnOptions { Select = SelectionKind.Magnitude, Update = UpdateKind.SecondOrder, Steps = 1, TrainSize = 6441 };
         var fixedSmall = UnlearnJob.Run(request, new OnnxUnlearn.Runtime.LossSettings(), options with { Damping = 1e-3 });
         Assert.Null(fixedSmall.After);
-        Assert.StartsWith("negative curvature", fixedSmall.Cg!.Stop);
+        Assert.Equal(CgStop.NegativeCurvature, fixedSmall.Cg!.Stop);
 
         var auto = UnlearnJob.Run(request, new OnnxUnlearn.Runtime.LossSettings(), options);
         Assert.NotNull(auto.After);

@@ -20,12 +20,13 @@ public static class ArtifactsCommand
         {
             var file = ModelFile.Load(r.GetValue(model)!);
             var settings = loss.Read(r);
-            using var probe = r.GetValue(data) is { } path ? Dataset.Load(path) : ModelSession.SyntheticInputs(file.Graph);
-            var (artifact, _, fixedBatch) = ModelSession.Prepare(file, settings, probe, embedDefaults: true);
+            using var probe = r.GetValue(data) is { } path ? Dataset.Load(path) : Evaluator.SyntheticInputs(file.Graph);
+            using var compiled = Evaluator.Open(file, settings, probe);
+            var artifact = compiled.Build(ArtifactKind.Gradient, embedDefaults: true);
             var dir = r.GetValue(output)!;
             Directory.CreateDirectory(dir);
             AtomicFile.Write(Path.Combine(dir, "gradient.onnx"), s => artifact.Model.WriteTo(s));
-            var manifest = Manifest(file, artifact, fixedBatch);
+            var manifest = ArtifactManifest.Of(file, artifact, compiled.FixedBatch);
             AtomicFile.Write(Path.Combine(dir, "manifest.json"), s => System.Text.Json.JsonSerializer.Serialize(s, manifest, Cli.Json));
             Console.WriteLine($"wrote {Path.Combine(dir, "gradient.onnx")} ({artifact.Parameters.Count} trainable tensors, {artifact.Model.Graph.Node.Count} nodes) and manifest.json");
             foreach (var u in artifact.Unrolled)
@@ -34,35 +35,4 @@ public static class ArtifactsCommand
         }));
         return c;
     }
-
-    static object Manifest(ModelFile file, TrainingArtifact a, int fixedBatch) => new
-    {
-        source = file.Path,
-        loss = a.Loss,
-        output = a.Output,
-        opset = a.Model.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Max(o => o.Version),
-        batch = fixedBatch == 1 ? "fixed at 1: feed samples one at a time" : "any",
-        // Recurrent ops between the parameters and the loss are unrolled over the sequence length of the probe data:
-        // the artifact then takes only inputs of those shapes (axis 0 aside); write one artifact per sequence length.
-        unrolled = a.Unrolled.Count == 0 ? null : new
-        {
-            nodes = a.Unrolled.Select(u => new { node = u.Node, op = u.Op, sequenceLength = u.SequenceLength }),
-            inputShapes = a.BuiltFor.ToDictionary(kv => kv.Key, kv => kv.Value.Select((d, i) => i == 0 || d < 0 ? (object)"any" : d)),
-            note = "the recurrent ops are unrolled over a fixed number of time steps: feed inputs of exactly these shapes (axis 0, the batch, aside); rerun 'artifacts' with --data of another sequence length for another artifact",
-        },
-        inputs = new
-        {
-            data = a.DataInputs,
-            label = LossHead.LabelInput,
-            parameters = a.Parameters.Select(p => new { name = p.Name, shape = p.Shape, storedAs = DataTypes.Name(p.DataType), fedAs = "float32", optional = true }),
-        },
-        outputs = new
-        {
-            loss = TrainingArtifact.LossOutput,
-            count = TrainingArtifact.CountOutput,
-            correct = a.HasCorrect ? TrainingArtifact.CorrectOutput : null,
-            gradients = a.Parameters.ToDictionary(p => p.Name, p => TrainingArtifact.GradName(p.Name)),
-        },
-        note = "loss is the mean over the batch's labelled elements; gradients are of that mean; parameters default to the model's values",
-    };
 }

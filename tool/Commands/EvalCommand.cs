@@ -16,8 +16,8 @@ public static class EvalCommand
         c.SetAction(r => Cli.Guard(() =>
         {
             using var d = Dataset.Load(r.GetValue(data)!);
-            using var s = ModelSession.Open(r.GetValue(model)!, loss.Read(r), d, withGradients: false);
-            var result = s.Run(d, []);
+            using var m = Evaluator.Open(r.GetValue(model)!, loss.Read(r), d);
+            var result = m.Loss(m.ReadParameters(), d);
             if (r.GetValue(json)) Cli.WriteJson(new { model = r.GetValue(model), data = r.GetValue(data), loss = result.Loss, accuracy = result.Accuracy, count = result.Count });
             else Console.WriteLine($"loss {result.Loss:G6}" + (result.Accuracy is { } a ? $", accuracy {a:P2}" : "") + $" over {result.Count} labelled elements");
             return Cli.Ok;

@@ -18,9 +18,9 @@ public static class GradCommand
         c.SetAction(r => Cli.Guard(() =>
         {
             using var d = Dataset.Load(r.GetValue(data)!);
-            using var s = ModelSession.Open(r.GetValue(model)!, loss.Read(r), d);
+            using var s = Evaluator.Open(r.GetValue(model)!, loss.Read(r), d);
             var grad = new float[s.Layout.Size];
-            var result = s.Run(d, grad);
+            var result = s.Gradient(s.ReadParameters(), d, grad);
             Npz.Write(r.GetValue(output)!, s.Layout.Split(grad));
             Console.WriteLine($"loss {result.Loss:G6} over {result.Count} labelled elements; gradient of {s.Layout.Count} tensors ({s.Layout.Size:N0} elements) written to {r.GetValue(output)}");
             return Cli.Ok;

@@ -51,7 +51,7 @@ public static class PredictCommand
         string output = outputName ?? m.Graph.Output.FirstOrDefault()?.Name ?? throw new UserError($"model '{modelPath}' has no outputs");
         if (m.Graph.Output.All(o => o.Name != output))
             throw new UserError($"model '{modelPath}' has no output '{output}'; it has {string.Join(", ", m.Graph.Output.Select(o => o.Name))}");
-        var inputs = ModelSession.DataInputs(m.Graph);
+        var inputs = Evaluator.DataInputs(m.Graph);
         using var d = Dataset.Load(dataPath);
         d.Require(inputs, $"inputs of '{modelPath}'");
         d.CheckShapes(m.Graph.Input.Where(i => inputs.Contains(i.Name)), modelPath);

@@ -31,21 +31,19 @@ public static class SharpnessCommand
         c.SetAction(r => Cli.Guard(() =>
         {
             using var d = Dataset.Load(r.GetValue(data)!);
-            using var s = ModelSession.Open(r.GetValue(model)!, loss.Read(r), d);
-            var hvp = new Hvp(s, d) { RelativeStep = r.GetValue(step) };
+            using var s = Evaluator.Open(r.GetValue(model)!, loss.Read(r), d);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             string kind = r.GetValue(score)!;
-            DiagonalEstimate est = kind switch
+            var scoreKind = Cli.ParseEnum<ScoreKind>(kind, "--score");
+            if (scoreKind == ScoreKind.Hessian && r.GetValue(exact) && s.Layout.Size > ExactLimit && !r.GetValue(force))
+                throw new UserError($"--exact needs {s.Layout.Size:N0} HVPs ({2L * s.Layout.Size:N0} gradient evaluations); above {ExactLimit:N0} elements add --force, or use Hutchinson (--probes)");
+            var options = new ScoreOptions
             {
-                "hessian" when r.GetValue(exact) => s.Layout.Size > ExactLimit && !r.GetValue(force)
-                    ? throw new UserError($"--exact needs {s.Layout.Size:N0} HVPs ({2L * s.Layout.Size:N0} gradient evaluations); above {ExactLimit:N0} elements add --force, or use Hutchinson (--probes)")
-                    : Progress.Run(p => Diagonal.Exact(hvp, p)),
-                "hessian" => Progress.Run(p => Diagonal.Estimate(hvp, UnlearnCommand.ParseEstimator(r.GetValue(estimator)!), r.GetValue(probes), r.GetValue(seed), r.GetValue(topFraction), p)),
-                "fisher" => new DiagonalEstimate(Progress.Run(p => Scores.Fisher(s, d, p)), null, 0, 0, null, 0),
-                "gradient" => new DiagonalEstimate(Scores.GradientMagnitude(s, d), null, 0, 0, null, 0),
-                "magnitude" => new DiagonalEstimate(Scores.Magnitude(s), null, 0, 0, null, 0),
-                _ => throw new UserError($"--score must be hessian, fisher, gradient or magnitude, got '{kind}'"),
+                Probes = r.GetValue(probes), Estimator = Cli.ParseEstimator(r.GetValue(estimator)!), Exact = r.GetValue(exact), Seed = r.GetValue(seed),
+                StabilityFraction = r.GetValue(topFraction), RelativeStep = r.GetValue(step),
             };
+            var theta = s.ReadParameters();
+            var est = Progress.Run(p => Scores.Compute(scoreKind, s, theta, d, options, p));
             var arrays = s.Layout.Split(est.Values);
             if (est.StandardError is { } se) foreach (var (k, v) in s.Layout.Split(se, "stderr/")) arrays[k] = v;
             Npz.Write(r.GetValue(output)!, arrays);
@@ -61,7 +59,7 @@ public static class SharpnessCommand
     sealed record TensorRow(string Name, long Elements, double Mean, double Max, double ShareOfTopK);
     sealed record SummaryDoc(string Score, int Elements, int Probes, int Seed, int HvpCount, long GradientEvaluations, double Seconds, double? TopKOverlap, double TopFraction, IReadOnlyList<TensorRow> Tensors);
 
-    static SummaryDoc Summary(ModelSession s, DiagonalEstimate est, string kind, double top, double seconds, int seed)
+    static SummaryDoc Summary(Evaluator s, DiagonalEstimate est, string kind, double top, double seconds, int seed)
     {
         int k = Masks.Count(top, null, s.Layout.Size);
         var perTensor = Masks.PerTensor(s.Layout, TopK.Indices(est.Values, k));

@@ -55,11 +55,11 @@ public static class UnlearnCommand
         {
             var options = new UnlearnOptions
             {
-                Select = Parse<SelectionKind>(r.GetValue(select)!, "--select"),
+                Select = Cli.ParseEnum<SelectionKind>(r.GetValue(select)!, "--select"),
                 Smallest = r.GetValue(order) switch { "largest" => false, "smallest" => true, var x => throw new UserError($"--order must be largest or smallest, got '{x}'") },
                 Fraction = r.GetValue(fraction), Count = r.GetValue(count), PerTensor = r.GetValue(perTensor),
-                Update = Parse<UpdateKind>(r.GetValue(update)!, "--update"),
-                Tau = r.GetValue(tau), Damping = r.GetValue(damping), Probes = r.GetValue(probes), Estimator = ParseEstimator(r.GetValue(estimator)!), Seed = r.GetValue(seed),
+                Update = Cli.ParseEnum<UpdateKind>(r.GetValue(update)!, "--update"),
+                Tau = r.GetValue(tau), Damping = r.GetValue(damping), Probes = r.GetValue(probes), Estimator = Cli.ParseEstimator(r.GetValue(estimator)!), Seed = r.GetValue(seed),
                 MaxIterations = r.GetValue(iterations), Tolerance = r.GetValue(tolerance),
                 HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize), MaskFile = r.GetValue(mask),
                 Steps = ParseSteps(r.GetValue(steps)!), UtilityBudget = r.GetValue(budget),
@@ -81,55 +81,59 @@ public static class UnlearnCommand
             else if (r.GetValue(targetExposure) is not null)
                 throw new UserError("--target-exposure needs --vocab, --prefix and --secret (and --format if the secret is not all digits) to measure the exposure");
             var files = new UnlearnRequest(r.GetValue(model)!, r.GetValue(train)!, r.GetValue(forget)!, r.GetValue(corrected), r.GetValue(test), r.GetValue(output));
-            var result = Progress.Run(p => UnlearnJob.Run(files, lossSettings, options, p, exposure));
+            var targets = new UnlearnTargets { Accuracy = r.GetValue(requireAccuracy) };
+            var result = Progress.Run(p => UnlearnJob.Run(files, lossSettings, options, p, exposure, targets));
             if (r.GetValue(report) is { } path)
                 AtomicFile.Write(path, s => JsonSerializer.Serialize(s, result, Cli.Json));
             if (r.GetValue(json)) Cli.WriteJson(result); else Print(result);
-            if (result.After is null)
+            switch (result.Outcome)
             {
-                Console.Error.WriteLine("no update was made: " + result.Outcome);
-                return Cli.TargetMissed;
-            }
-            if (result.Exposure is { Reached: false } missed)
-            {
-                Console.Error.WriteLine($"target not met: exposure {(missed.After ?? missed.Before).Bits:F2} bits >= --target-exposure {missed.Target}");
-                return Cli.TargetMissed;
-            }
-            if (r.GetValue(requireAccuracy) is { } target)
-            {
-                var set = result.After?.GetValueOrDefault("corrected") ?? result.After?.GetValueOrDefault("forget");
-                if (set?.Accuracy is not { } acc || acc < target)
-                {
-                    Console.Error.WriteLine($"target not met: accuracy {(set?.Accuracy is { } a ? a.ToString("P2") : "n/a")} < {target:P2}");
+                case UnlearnOutcome.NoChange:
+                    Console.Error.WriteLine("no update was made: " + (result.Cg is { } cg ? $"conjugate gradients stopped ({Describe(cg.Stop, cg.StopValue)}); the model was left as it was" : "nothing to change"));
                     return Cli.TargetMissed;
-                }
+                case UnlearnOutcome.TargetMissed:
+                    foreach (var m in result.Missed!)
+                        Console.Error.WriteLine(m.Target == "exposure"
+                            ? $"target not met: exposure {m.Reached:F2} bits >= --target-exposure {m.Wanted}"
+                            : $"target not met: accuracy {(m.Reached is { } a ? a.ToString("P2") : "n/a")} < {m.Wanted:P2}");
+                    return Cli.TargetMissed;
+                default: return Cli.Ok;
             }
-            return Cli.Ok;
         }));
         return c;
     }
 
+    /// <summary>Why CG stopped, in the CLI's words (with the flag that helps).</summary>
+    public static string Describe(CgStop stop, double? value = null) => stop switch
+    {
+        CgStop.Converged => "converged",
+        CgStop.ZeroRightHandSide => "right-hand side is zero",
+        CgStop.IterationCap => "iteration cap reached",
+        CgStop.NegativeCurvature => $"negative curvature (pᵀ(H+λI)p = {value:E3}); raise --damping",
+        CgStop.NonFiniteProduct => "Hessian-vector product was NaN/Inf",
+        CgStop.NonFiniteResidual => "residual became NaN/Inf",
+        CgStop.Diverging => $"diverging (residual {value:E2}); raise --damping",
+        _ => stop.ToString(),
+    };
+
+    static string Describe(UnlearnStep x) => x.Outcome switch
+    {
+        StepOutcome.Start => "start",
+        StepOutcome.Accepted => "accepted",
+        StepOutcome.TargetReached => "accepted; target reached",
+        StepOutcome.NoImprovement => "stopped: no step size lowers the objective within the utility budget",
+        StepOutcome.CgFailed => $"stopped: CG {(x.Cg is { } c ? Describe(c) : "failed")}",
+        _ => x.Outcome.ToString(),
+    };
+
     static int? ParseSteps(string value) => value == "auto" ? null
         : int.TryParse(value, out int k) && k >= 1 ? k : throw new UserError($"--steps must be auto or a whole number of steps (1 or more), got '{value}'");
 
-    public static OnnxUnlearn.Curvature.DiagonalEstimator ParseEstimator(string value) => value.ToLowerInvariant() switch
-    {
-        "diag++" or "diagplusplus" => OnnxUnlearn.Curvature.DiagonalEstimator.DiagPlusPlus,
-        "hutchinson" => OnnxUnlearn.Curvature.DiagonalEstimator.Hutchinson,
-        _ => throw new UserError($"--estimator must be diag++ or hutchinson, got '{value}'"),
-    };
-
-    /// <summary>Kebab-case option values to enum members ("last-layer" → LastLayer).</summary>
-    public static T Parse<T>(string value, string option) where T : struct, Enum =>
-        Enum.TryParse<T>(value.Replace("-", ""), ignoreCase: true, out var v) ? v
-        : throw new UserError($"{option} must be one of {string.Join(", ", Enum.GetNames<T>().Select(Kebab))}, got '{value}'");
-
-    static string Kebab(string name) => string.Concat(name.Select((ch, i) => char.IsUpper(ch) && i > 0 ? "-" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString()));
-
     static void Print(Report r)
     {
-        AnsiConsole.MarkupLine($"[bold]{Markup.Escape(r.Outcome)}[/]: {r.SelectedElements:N0} of {r.TrainableElements:N0} elements selected, ‖Δg‖ = {r.GradientDifferenceNorm:G4}, ‖update‖ = {r.UpdateNorm:G4}"
-            + (r.Tau is { } tau ? $", τ = {tau:G4}" : "") + (r.Cg is { } cg ? $", CG {cg.Iterations} iterations, λ = {cg.Damping:G3}, residual {cg.RelativeResidual:E2} ({Markup.Escape(cg.Stop)})" : ""));
+        string outcome = r.Outcome switch { UnlearnOutcome.NoChange => "no update", UnlearnOutcome.TargetMissed => "updated, target missed", _ => "updated" };
+        AnsiConsole.MarkupLine($"[bold]{outcome}[/]: {r.SelectedElements:N0} of {r.TrainableElements:N0} elements selected, ‖Δg‖ = {r.GradientDifferenceNorm:G4}, ‖update‖ = {r.UpdateNorm:G4}"
+            + (r.Tau is { } tau ? $", τ = {tau:G4}" : "") + (r.Cg is { } cg ? $", CG {cg.Iterations} iterations, λ = {cg.Damping:G3}, residual {cg.RelativeResidual:E2} ({Markup.Escape(Describe(cg.Stop, cg.StopValue))})" : ""));
         var t = Cli.Table("set", "samples", "loss before", "loss after", "accuracy before", "accuracy after");
         foreach (var (name, b) in r.Before)
         {
@@ -140,7 +144,7 @@ public static class UnlearnCommand
         AnsiConsole.MarkupLine("selected per tensor: " + Markup.Escape(string.Join(", ", r.SelectedPerTensor.Where(kv => kv.Value > 0).Select(kv => $"{kv.Key} {kv.Value}"))));
         if (r.Steps is { } st)
         {
-            string Line(UnlearnStep x) => $"{x.Step}: τ {x.Tau:G3}, J {x.Objective:G4}, retain {x.RetainLoss:G4}" + (x.Exposure is { } e ? $", exposure {e:F2} bits" : "") + $" ({x.Note})";
+            string Line(UnlearnStep x) => $"{x.Step}: τ {x.Tau:G3}, J {x.Objective:G4}, retain {x.RetainLoss:G4}" + (x.Exposure is { } e ? $", exposure {e:F2} bits" : "") + $" ({Describe(x)})";
             // long runs: the first and last steps (the report has them all)
             var shown = st.Count <= 6 ? st.Select(Line) : st.Take(2).Select(Line).Append($"… {st.Count - 4} more …").Concat(st.TakeLast(2).Select(Line));
             AnsiConsole.MarkupLine($"{st.Count - 1} steps: " + Markup.Escape(string.Join("; ", shown)));
@@ -148,6 +152,6 @@ public static class UnlearnCommand
         if (r.Exposure is { } ex)
             AnsiConsole.MarkupLine(Markup.Escape($"exposure of \"{ex.Secret}\": {ex.Before.Bits:F2} bits ({ex.Before.Method}) before, "
                 + (ex.After is { } a ? $"{a.Bits:F2} bits ({a.Method}) after" : "unchanged") + (ex.Target is { } goal ? $"; target {goal} bits {(ex.Reached == true ? "reached" : "NOT reached")}" : "")));
-        AnsiConsole.MarkupLine($"{r.GradientEvaluations} gradient evaluations, {r.Seconds:F2} s" + (r.OutputModel is { } o ? $"; wrote {Markup.Escape(o)}" : ""));
+        AnsiConsole.MarkupLine($"{r.GradientEvaluations} gradient evaluations, {r.Seconds:F2} s" + (r.OutputModel is { } o ? $"; wrote {Markup.Escape(o)}" + (r.Written is { } w ? $" ({w.ElementsChanged:N0} elements, {w.BytesChanged:N0} bytes changed)" : "") : ""));
     }
 }

@@ -1,0 +1,196 @@
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using Onnx;
+using OnnxUnlearn.Autodiff;
+using OnnxUnlearn.Onnx;
+
+namespace OnnxUnlearn.Runtime;
+
+/// <summary>How to turn a model into a loss: which output, which loss, which parameters, how to batch.</summary>
+public sealed record LossSettings
+{
+    public LossKind Loss { get; init; } = LossKind.CrossEntropy;
+    public string? Output { get; init; }
+    public IReadOnlyList<string>? Params { get; init; }
+    public IReadOnlyList<string>? Frozen { get; init; }
+    public long? IgnoreIndex { get; init; }
+    public int BatchSize { get; init; } = 256;
+    /// <summary>ONNX Runtime intra-op threads; 1 (default) is bit-reproducible, 0 = all cores (multi-threaded kernels do not
+    /// add in a fixed order, and iterative unlearning amplifies last-bit differences into different step choices).</summary>
+    public int Threads { get; init; } = 1;
+}
+
+/// <summary>Mean loss over a dataset, with the number of labelled elements and (class losses) the accuracy.</summary>
+public sealed record LossResult(double Loss, long Count, double? Accuracy);
+
+/// <summary>The graphs of an artifact set.</summary>
+public enum ArtifactKind
+{
+    /// <summary>Forward, loss head and gradient graph.</summary>
+    Gradient,
+    /// <summary>Forward and loss head with the parameters as inputs: 2–3× cheaper than running the gradient graph for its loss,
+    /// since ONNX Runtime still runs much of the backward pass there.</summary>
+    LossOnly,
+    /// <summary>The gradient graph with ReLU/pool/clip decisions taken from a pass at reference parameters
+    /// (<see cref="FrozenDecisions"/>): smooth around them, for curvature of piecewise-linear networks.</summary>
+    FrozenDecisions,
+}
+
+/// <summary>
+/// A model compiled once for one loss and input shape, and evaluated at parameters the caller passes: loss(θ, data),
+/// gradient(θ, data, into) and the smooth gradient that Hessian-vector products difference. It holds the artifact set — the
+/// opset-upgraded and lowered forward graph, its probed shapes, and the gradient, loss-only and frozen-decision graphs,
+/// each built and opened in ONNX Runtime when first needed — and no parameter state: θ is always an argument.
+/// </summary>
+public sealed class Evaluator : IDisposable
+{
+    public ModelFile File { get; }
+    public LossSettings Settings { get; }
+    /// <summary>Every float tensor the model reads, trainable or not (with the reason).</summary>
+    public IReadOnlyList<Parameter> AllParameters { get; }
+    /// <summary>The trainable parameters: the space θ, gradients, scores and masks live in.</summary>
+    public ParameterLayout Layout { get; }
+    /// <summary>The model output the loss is computed on (as named in the model).</summary>
+    public string ModelOutput { get; }
+    /// <summary>1 when the model's batch dimension is fixed to 1 (samples go one at a time), else 0.</summary>
+    public int FixedBatch { get; }
+
+    /// <summary>Batches run through a gradient graph so far (each one forward and backward pass), the frozen one's included.</summary>
+    public long GradientEvaluations => sessions.Values.Sum(s => s.GradientEvaluations);
+
+    readonly ModelProto forward;
+    readonly List<string> dataInputs;
+    readonly Dataset probe;
+    /// <summary>Shape probes by the model probed (the forward graph, or one with recurrent ops unrolled) and the data probed with.</summary>
+    readonly List<(ModelProto Model, Dataset Data, TensorShapes Shapes)> probes = [];
+    readonly Dictionary<ArtifactKind, ArtifactSession> sessions = [];
+
+    Evaluator(ModelFile file, LossSettings settings, Dataset probe)
+    {
+        File = file; Settings = settings;
+        ModelOutput = Parameters.OutputOrDefault(file, settings.Output);
+        AllParameters = Parameters.Discover(file, ModelOutput, settings.Params, settings.Frozen);
+        Layout = new ParameterLayout(AllParameters.Where(p => p.Trainable).ToList());
+        forward = LinearModels.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
+        dataInputs = DataInputs(forward.Graph);
+        probe.Require(dataInputs, $"inputs of '{file.Path}'");
+        probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
+        FixedBatch = FixedBatchOf(forward.Graph, dataInputs);
+        // Probe rows are copied: the caller may dispose its dataset while artifacts are still built lazily.
+        this.probe = new Dataset(probe.Arrays.Where(kv => dataInputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value.TakeRows(
+            Enumerable.Range(0, (int)Math.Min(3, probe.Rows)).Select(i => (long)i).ToArray())), probe.Source);
+    }
+
+    /// <summary>Loads a model and compiles it for <paramref name="settings"/>, probing shapes on <paramref name="probe"/>'s first rows.</summary>
+    public static Evaluator Open(string modelPath, LossSettings settings, Dataset probe) => Open(ModelFile.Load(modelPath), settings, probe);
+
+    public static Evaluator Open(ModelFile file, LossSettings settings, Dataset probe) => new(file, settings, probe);
+
+    /// <summary>θ as stored in the model file (a new vector each call).</summary>
+    public ParameterVector ReadParameters() => ParameterVector.Read(Layout, File);
+
+    /// <summary>Mean loss and accuracy at <paramref name="theta"/>, forward only.</summary>
+    public LossResult Loss(ParameterVector theta, Dataset data) => Session(ArtifactKind.LossOnly).Run(data, theta, [], null, Settings.BatchSize, FixedBatch);
+
+    /// <summary>Mean loss at <paramref name="theta"/> and its gradient, written to <paramref name="into"/>.</summary>
+    public LossResult Gradient(ParameterVector theta, Dataset data, Span<float> into) =>
+        Session(ArtifactKind.Gradient).Run(data, theta, into, null, Settings.BatchSize, FixedBatch);
+
+    /// <summary>
+    /// The gradient at <paramref name="theta"/> of the loss whose piecewise-linear decisions are those of
+    /// <paramref name="reference"/>: equal to the true gradient at θ = reference and smooth around it. The plain
+    /// gradient when no decision depends on the parameters.
+    /// </summary>
+    public LossResult SmoothGradient(ParameterVector theta, ParameterVector reference, Dataset data, Span<float> into) => HasDecisions
+        ? Session(ArtifactKind.FrozenDecisions).Run(data, theta, into, reference, Settings.BatchSize, FixedBatch)
+        : Gradient(theta, data, into);
+
+    /// <summary>One batch's mean-loss gradient (per-sample scores feed one row at a time).</summary>
+    public (double Loss, long Count, double Correct) GradientBatch(ParameterVector theta, IReadOnlyDictionary<string, OrtValue> feed, Span<float> into) =>
+        Session(ArtifactKind.Gradient).RunBatch(feed, theta, into);
+
+    /// <summary>The data inputs and targets a batch must hold, with their element types.</summary>
+    public IReadOnlyDictionary<string, TensorElementType> FeedTypes => Session(ArtifactKind.Gradient).FeedTypes;
+
+    /// <summary>Piecewise-linear ops (ReLU, max pooling, ...) depend on the parameters: the gradient has kinks.</summary>
+    public bool HasDecisions => Session(ArtifactKind.Gradient).Artifact.HasDecisions;
+
+    /// <summary>The artifact of a kind in use (with recurrent ops unrolled, the one built for the last batch's sequence length).</summary>
+    public TrainingArtifact Artifact(ArtifactKind kind = ArtifactKind.Gradient) => Session(kind).Artifact;
+
+    ArtifactSession Session(ArtifactKind kind)
+    {
+        if (sessions.TryGetValue(kind, out var s)) return s;
+        var what = kind == ArtifactKind.LossOnly ? $"loss graph of '{File.Path}'" : $"gradient graph of '{File.Path}'";
+        var artifact = Build(kind, probe);
+        return sessions[kind] = new ArtifactSession(artifact, what, Settings.Threads, d => Build(kind, d));
+    }
+
+    /// <summary>Builds an artifact of the set from the compiled forward graph (shapes probed once per model and data).</summary>
+    /// <param name="embedDefaults">Keep parameter values as initializers so the parameter inputs may be omitted (for saved artifacts).</param>
+    public TrainingArtifact Build(ArtifactKind kind, Dataset? probeData = null, bool embedDefaults = false)
+    {
+        bool withGradients = kind != ArtifactKind.LossOnly;
+        if (withGradients && Layout.Count == 0)
+            throw new UserError($"model '{File.Path}' has no trainable parameters for output '{ModelOutput}'" + (Settings.Params is null ? "" : " matching the parameter globs"));
+        var data = probeData ?? probe;
+        var artifact = TrainingArtifact.Build(File, forward, m => Probe(m, data), Layout.Parameters, Settings.Loss, ModelOutput,
+            Settings.IgnoreIndex, withGradients, embedDefaults, kind == ArtifactKind.FrozenDecisions);
+        if (artifact.Parameters.Count != Layout.Count || artifact.Parameters.Zip(Layout.Parameters).Any(p => p.First.Name != p.Second.Name))
+            throw new InvalidOperationException($"the {kind} artifact has other parameters than the layout");
+        return artifact;
+    }
+
+    /// <summary>The shapes of every value of <paramref name="model"/>; each distinct model is probed once per data set.</summary>
+    TensorShapes Probe(ModelProto model, Dataset data)
+    {
+        foreach (var (m, d, shapes) in probes)
+            if (ReferenceEquals(d, data) && (ReferenceEquals(m, model) || m.Equals(model))) return shapes.Copy();
+        var probeModel = model.Clone();
+        foreach (var t in probeModel.Graph.Initializer) t.Inline(File.Folder);
+        var types = model.Graph.Input.Where(i => dataInputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
+        // Two batch sizes tell batch-dependent dimensions apart from fixed ones.
+        var sizes = FixedBatch == 1 ? [1L] : new[] { Math.Min(2, data.Rows), Math.Min(3, data.Rows) }.Distinct().ToArray();
+        using var probeData = new Dataset(data.Arrays.Where(kv => dataInputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value), data.Source);
+        var feeds = sizes.Select(n => probeData.Batch(0, n, types)).ToList();
+        var result = ShapeProbe.Run(probeModel, feeds);
+        probes.Add((model, data, result.Copy()));
+        return result;
+    }
+
+    /// <summary>Graph inputs that must be fed (initializers listed as inputs are parameters with defaults).</summary>
+    public static List<string> DataInputs(GraphProto g)
+    {
+        var inits = g.Initializer.Select(t => t.Name).ToHashSet();
+        return g.Input.Where(i => !inits.Contains(i.Name)).Select(i => i.Name).ToList();
+    }
+
+    /// <summary>
+    /// Made-up inputs for probing shapes when no data is given: three samples, unknown dimensions 1, floats N(0,1)
+    /// (seeded), integers 0 (a valid index for any embedding).
+    /// </summary>
+    public static Dataset SyntheticInputs(GraphProto g, int seed = 0)
+    {
+        var rng = new Random(seed);
+        var arrays = new Dictionary<string, Data.NdArray>();
+        foreach (var name in DataInputs(g))
+        {
+            var t = g.Input.First(i => i.Name == name).Type?.TensorType ?? throw new UserError($"input '{name}' is not a tensor; only tensor inputs are supported");
+            var dims = t.Shape?.Dim.Select((d, a) => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d.DimValue > 0 ? d.DimValue : a == 0 ? 3 : 1).ToArray() ?? [3];
+            long n = dims.Aggregate(1L, (x, y) => x * y);
+            arrays[name] = DataTypes.IsFloat(t.ElemType)
+                ? Data.NdArray.FromFloat(Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), dims)
+                : Data.NdArray.FromInt64(new long[n], dims);
+        }
+        return new Dataset(arrays, "synthetic inputs");
+    }
+
+    static int FixedBatchOf(GraphProto g, List<string> inputs) =>
+        g.Input.Where(i => inputs.Contains(i.Name)).Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } d && d[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d[0].DimValue == 1) ? 1 : 0;
+
+    public void Dispose()
+    {
+        foreach (var s in sessions.Values) s.Dispose();
+        probe.Dispose();
+    }
+}
