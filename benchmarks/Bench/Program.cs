@@ -1,4 +1,4 @@
-// Benchmarks of the gradient graph (ModelSession.Run) and of curvature (Hvp.Apply, Diagonal.Hutchinson) on the
+// Benchmarks of the gradient graph (Evaluator.Gradient) and of curvature (Hvp.Apply, Diagonal.Hutchinson) on the
 // testdata fixtures. One JSON object per line on stdout; benchmarks/torch_bench.py measures the same in PyTorch and
 // benchmarks/run.sh puts the two side by side.
 //
