@@ -3,7 +3,7 @@ using OnnxUnlearn.Runtime;
 
 namespace OnnxUnlearn.Curvature;
 
-/// <summary>The baseline per-parameter scores that selections are compared against (METHOD.md).</summary>
+/// <summary>The baseline per-parameter scores that selections are compared against (docs/method.md#baseline-selections).</summary>
 public static class Scores
 {
     /// <summary>Fisher diagonal: mean over samples of the squared per-sample gradient (as in Selective Synaptic Dampening).</summary>

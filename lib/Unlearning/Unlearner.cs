@@ -72,7 +72,7 @@ public sealed record UnlearnStep(int Step, double Tau, double Objective, double 
 public delegate (double Value, bool Done) StepCheck(int[] selected, float[] theta);
 
 /// <summary>
-/// The method of METHOD.md: Δg = (1/n)(Σ_{Z̃} ∇ℓ − Σ_Z ∇ℓ); select S (sharp = top-k of diag H by default); first order
+/// The method of docs/method.md (#delta-g to #cg-and-damping): Δg = (1/n)(Σ_{Z̃} ∇ℓ − Σ_Z ∇ℓ); select S (sharp = top-k of diag H by default); first order
 /// θ_S −= τΔg_S, or second order θ_S −= d with (H_SS + λI) d = Δg_S solved by CG on masked finite-difference HVPs.
 /// Works in the session's parameter space; the caller writes the result back into the model.
 /// </summary>
