@@ -10,7 +10,7 @@ public delegate void ProgressCallback(string what, int done, int total);
 
 public enum DiagonalEstimator { DiagPlusPlus, Hutchinson }
 
-/// <summary>Estimators of diag(H) from Hessian-vector products (docs/method.md#diag).</summary>
+/// <summary>Estimators of diag(H) from Hessian-vector products (docs/method.md#diag-plus-plus).</summary>
 public static class Diagonal
 {
     /// <summary>diag(H) from a budget of Hessian-vector products with the chosen estimator.</summary>

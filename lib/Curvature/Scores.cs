@@ -6,7 +6,7 @@ namespace OnnxUnlearn.Curvature;
 /// <summary>Per-element scores that selections rank: the Hessian diagonal and the baselines it is measured against.</summary>
 public enum ScoreKind
 {
-    /// <summary>diag ∇²L, estimated from finite-difference HVPs (docs/method.md#diag).</summary>
+    /// <summary>diag ∇²L, estimated from finite-difference HVPs (docs/method.md#diag-plus-plus).</summary>
     Hessian,
     /// <summary>Mean squared per-sample gradient.</summary>
     Fisher,
@@ -31,7 +31,7 @@ public sealed record ScoreOptions
     public double RelativeStep { get; init; } = 1e-3;
 }
 
-/// <summary>The baseline per-parameter scores that selections are compared against (docs/method.md#selection), and the one dispatch over all scores.</summary>
+/// <summary>The baseline per-parameter scores that selections are compared against (docs/method.md#baseline-selections), and the one dispatch over all scores.</summary>
 public static class Scores
 {
     /// <summary>

@@ -175,7 +175,7 @@ public static class Unlearner
         };
     }
 
-    /// <summary>Δg = (|Z̃|/n)·mean∇(Z̃) − (|Z|/n)·mean∇(Z) at θ, written to <paramref name="dg"/> (docs/method.md#δg).</summary>
+    /// <summary>Δg = (|Z̃|/n)·mean∇(Z̃) − (|Z|/n)·mean∇(Z) at θ, written to <paramref name="dg"/> (docs/method.md#delta-g).</summary>
     static void GradientDifference(Evaluator model, ParameterVector theta, Dataset forget, Dataset? corrected, long n, float[] dg)
     {
         var tmp = new float[dg.Length];

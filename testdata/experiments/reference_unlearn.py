@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""PyTorch reference of the method (METHOD.md), used to cross-check onnx-unlearn on one configuration.
+"""PyTorch reference of the method (docs/method.md), used to cross-check onnx-unlearn on one configuration.
 
     /usr/bin/python3 testdata/experiments/reference_unlearn.py --arch mlp --scenario flip05 \
         --tool tool/bin/Release/net10.0/onnx-unlearn --out docs/benchmarks/crosscheck-mlp-flip05.json
