@@ -278,7 +278,7 @@ public static class Exposure
         return [.. choices];
     }
 
-    /// <summary>Prefix tokens, then the node's filled slots, then <paramref name="literals"/> more literal slots.</summary>
+    /// <summary>Prefix tokens, then the first <paramref name="filled"/> slots: free ones from <paramref name="choices"/>, literal ones as they are.</summary>
     static long[] Context(long[] prefix, SecretSpace space, long[] alphabetIds, long[] literalIds, int[] choices, int filled)
     {
         var seq = new long[prefix.Length + filled];
