@@ -1,17 +1,43 @@
+using System.Text.RegularExpressions;
+
 namespace OnnxUnlearn;
 
 /// <summary>
-/// A problem with the user's input (model, data, settings). Front ends show <see cref="Exception.Message"/> as one line
-/// (the CLI exits with code 2), never a stack trace. Messages name the file, node, tensor or input involved and say how
-/// to fix it; they do not name command-line flags, which only the front end knows.
+/// A problem with the user's input (model, data, settings). Front ends show the message as one line (the CLI exits with
+/// code 2), never a stack trace. Messages name the file, node, tensor or input involved and say how to fix it.
+/// A message names a setting through <see cref="Setting"/>, never as a command-line flag: <see cref="Render"/> lets each
+/// front end name it its own way (the CLI: <c>--frozen</c>, <c>--loss ce-prob</c>); <see cref="Exception.Message"/> uses
+/// the library's names (<c>Frozen</c>, <c>Loss = ce-prob</c>).
 /// </summary>
-public class UserError(string message, Exception? inner = null) : Exception(message, inner);
+public partial class UserError(string message, Exception? inner = null) : Exception(message, inner)
+{
+    /// <summary>A reference to a setting (a property of the library's option records), with an example value, inside a message.</summary>
+    public static string Setting(string name, string? value = null) => $"\u2039{name}{(value is null ? "" : "=" + value)}\u203A";
+
+    /// <summary>The settings the message refers to, in order.</summary>
+    public IReadOnlyList<string> Settings => Marker().Matches(base.Message).Select(m => m.Groups[1].Value).ToList();
+
+    /// <summary>The message, each setting named by <paramref name="name"/>(setting, value or null).</summary>
+    public string Render(Func<string, string?, string> name) => Render(base.Message, name);
+
+    /// <summary>Any library text that names settings (a message, a parameter's reason), each named by <paramref name="name"/>.</summary>
+    public static string Render(string text, Func<string, string?, string> name) =>
+        Marker().Replace(text, m => name(m.Groups[1].Value, m.Groups[2].Success ? m.Groups[2].Value : null));
+
+    /// <summary>The library's own naming: Frozen, Loss = ce-prob.</summary>
+    public static string LibraryNames(string setting, string? value) => value is null ? setting : $"{setting} = {value}";
+
+    public override string Message => Render(LibraryNames);
+
+    [GeneratedRegex("\u2039([A-Za-z]+)(?:=([^\u203A]*))?\u203A")]
+    private static partial Regex Marker();
+}
 
 /// <summary>
-/// A setting out of range or inconsistent with the others. <see cref="Setting"/> is its name in the library's option
-/// records (<c>Probes</c>, <c>Fraction</c>, <c>Output</c>, …); the CLI turns it into the flag its users typed.
+/// A setting out of range or inconsistent with the others; the message starts with the setting's name
+/// (<see cref="UserError.Setting"/>), e.g. "Fraction must lie in (0, 1], got 2".
 /// </summary>
-public class SettingError(string setting, string message) : UserError(message)
+public class SettingError(string setting, string message) : UserError(Setting(setting) + " " + message)
 {
-    public string Setting => setting;
+    public string SettingName => setting;
 }

@@ -25,19 +25,28 @@ public static class Cli
     }
 
     /// <summary>Runs a command body; user mistakes become one line on stderr and exit code 2, never a stack trace.</summary>
-    public static int Guard(Func<int> body)
+    /// <param name="flags">The command's flags for library settings whose flag is not their kebab-cased name (e.g. Samples → --candidates).</param>
+    public static int Guard(Func<int> body, IReadOnlyDictionary<string, string>? flags = null)
     {
         try { return body(); }
-        catch (UserError e) { return Fail(e); }
+        catch (UserError e) { return Fail(e, flags); }
         catch (OperationCanceledException) { Console.Error.WriteLine("cancelled"); return 130; }
     }
 
-    /// <summary>The one line of a user error; a setting's error names the flag that sets it.</summary>
-    static int Fail(UserError e)
+    static int Fail(UserError e, IReadOnlyDictionary<string, string>? flags = null)
     {
-        Console.Error.WriteLine("error: " + (e is SettingError s ? $"{Flag(s.Setting)}: {e.Message}" : e.Message));
+        Console.Error.WriteLine("error: " + Describe(e, flags));
         return BadInput;
     }
+
+    /// <summary>A user error as the CLI says it: each setting it refers to named by its flag (and value: "--loss ce-prob").</summary>
+    public static string Describe(UserError e, IReadOnlyDictionary<string, string>? flags = null) => e.Render(Flags(flags));
+
+    /// <summary>Library text that names settings (e.g. why a parameter is not trainable), with flags.</summary>
+    public static string Describe(string text, IReadOnlyDictionary<string, string>? flags = null) => UserError.Render(text, Flags(flags));
+
+    static Func<string, string?, string> Flags(IReadOnlyDictionary<string, string>? flags) =>
+        (setting, value) => (flags?.GetValueOrDefault(setting) ?? Flag(setting)) + (value is null ? "" : " " + value);
 
     /// <summary>The flag of a library setting: Probes → --probes, HessianSamples → --hessian-samples.</summary>
     public static string Flag(string setting) => "--" + Kebab(setting);

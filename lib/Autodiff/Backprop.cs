@@ -1,4 +1,5 @@
 using Onnx;
+using static OnnxUnlearn.UserError;
 
 namespace OnnxUnlearn.Autodiff;
 
@@ -43,7 +44,7 @@ public static class Backprop
         var missing = active.Where(n => GradientRegistry.Find(n.OpType, n.Domain) is null).ToList();
         if (missing.Count > 0)
             throw new UserError("no gradient rule for " + string.Join("; ", missing.Select(n => Describe(n, opset))) +
-                ". These ops lie between the trainable parameters and the loss; freeze the parameters before them (--frozen) or file an issue asking for the rule.");
+                $". These ops lie between the trainable parameters and the loss; freeze the parameters before them ({Setting("Frozen")}) or file an issue asking for the rule.");
 
         var contributions = new Dictionary<string, List<string>>();
         var summed = new Dictionary<string, string>();

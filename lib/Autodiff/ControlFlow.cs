@@ -1,4 +1,5 @@
 using Onnx;
+using static OnnxUnlearn.UserError;
 
 namespace OnnxUnlearn.Autodiff;
 
@@ -45,6 +46,6 @@ public static class ControlFlow
             $"{Backprop.Describe(n, opset)} is control flow on the path from trainable parameters ({names}) to the loss; " +
             $"control flow (If/Loop/Scan) on the loss path is not differentiable by this tool. Export the model without it " +
             $"(e.g. torch.onnx.export with fixed input shapes, so that branches are resolved and loops unrolled), or freeze " +
-            $"the parameters that reach it with --frozen.");
+            $"the parameters that reach it ({Setting("Frozen")}).");
     }
 }

@@ -1,4 +1,5 @@
 using OnnxUnlearn.Onnx;
+using static OnnxUnlearn.UserError;
 
 namespace OnnxUnlearn.Autodiff;
 
@@ -114,10 +115,10 @@ public static class LossHead
         if (kind is not (LossKind.CrossEntropy or LossKind.NegativeLogLikelihood) || shapes[output]?.Rows != RowKind.Probabilities) return;
         var node = Producer(g, output);
         var madeBy = node is null ? "a graph input" : node.Name.Length > 0 ? $"{node.OpType} node '{node.Name}'" : $"an unnamed {node.OpType} node";
-        var expects = kind == LossKind.CrossEntropy ? "--loss ce expects logits (it applies a softmax itself)" : "--loss nll expects log-probabilities";
+        var expects = kind == LossKind.CrossEntropy ? $"{Setting("Loss", "ce")} expects logits (it applies a softmax itself)" : $"{Setting("Loss", "nll")} expects log-probabilities";
         throw new UserError($"output '{output}', made by {madeBy}, holds probabilities: on the probed samples every row along the last axis " +
-            $"lies in [0, 1] and sums to 1. {expects}, so it would train on a wrong loss. Use --loss ce-prob (−log p[label] of " +
-            "probabilities), or name the logits before the normalisation with --output");
+            $"lies in [0, 1] and sums to 1. {expects}, so it would train on a wrong loss. Use {Setting("Loss", "ce-prob")} (−log p[label] of " +
+            $"probabilities), or name the logits before the normalisation ({Setting("Output")})");
     }
 
     /// <summary>

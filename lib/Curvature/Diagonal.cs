@@ -26,7 +26,7 @@ public static class Diagonal
     /// </summary>
     public static DiagonalEstimate Hutchinson(ILinearOperator hvp, int probes, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null)
     {
-        if (probes < 1) throw new SettingError("Probes", $"Hutchinson needs at least 1 Hessian-vector product, got {probes}");
+        if (probes < 1) throw new SettingError("Probes", $"must be at least 1 for Hutchinson's estimator, got {probes}");
         int n = hvp.Size;
         var z = new float[n]; var hz = new float[n]; var x = new double[n];
         var moments = new ProbeMoments(n, probes, halfMeans: false);
@@ -51,7 +51,7 @@ public static class Diagonal
     /// </summary>
     public static DiagonalEstimate DiagPlusPlus(ILinearOperator hvp, int hvps, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null)
     {
-        if (hvps < 3) throw new SettingError("Probes", $"Diag++ needs at least 3 Hessian-vector products, got {hvps}");
+        if (hvps < 3) throw new SettingError("Probes", $"must be at least 3 for Diag++ (a sketch, its exact part and a remainder), got {hvps}");
         int n = hvp.Size, k = Math.Min(hvps / 3, n), done = 0;
         var v = new float[n]; var hv = new float[n];
         // Sketch: columns of Q span H·S, orthonormalised by modified Gram-Schmidt (twice, for float stability).

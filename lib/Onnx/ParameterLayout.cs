@@ -1,5 +1,6 @@
 using Onnx;
 using OnnxUnlearn.Data;
+using static OnnxUnlearn.UserError;
 
 namespace OnnxUnlearn.Onnx;
 
@@ -19,7 +20,7 @@ public sealed class ParameterLayout
         offsets = new long[parameters.Count + 1];
         for (int i = 0; i < parameters.Count; i++) offsets[i + 1] = offsets[i] + parameters[i].Elements;
         index = parameters.Select((p, i) => (p.Name, i)).ToDictionary(t => t.Name, t => t.i);
-        if (Size > Array.MaxLength) throw new UserError($"{Size} trainable elements exceed one buffer; select fewer with --params");
+        if (Size > Array.MaxLength) throw new UserError($"{Size} trainable elements exceed one buffer; select fewer ({Setting("Params")})");
     }
 
     public int Size => (int)offsets[^1];

@@ -1,6 +1,7 @@
 using System.Text.RegularExpressions;
 using Onnx;
 using OnnxUnlearn.Autodiff;
+using static OnnxUnlearn.UserError;
 
 namespace OnnxUnlearn.Onnx;
 
@@ -43,14 +44,14 @@ public static class Parameters
             if (!DataTypes.IsFloat(t.DataType)) continue;
             string? why = null;
             if (t.Dims.Count == 0) why = "rank-0 constant";
-            else if (output is null) why = "the model has no float output to take a loss of (name one with --output)";
+            else if (output is null) why = $"the model has no float output to take a loss of (name one: {Setting("Output")})";
             else if (!differentiable.Contains(via))
                 why = firstUse.TryGetValue(via, out var use) ? $"no differentiable path to '{output}' ({use})"
                     : usedAbove.Contains(via) || storage == ParameterStorage.Attribute ? $"not used on the way to '{output}'"
                     : usedInBodies.TryGetValue(via, out var body) ? $"used only inside the body of {body}; control-flow bodies are not differentiated"
                     : "not used by any node";
-            if (includeRx is not null && !includeRx.Any(r => r.IsMatch(name))) why ??= "not matched by --params";
-            if (excludeRx.Any(r => r.IsMatch(name))) why = "frozen by --frozen";
+            if (includeRx is not null && !includeRx.Any(r => r.IsMatch(name))) why ??= $"not matched by {Setting("Params")}";
+            if (excludeRx.Any(r => r.IsMatch(name))) why = $"frozen by {Setting("Frozen")}";
             if (includeRx is not null && includeRx.Any(r => r.IsMatch(name)) && why is "rank-0 constant") why = null;
             result.Add(new Parameter(name, storage, t.DataType, t.Dims.ToArray(), t.IsExternal(), why is null, why));
         }
@@ -109,7 +110,7 @@ public static class Parameters
         if (g.Output.Count == 0) throw new UserError($"model '{file.Path}' has no outputs");
         return DefaultOutput(g) ?? throw new UserError(
             $"model '{file.Path}' has no float output to take a loss of (the default is the first float output); its outputs are " +
-            string.Join(", ", g.Output.Select(o => $"'{o.Name}' ({TypeName(o)})")) + ". Name a float value of the graph with --output");
+            string.Join(", ", g.Output.Select(o => $"'{o.Name}' ({TypeName(o)})")) + $". Name a float value of the graph ({Setting("Output")})");
     }
 
     static string TypeName(global::Onnx.ValueInfoProto v) => DataTypes.Describe(v.Type);
@@ -129,7 +130,7 @@ public static class Parameters
             if (ControlFlow.Is(node)) reach.UnionWith(ControlFlow.OuterReads(node).Where(computed.Contains));
             // Only a linear classifier's scores depend differentiably on its coefficients; its labels are integers.
             if (LinearModels.Is(node) && !reach.Contains(LinearModels.ScoresOutput(node)))
-                firstUse[LinearModels.ScoresOutput(node)] = $"output '{node.Output[0]}' of {node.OpType} '{node.Name}' holds integer labels; take the loss of its scores output with --output '{LinearModels.ScoresOutput(node)}'";
+                firstUse[LinearModels.ScoresOutput(node)] = $"output '{node.Output[0]}' of {node.OpType} '{node.Name}' holds integer labels; take the loss of its scores output: {Setting("Output", $"'{LinearModels.ScoresOutput(node)}'")}";
             var entry = GradientRegistry.Find(node.OpType, node.Domain);
             for (int i = 0; i < node.Input.Count; i++)
             {

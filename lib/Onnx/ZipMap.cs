@@ -1,4 +1,5 @@
 using Onnx;
+using static OnnxUnlearn.UserError;
 
 namespace OnnxUnlearn.Onnx;
 
@@ -17,5 +18,5 @@ public static class ZipMap
     /// <summary>The user error for a loss asked of a ZipMap's output, naming the tensor to use instead.</summary>
     public static UserError NotATensor(NodeProto zipMap, string output) => new(
         $"output '{output}' is a sequence of maps made by ZipMap '{(zipMap.Name.Length > 0 ? zipMap.Name : output)}' from the tensor " +
-        $"'{zipMap.Input[0]}'; a loss needs a tensor: use --output '{zipMap.Input[0]}'");
+        $"'{zipMap.Input[0]}'; a loss needs a tensor: use {Setting("Output", $"'{zipMap.Input[0]}'")}");
 }

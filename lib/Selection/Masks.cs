@@ -1,5 +1,6 @@
 using Onnx;
 using OnnxUnlearn.Onnx;
+using static OnnxUnlearn.UserError;
 
 namespace OnnxUnlearn.Selection;
 
@@ -9,9 +10,9 @@ public static class Masks
     /// <summary>k from a fraction or a count of <paramref name="n"/> elements (exactly one must be given).</summary>
     public static int Count(double? fraction, long? count, int n)
     {
-        if (fraction is not null && count is not null) throw new UserError("give either --fraction or --count, not both");
-        if (fraction is { } f) return f is > 0 and <= 1 ? Math.Max(1, (int)Math.Round(f * n)) : throw new UserError($"--fraction must lie in (0, 1], got {f}");
-        if (count is { } c) return c >= 1 ? (int)Math.Min(c, n) : throw new UserError($"--count must be at least 1, got {c}");
+        if (fraction is not null && count is not null) throw new UserError($"give either {Setting("Fraction")} or {Setting("Count")}, not both");
+        if (fraction is { } f) return f is > 0 and <= 1 ? Math.Max(1, (int)Math.Round(f * n)) : throw new SettingError("Fraction", $"must lie in (0, 1], got {f}");
+        if (count is { } c) return c >= 1 ? (int)Math.Min(c, n) : throw new SettingError("Count", $"must be at least 1, got {c}");
         return Math.Max(1, (int)Math.Round(0.05 * n));
     }
 

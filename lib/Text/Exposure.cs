@@ -1,3 +1,5 @@
+using static OnnxUnlearn.UserError;
+
 namespace OnnxUnlearn.Text;
 
 /// <summary>
@@ -31,10 +33,10 @@ public sealed class SecretSpace
     public static SecretSpace Parse(string? format, string secret, string alphabet = Digits)
     {
         var letters = Vocabulary.Characters(alphabet);
-        if (letters.Length < 2) throw new UserError($"--alphabet \"{alphabet}\" needs at least two characters");
-        if (letters.Distinct().Count() != letters.Length) throw new UserError($"--alphabet \"{alphabet}\" repeats a character");
+        if (letters.Length < 2) throw new UserError($"{Setting("Alphabet", $"\"{alphabet}\"")} needs at least two characters");
+        if (letters.Distinct().Count() != letters.Length) throw new UserError($"{Setting("Alphabet", $"\"{alphabet}\"")} repeats a character");
         var chars = Vocabulary.Characters(secret);
-        if (chars.Length == 0) throw new UserError("--secret is empty");
+        if (chars.Length == 0) throw new SettingError("Secret", "is empty");
         List<string?> slots;
         if (format is null) slots = chars.Select(c => letters.Contains(c) ? null : c).ToList();
         else
@@ -48,17 +50,17 @@ public sealed class SecretSpace
             }
             string free = alphabet == Digits ? "any digit" : $"any of \"{alphabet}\"";
             if (slots.Count != chars.Length)
-                throw new UserError($"--format \"{format}\" has {slots.Count} characters but --secret \"{secret}\" has {chars.Length}; the format needs one character per secret character (d = {free}, anything else literal)");
+                throw new UserError($"{Setting("Format", $"\"{format}\"")} has {slots.Count} characters but {Setting("Secret", $"\"{secret}\"")} has {chars.Length}; the format needs one character per secret character (d = {free}, anything else literal)");
             for (int i = 0; i < chars.Length; i++)
             {
                 if (slots[i] is null && !letters.Contains(chars[i]))
-                    throw new UserError($"--secret character {i + 1} is '{chars[i]}' where --format \"{format}\" has d ({free})");
+                    throw new UserError($"{Setting("Secret")} character {i + 1} is '{chars[i]}' where {Setting("Format", $"\"{format}\"")} has d ({free})");
                 if (slots[i] is { } lit && lit != chars[i])
-                    throw new UserError($"--secret character {i + 1} is '{chars[i]}' where --format \"{format}\" has the literal '{lit}'");
+                    throw new UserError($"{Setting("Secret")} character {i + 1} is '{chars[i]}' where {Setting("Format", $"\"{format}\"")} has the literal '{lit}'");
             }
         }
         if (!slots.Any(s => s is null))
-            throw new UserError($"the secret's format has no free slots (d), so there is nothing to rank the secret against; give --format with d for each secret digit");
+            throw new UserError($"the secret's format has no free slots (d), so there is nothing to rank the secret against; give a {Setting("Format")} with d for each secret digit");
         if (slots.Count(s => s is null) * Math.Log2(letters.Length) > 1000)
             throw new UserError($"the secret's format has {slots.Count(s => s is null)} free slots; at most {(int)(1000 / Math.Log2(letters.Length))} are supported");
         return new SecretSpace(slots, letters);
@@ -155,16 +157,16 @@ public static class Exposure
     {
         var space = SecretSpace.Parse(o.Format, o.Secret, o.Alphabet);
         if (Vocabulary.Characters(o.Prefix).Length == 0)
-            throw new UserError("--prefix is empty; the model predicts the first secret character from the text before it, so give at least one character");
-        if (o.Budget < 0) throw new UserError($"--budget must be 0 or more, got {o.Budget}");
-        if (o.Top < 0) throw new UserError($"--top must be 0 or more, got {o.Top}");
+            throw new SettingError("Prefix", "is empty; the model predicts the first secret character from the text before it, so give at least one character");
+        if (o.Budget < 0) throw new SettingError("Budget", $"must be 0 or more, got {o.Budget}");
+        if (o.Top < 0) throw new SettingError("Top", $"must be 0 or more, got {o.Top}");
         if (o.BatchNodes < 1) throw new UserError($"the search batch must be at least 1 node, got {o.BatchNodes}");
         var missing = space.Alphabet.Where(c => vocab.IdOf(System.Text.Rune.GetRuneAt(c, 0)) is null).ToList();
         if (missing.Count > 0)
             throw new UserError($"vocabulary '{vocab.Source}' has no token for {(missing.Count == 1 ? "candidate character" : "candidate characters")} {string.Join(", ", missing.Select(m => $"'{m}'"))}; every character a free slot can take needs one");
-        var prefix = vocab.Encode(o.Prefix, "--prefix");
+        var prefix = vocab.Encode(o.Prefix, Setting("Prefix"));
         var alphabetIds = space.Alphabet.Select(c => vocab.IdOf(System.Text.Rune.GetRuneAt(c, 0))!.Value).ToArray();
-        var literalIds = space.Slots.Select((s, i) => s is null ? -1 : vocab.Encode(s, $"--secret (character {i + 1})")[0]).ToArray();
+        var literalIds = space.Slots.Select((s, i) => s is null ? -1 : vocab.Encode(s, $"{Setting("Secret")} (character {i + 1})")[0]).ToArray();
         var secretChoices = SecretChoices(space, o.Secret);
         long rowsBefore = Rows(model);
 
@@ -222,7 +224,7 @@ public static class Exposure
 
         // ---- sampled estimate ----
         if (o.Samples < 10)
-            throw new UserError($"the search stopped at --budget {o.Budget} expansions before ranking the secret exactly, and the estimate needs --candidates of at least 10 (got {o.Samples}); raise either");
+            throw new UserError($"the search stopped at {Setting("Budget", o.Budget.ToString())} expansions before ranking the secret exactly, and the estimate needs {Setting("Samples")} of at least 10 (got {o.Samples}); raise either");
         var rng = new Random(o.Seed);
         var samples = new List<int[]>(o.Samples);
         for (int i = 0; i < o.Samples; i++)

@@ -3,6 +3,7 @@ using Microsoft.ML.OnnxRuntime.Tensors;
 using Onnx;
 using OnnxUnlearn.Onnx;
 using OnnxUnlearn.Runtime;
+using static OnnxUnlearn.UserError;
 
 namespace OnnxUnlearn.Text;
 
@@ -60,7 +61,7 @@ public sealed class OnnxNextTokenModel : INextTokenModel, IDisposable
 
     public static OnnxNextTokenModel Open(string path, Vocabulary vocab, string? input = null, string? output = null, int batchRows = 256, int threads = 1)
     {
-        if (batchRows < 1) throw new UserError($"--batch-size must be at least 1, got {batchRows}");
+        if (batchRows < 1) throw new SettingError("BatchSize", $"must be at least 1, got {batchRows}");
         var file = ModelFile.Load(path);
         var g = file.Graph;
         var data = Evaluator.DataInputs(g);
@@ -72,7 +73,7 @@ public sealed class OnnxNextTokenModel : INextTokenModel, IDisposable
             inputName = input;
         }
         else if (data.Count == 1) inputName = data[0];
-        else throw new UserError($"model '{path}' has {data.Count} inputs ({string.Join(", ", data.Select(d => $"'{d}'"))}); name the token input with --input");
+        else throw new UserError($"model '{path}' has {data.Count} inputs ({string.Join(", ", data.Select(d => $"'{d}'"))}); name the token input ({Setting("Input")})");
         var others = data.Where(d => d != inputName).ToList();
         if (others.Count > 0)
             throw new UserError($"model '{path}' needs inputs {string.Join(", ", others.Select(d => $"'{d}'"))} besides the tokens '{inputName}'; a next-token model for exposure takes token ids only");

@@ -1,4 +1,5 @@
 using OnnxUnlearn.Data;
+using static OnnxUnlearn.UserError;
 
 namespace OnnxUnlearn.Text;
 
@@ -33,12 +34,12 @@ public static class Windows
     /// </summary>
     public static TextWindows Slide(string text, Vocabulary vocab, int window, int stride, string? match = null, string source = "text")
     {
-        if (window < 1) throw new UserError($"--window must be at least 1, got {window}");
-        if (stride < 1) throw new UserError($"--stride must be at least 1, got {stride}");
+        if (window < 1) throw new SettingError("Window", $"must be at least 1, got {window}");
+        if (stride < 1) throw new SettingError("Stride", $"must be at least 1, got {stride}");
         var tokens = vocab.Encode(text, source);
         var chars = Vocabulary.Characters(text);
         if (tokens.Length < window + 1)
-            throw new UserError($"{source} has {tokens.Length} characters, too few for one window: a window needs T + 1 = {window + 1} characters (T inputs and the next-token labels); use a smaller --window");
+            throw new UserError($"{source} has {tokens.Length} characters, too few for one window: a window needs T + 1 = {window + 1} characters (T inputs and the next-token labels); use a smaller {Setting("Window")}");
         var starts = new List<long>();
         for (long s = 0; s + window + 1 <= tokens.Length; s += stride) starts.Add(s);
 
@@ -46,14 +47,14 @@ public static class Windows
         if (match is not null)
         {
             var secret = Vocabulary.Characters(match);
-            if (secret.Length == 0) throw new UserError("--match is empty; give the secret text whose windows to keep");
+            if (secret.Length == 0) throw new SettingError("Match", "is empty; give the secret text whose windows to keep");
             if (secret.Length > window + 1)
-                throw new UserError($"--match is {secret.Length} characters long but a window holds T + 1 = {window + 1}; no window can contain it (use --window {secret.Length - 1} or more)");
+                throw new SettingError("Match", $"is {secret.Length} characters long but a window holds T + 1 = {window + 1}; no window can contain it (use {Setting("Window", (secret.Length - 1).ToString())} or more)");
             occurrences = Find(chars, secret);
-            if (occurrences.Length == 0) throw new UserError($"{source} does not contain the --match text \"{match}\"");
+            if (occurrences.Length == 0) throw new UserError($"{source} does not contain the {Setting("Match")} text \"{match}\"");
             var kept = starts.Where(s => Contains(s, window, occurrences, secret.Length)).ToList();
             if (kept.Count == 0)
-                throw new UserError($"{source} contains \"{match}\" {occurrences.Length} time(s) but no window of T + 1 = {window + 1} characters at stride {stride} contains it entirely; use a smaller --stride or a larger --window");
+                throw new UserError($"{source} contains \"{match}\" {occurrences.Length} time(s) but no window of T + 1 = {window + 1} characters at stride {stride} contains it entirely; use a smaller {Setting("Stride")} or a larger {Setting("Window")}");
             starts = kept;
         }
         return Cut(tokens, window, [.. starts], occurrences);

@@ -51,7 +51,7 @@ public static class UnlearnJob
         using var corrected = request.Corrected is { } c ? Dataset.Load(c) : null;
         using var test = request.Test is { } t ? Dataset.Load(t) : null;
         if (request.Output is { } o && Path.GetFullPath(o) == Path.GetFullPath(request.Model))
-            throw new SettingError("Output", $"the output '{o}' is the input model; write the new model to another file");
+            throw new UserError($"the output file '{o}' is the input model; write the new model to another file");
         using var model = Evaluator.Open(request.Model, loss, train);
         return Run(model, train, forget, corrected, test, options, progress, exposure, targets, request.Output is { } output
             ? patches => WeightPatch.Write(request.Model, output, patches)

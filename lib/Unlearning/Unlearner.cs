@@ -158,7 +158,7 @@ public static class Unlearner
     {
         var layout = model.Layout;
         if (o.Mask is { } given) return given.Length > 0 && given.All(i => i >= 0 && i < layout.Size) ? given.Order().ToArray()
-            : throw new SettingError(nameof(UnlearnOptions.Mask), $"the mask must hold at least one element index in [0, {layout.Size})");
+            : throw new SettingError(nameof(UnlearnOptions.Mask), $"must hold at least one element index in [0, {layout.Size})");
         if (o.MaskFile is { } maskFile) return FromMaskFile(layout, maskFile);
         int k = Masks.Count(o.Fraction, o.Count, layout.Size);
         if (o.Score is { } score)

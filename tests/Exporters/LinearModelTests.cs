@@ -114,7 +114,7 @@ public class LinearModelTests
             p => { Assert.Equal("linear.intercepts", p.Name); Assert.Equal([3L], p.Shape); Assert.True(p.Trainable); });
         // The labels carry no gradient: the reason points at the scores output.
         var labels = ModelSummary.Of(file, "label");
-        Assert.All(labels.Parameters, p => { Assert.False(p.Trainable); Assert.Contains("--output 'probabilities'", p.Reason); });
+        Assert.All(labels.Parameters, p => { Assert.False(p.Trainable); Assert.Contains("--output 'probabilities'", OnnxUnlearn.Cli.Cli.Describe(p.Reason!)); });
         // An unnamed node is named by its position, as the write-back names it.
         var unnamed = Regressor(1, "NONE");
         Assert.Equal(["LinearRegressor_0.coefficients", "LinearRegressor_0.intercepts"],
@@ -130,7 +130,7 @@ public class LinearModelTests
         var e = Assert.Throws<UserError>(() => Parameters.OutputOrDefault(file, null));
         Assert.Contains("no float output", e.Message);
         Assert.Contains("'label' (int64)", e.Message);
-        Assert.Contains("--output", e.Message);
+        Assert.Contains("--output", OnnxUnlearn.Cli.Cli.Describe(e));
         Assert.All(ModelSummary.Of(file).Parameters, p => Assert.Contains("no float output", p.Reason));
     }
 

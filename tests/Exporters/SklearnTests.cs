@@ -141,7 +141,7 @@ public class SklearnTests(ITestOutputHelper log)
         Assert.Equal("probabilities", Parameters.OutputOrDefault(file, null));
         var e = Assert.Throws<UserError>(() => Parameters.OutputOrDefault(file, "output_probability"));
         Assert.Contains("ZipMap", e.Message);
-        Assert.Contains("--output 'probabilities'", e.Message);
+        Assert.Contains("--output 'probabilities'", OnnxUnlearn.Cli.Cli.Describe(e));
         Assert.Throws<UserError>(() => Parameters.Discover(file, "output_probability"));
 
         var summary = ModelSummary.Of(file);

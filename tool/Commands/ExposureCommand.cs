@@ -6,6 +6,9 @@ namespace OnnxUnlearn.Cli.Commands;
 
 public static class ExposureCommand
 {
+    /// <summary>Exposure settings whose flag here is not their kebab-cased name.</summary>
+    static readonly Dictionary<string, string> Flags = new() { ["Samples"] = "--candidates" };
+
     public static Command Create()
     {
         var model = Cli.ModelArgument();
@@ -66,7 +69,7 @@ public static class ExposureCommand
                 AnsiConsole.Write(t);
             }
             return Cli.Ok;
-        }));
+        }, Flags));
         return c;
     }
 

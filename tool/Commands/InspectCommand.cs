@@ -16,6 +16,7 @@ public static class InspectCommand
         c.SetAction(r => Cli.Guard(() =>
         {
             var summary = ModelSummary.Of(ModelFile.Load(r.GetValue(model)!), r.GetValue(output));
+            summary = summary with { Parameters = summary.Parameters.Select(p => p with { Reason = p.Reason is { } why ? Cli.Describe(why) : null }).ToList() };
             if (r.GetValue(json)) { Cli.WriteJson(summary); return Cli.Ok; }
             Print(summary);
             return Cli.Ok;

@@ -7,6 +7,9 @@ namespace OnnxUnlearn.Cli.Commands;
 
 public static class UnlearnCommand
 {
+    /// <summary>Settings whose flag here is not their kebab-cased name (the exposure probe's).</summary>
+    static readonly Dictionary<string, string> Flags = new() { ["Samples"] = "--candidates", ["Budget"] = "--exposure-budget" };
+
     public static Command Create()
     {
         var model = Cli.ModelArgument();
@@ -99,7 +102,7 @@ public static class UnlearnCommand
                     return Cli.TargetMissed;
                 default: return Cli.Ok;
             }
-        }));
+        }, Flags));
         return c;
     }
 
