@@ -12,9 +12,6 @@ public static class Fixtures
     /// <summary>A file of a PyTorch-exported fixture, e.g. <c>File("mlp", "model.onnx")</c>.</summary>
     public static string File(string fixture, string name) => Path.Combine(Root, fixture, name);
 
-    /// <summary>The ONNX backend test corpus (Debian's libonnx-testdata), or null where it is not installed.</summary>
-    public static string? Corpus => Directory.Exists("/usr/share/libonnx-testdata/data") ? "/usr/share/libonnx-testdata/data" : null;
-
     private static string FindRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
