@@ -23,11 +23,12 @@ public static class Fixtures
     }
 }
 
-/// <summary>A fresh folder under the system temp path, deleted on dispose.</summary>
+/// <summary>A fresh folder under the system temp path, deleted with everything in it on dispose.</summary>
 public sealed class TempDir : IDisposable
 {
-    public string Path { get; } = Directory.CreateTempSubdirectory("onnxunlearn-data-").FullName;
+    public string Path { get; } = Directory.CreateTempSubdirectory("onnx-unlearn-tests-").FullName;
 
+    /// <summary>A path inside the folder; <paramref name="name"/> may hold subfolders ("out/model.onnx").</summary>
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
     public void Dispose() => Directory.Delete(Path, recursive: true);

@@ -62,7 +62,7 @@ public class LossHeadTests
         var (actual, r1) = Gradient(WithSoftmax(dir, op), loss);
         Assert.Equal(r0.Loss, r1.Loss, 1e-5);
         Assert.Equal(r0.Accuracy, r1.Accuracy);
-        double err = Math.Sqrt(expected.Zip(actual, (e, a) => (double)(e - a) * (e - a)).Sum() / expected.Sum(e => (double)e * e));
+        double err = Numerics.RelativeL2(expected, actual);
         Assert.True(err < 1e-5, $"{op}/{loss}: relative error {err:E2}");
     }
 
@@ -90,7 +90,7 @@ public class LossHeadTests
         var (actual, r1) = Gradient(WithCustomSoftmax(dir, log), loss);
         Assert.Equal(r0.Loss, r1.Loss, 1e-5);
         Assert.Equal(r0.Accuracy, r1.Accuracy);
-        double err = Math.Sqrt(expected.Zip(actual, (e, a) => (double)(e - a) * (e - a)).Sum() / expected.Sum(e => (double)e * e));
+        double err = Numerics.RelativeL2(expected, actual);
         Assert.True(err < 1e-5, $"{(log ? "log-softmax" : "softmax")}/{loss}: relative error {err:E2}");
     }
 
