@@ -28,6 +28,10 @@ public class WireLayoutTests
         Assert.Contains("cut.onnx is truncated or not an ONNX model", error.Message);
     }
 
+    /// <summary>The error of patching one element of W in <paramref name="model"/> (a file in <paramref name="dir"/>).</summary>
+    static UserError PatchRefused(TempDir dir, string model) => Assert.Throws<UserError>(() =>
+        WeightPatch.Write(dir.File(model), dir.File("out.onnx"), new Dictionary<string, TensorPatch> { ["W"] = new([0], [1f]) }));
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
@@ -37,8 +41,7 @@ public class WireLayoutTests
         var model = ValidModel();
         File.WriteAllBytes(dir.File("cut.onnx"), model[..(half ? model.Length / 2 : model.Length - 1)]);
 
-        var error = Assert.Throws<UserError>(() =>
-            WeightPatch.Write(dir.File("cut.onnx"), dir.File("out.onnx"), new Dictionary<string, TensorPatch> { ["W"] = new([0], [1f]) }));
+        var error = PatchRefused(dir, "cut.onnx");
 
         Assert.Contains("cut.onnx", error.Message);
         Assert.Contains("truncated", error.Message);
@@ -52,8 +55,7 @@ public class WireLayoutTests
         new Random(1234).NextBytes(bytes);
         File.WriteAllBytes(dir.File("random.onnx"), bytes);
 
-        var error = Assert.Throws<UserError>(() =>
-            WeightPatch.Write(dir.File("random.onnx"), dir.File("out.onnx"), new Dictionary<string, TensorPatch> { ["W"] = new([0], [1f]) }));
+        var error = PatchRefused(dir, "random.onnx");
 
         Assert.Contains("random.onnx", error.Message);
         Assert.Contains("not an ONNX model", error.Message);
