@@ -12,9 +12,6 @@ public static class Fixtures
     /// <summary>A file of a PyTorch-exported fixture, e.g. <c>File("mlp", "model.onnx")</c>.</summary>
     public static string File(string fixture, string name) => Path.Combine(Root, fixture, name);
 
-    /// <summary>The ONNX backend test corpus (Debian's libonnx-testdata), or null where it is not installed.</summary>
-    public static string? Corpus => Directory.Exists("/usr/share/libonnx-testdata/data") ? "/usr/share/libonnx-testdata/data" : null;
-
     private static string FindRoot()
     {
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
@@ -26,11 +23,12 @@ public static class Fixtures
     }
 }
 
-/// <summary>A fresh folder under the system temp path, deleted on dispose.</summary>
+/// <summary>A fresh folder under the system temp path, deleted with everything in it on dispose.</summary>
 public sealed class TempDir : IDisposable
 {
-    public string Path { get; } = Directory.CreateTempSubdirectory("onnxunlearn-data-").FullName;
+    public string Path { get; } = Directory.CreateTempSubdirectory("onnx-unlearn-tests-").FullName;
 
+    /// <summary>A path inside the folder; <paramref name="name"/> may hold subfolders ("out/model.onnx").</summary>
     public string File(string name) => System.IO.Path.Combine(Path, name);
 
     public void Dispose() => Directory.Delete(Path, recursive: true);

@@ -16,7 +16,11 @@ public static class Masks
         return Math.Max(1, (int)Math.Round(0.05 * n));
     }
 
-    /// <summary>Top-k by score over all elements, or the top share of each tensor (<paramref name="perTensor"/>).</summary>
+    /// <summary>
+    /// Top-k by score over all elements, or the top share of each tensor (<paramref name="perTensor"/>). NaN scores are
+    /// never selected (<see cref="TopK"/>), so the result holds fewer than k indices where fewer scores are not NaN:
+    /// callers count the returned indices, not k.
+    /// </summary>
     public static int[] ByScore(float[] scores, int k, ParameterLayout layout, bool perTensor, bool largest = true)
     {
         if (!perTensor) return TopK.Indices(scores, k, largest);

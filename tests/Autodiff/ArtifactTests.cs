@@ -19,16 +19,27 @@ public class ArtifactTests
         Assert.Equal("label", manifest.RootElement.GetProperty("inputs").GetProperty("label").GetString());
         using var session = new InferenceSession(Path.Combine(dir.Path, "gradient.onnx"));
         Assert.DoesNotContain(session.InputMetadata.Keys, k => k.Contains("com.microsoft"));
-        var data = Npz.Read(Fixtures.File("mlp_external", "data.npz"));
-        using var x = OrtValue.CreateTensorValueFromMemory(data["x"].ToFloat(), data["x"].Shape);
+        GivesTheReference(session, "mlp_external", "x", "fc1.weight");
+    }
+
+    /// <summary>
+    /// A gradient artifact fed the fixture's <paramref name="input"/> and labels alone (parameters at their defaults)
+    /// gives the fixture's reference loss and gradient of <paramref name="parameter"/>.
+    /// </summary>
+    internal static void GivesTheReference(InferenceSession session, string fixture, string input, string parameter)
+    {
+        var data = Npz.Read(Fixtures.File(fixture, "data.npz"));
+        var features = data[input];
+        using var x = features.Type == ElementType.Int64 ? OrtValue.CreateTensorValueFromMemory(features.ToInt64(), features.Shape)
+            : OrtValue.CreateTensorValueFromMemory(features.ToFloat(), features.Shape);
         using var y = OrtValue.CreateTensorValueFromMemory(data["label"].ToInt64(), data["label"].Shape);
-        using var results = session.Run(new RunOptions(), ["x", "label"], [x, y], ["loss", "grad/fc1.weight"]);
-        var reference = Npz.Read(Fixtures.File("mlp_external", "reference.npz"));
+        using var results = session.Run(new RunOptions(), [input, "label"], [x, y], ["loss", "grad/" + parameter]);
+        var reference = Npz.Read(Fixtures.File(fixture, "reference.npz"));
         Assert.Equal(reference["loss"].ToDouble()[0], results[0].GetTensorDataAsSpan<float>()[0], 1e-5);
-        var expected = reference["grad/fc1.weight"].ToDouble();
+        var expected = reference["grad/" + parameter].ToDouble();
         var actual = results[1].GetTensorDataAsSpan<float>().ToArray();
-        double err = Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
-        Assert.True(err < 1e-4, $"relative error {err:E2}");
+        double err = Numerics.RelativeL2(expected, actual);
+        Assert.True(err < 1e-4, $"{fixture}: relative error {err:E2}");
     }
 }
 
@@ -50,16 +61,7 @@ public class RecurrentArtifactTests
         Assert.Equal(12, unrolled.GetProperty("inputShapes").GetProperty("tokens")[1].GetInt64());
 
         using var session = new InferenceSession(Path.Combine(dir.Path, "gradient.onnx"));
-        var data = Npz.Read(Fixtures.File("charlstm", "data.npz"));
-        using var x = OrtValue.CreateTensorValueFromMemory(data["tokens"].ToInt64(), data["tokens"].Shape);
-        using var y = OrtValue.CreateTensorValueFromMemory(data["label"].ToInt64(), data["label"].Shape);
-        using var results = session.Run(new RunOptions(), ["tokens", "label"], [x, y], ["loss", "grad/onnx::LSTM_112"]);
-        var reference = Npz.Read(Fixtures.File("charlstm", "reference.npz"));
-        Assert.Equal(reference["loss"].ToDouble()[0], results[0].GetTensorDataAsSpan<float>()[0], 1e-5);
-        var expected = reference["grad/onnx::LSTM_112"].ToDouble();
-        var actual = results[1].GetTensorDataAsSpan<float>().ToArray();
-        double err2 = Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
-        Assert.True(err2 < 1e-4, $"relative error {err2:E2}");
+        ArtifactTests.GivesTheReference(session, "charlstm", "tokens", "onnx::LSTM_112");
     }
 
     static Dataset Prefix(Dictionary<string, NdArray> data, int steps) => new(new Dictionary<string, NdArray>
@@ -116,7 +118,7 @@ public class RecurrentArtifactTests
 
     static void Close(float[] expected, float[] actual)
     {
-        double err = Math.Sqrt(expected.Zip(actual, (e, a) => (double)(e - a) * (e - a)).Sum() / expected.Sum(e => (double)e * e));
+        double err = Numerics.RelativeL2(expected, actual);
         Assert.True(err < 1e-6, $"relative error {err:E2}");
     }
 }

@@ -17,9 +17,6 @@ public class ExporterFixtureCliTests
         return Npz.Read(output);
     }
 
-    static double RelativeL2(double[] expected, float[] actual) =>
-        Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
-
     [Theory]
     [InlineData("const_nodes", "model.onnx")]
     [InlineData("inputs_as_inits", "model.onnx")]
@@ -37,7 +34,7 @@ public class ExporterFixtureCliTests
         foreach (var name in names)
         {
             Assert.Equal(reference["grad/" + name].Shape, g[name].Shape);
-            double err = RelativeL2(reference["grad/" + name].ToDouble(), g[name].ToFloat());
+            double err = Numerics.RelativeL2(reference["grad/" + name].ToDouble(), g[name].ToFloat());
             Assert.True(err < 1e-4, $"{fixture}/{name}: relative L2 error {err:E2}");
         }
     }
@@ -54,7 +51,7 @@ public class ExporterFixtureCliTests
         Assert.Equal(["LinearClassifier.coefficients", "LinearClassifier.intercepts"], g.Keys.Order());
         foreach (var name in g.Keys)
         {
-            double err = RelativeL2(reference[prefix + "grad/" + name].ToDouble(), g[name].ToFloat());
+            double err = Numerics.RelativeL2(reference[prefix + "grad/" + name].ToDouble(), g[name].ToFloat());
             Assert.True(err < 1e-4, $"{model}/{name}: relative L2 error {err:E2}");
         }
         var (code, output, err2) = Run("eval", Fixtures.File("skl_logreg", model), "--data", Fixtures.File("skl_logreg", "data.npz"));
@@ -91,7 +88,7 @@ public class ExporterFixtureCliTests
         foreach (var name in ml.Keys)
         {
             Assert.Equal(standard[name].Shape, ml[name].Shape);
-            double err = RelativeL2(standard[name].ToDouble(), ml[name].ToFloat());
+            double err = Numerics.RelativeL2(standard[name].ToDouble(), ml[name].ToFloat());
             Assert.True(err < 1e-5, $"{name}: the two models' gradients differ by {err:E2} (relative L2)");
         }
     }

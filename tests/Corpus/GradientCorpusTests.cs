@@ -59,11 +59,16 @@ public class GradientCorpusTests(ITestOutputHelper output)
 
     static readonly HashSet<int> Feedable = [DataTypes.Float, DataTypes.Double, DataTypes.Int64, DataTypes.Int32, DataTypes.UInt8, DataTypes.Bool];
 
-    [Fact]
+    /// <summary>
+    /// 682 of 682 eligible pass on Debian's libonnx-testdata 1.12: the floor sits just below, so that a registry or check
+    /// that skips (nearly) everything fails.
+    /// </summary>
+    const int MinPassed = 680;
+
+    [CorpusFact]
     public void GradientsMatchFiniteDifferences()
     {
         var cases = CorpusCase.All();
-        if (cases.Count == 0) { output.WriteLine("ONNX test corpus not installed (/usr/share/libonnx-testdata); nothing to check"); return; }
         var clock = Stopwatch.StartNew();
         var results = new ConcurrentBag<(CorpusCase Case, Outcome Outcome)>();
         Parallel.ForEach(cases, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, c => results.Add((c, Check(c))));
@@ -86,6 +91,7 @@ public class GradientCorpusTests(ITestOutputHelper output)
         output.WriteLine("passed: " + string.Join(", ", passed.Select(r => r.Case.Id).Order()));
         Assert.True(failed.Count == 0, $"{failed.Count} of {passed.Count + failed.Count} eligible corpus models fail the gradient check:\n" +
             string.Join("\n", failed.Select(r => $"{r.Case.Id} [{string.Join(" ", r.Outcome.Ops)}]: {r.Outcome.Reason}")));
+        Assert.True(passed.Count >= MinPassed, $"only {passed.Count} corpus models passed the gradient check, expected at least {MinPassed}");
     }
 
     enum Status { Passed, Failed, Skipped }

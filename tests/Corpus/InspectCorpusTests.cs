@@ -10,10 +10,13 @@ namespace OnnxUnlearn.Tests.Corpus;
 /// </summary>
 public class InspectCorpusTests(ITestOutputHelper output)
 {
-    [Fact]
+    /// <summary>Debian's libonnx-testdata 1.12 holds 1072 models: just below, so that a corpus read as (nearly) empty fails.</summary>
+    const int MinModels = 1070;
+
+    [CorpusFact]
     public void InspectSucceedsOnEveryCorpusModel()
     {
-        if (Fixtures.Corpus is not { } root) { output.WriteLine("ONNX test corpus not installed (/usr/share/libonnx-testdata); nothing to check"); return; }
+        var root = OnnxCorpus.Root;
         var models = CorpusCase.Suites.Select(s => Path.Combine(root, s)).Where(Directory.Exists)
             .SelectMany(d => Directory.EnumerateFiles(d, "model.onnx", SearchOption.AllDirectories)).Order(StringComparer.Ordinal).ToList();
         int inspected = 0, parameters = 0, trainable = 0;
@@ -31,7 +34,7 @@ public class InspectCorpusTests(ITestOutputHelper output)
         }
         output.WriteLine($"inspect over the ONNX test corpus: {inspected} of {models.Count} models inspected ({parameters} parameter tensors, {trainable} trainable by default)");
         foreach (var r in refused) output.WriteLine("  refused " + r);
-        Assert.NotEmpty(models);
+        Assert.True(models.Count >= MinModels, $"only {models.Count} corpus models found, expected at least {MinModels}");
         Assert.Empty(refused);
     }
 }

@@ -15,11 +15,16 @@ namespace OnnxUnlearn.Tests.Corpus;
 /// </summary>
 public class UpgradeCorpusTests(ITestOutputHelper output)
 {
-    [Fact]
+    /// <summary>
+    /// 913 of 913 eligible pass on Debian's libonnx-testdata 1.12: the floor sits just below, so that a check that skips
+    /// (nearly) everything fails.
+    /// </summary>
+    const int MinPassed = 910;
+
+    [CorpusFact]
     public void UpgradedModelsGiveTheReferenceOutputs()
     {
         var cases = CorpusCase.All();
-        if (cases.Count == 0) { output.WriteLine("ONNX test corpus not installed (/usr/share/libonnx-testdata); nothing to check"); return; }
         var clock = Stopwatch.StartNew();
         var results = new ConcurrentBag<(CorpusCase Case, string Status, string Detail)>();
         Parallel.ForEach(cases, new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount }, c =>
@@ -44,6 +49,7 @@ public class UpgradeCorpusTests(ITestOutputHelper output)
             foreach (var r in failed) output.WriteLine($"  {r.Case.Id}: {r.Detail}");
         }
         Assert.True(failed.Count == 0, $"{failed.Count} upgraded corpus models differ from the reference:\n" + string.Join("\n", failed.Select(r => $"{r.Case.Id}: {r.Detail}")));
+        Assert.True(passed.Count >= MinPassed, $"only {passed.Count} upgraded corpus models passed, expected at least {MinPassed}");
     }
 
     static string Group(string detail) => detail.StartsWith("ORT cannot run") ? "ORT cannot run the original model"

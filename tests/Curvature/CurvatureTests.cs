@@ -17,9 +17,6 @@ public class CurvatureTests(ITestOutputHelper log)
     /// <summary>H·v at the model's stored θ.</summary>
     static ILinearOperator Hessian(Evaluator s, Dataset data) => new Hvp(s, data).At(s.ReadParameters());
 
-    static double RelativeL2(IReadOnlyList<double> expected, IReadOnlyList<float> actual) =>
-        Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
-
     [Fact]
     public void ProbeSeedsAreFixedAcrossProcesses()
     {
@@ -46,7 +43,7 @@ public class CurvatureTests(ITestOutputHelper log)
             var hv = new float[n];
             hvp.Apply(v, hv);
             var exact = Enumerable.Range(0, n).Select(i => Enumerable.Range(0, n).Sum(j => h[i * n + j] * v[j])).ToArray();
-            double err = RelativeL2(exact, hv);
+            double err = Numerics.RelativeL2(exact, hv);
             log.WriteLine($"logreg HVP relative L2 error: {err:E2}");
             Assert.True(err < 1e-3, $"HVP relative error {err:E2}");
         }
@@ -66,7 +63,7 @@ public class CurvatureTests(ITestOutputHelper log)
         var theta = s.ReadParameters();
         var (g, gf) = (new float[s.Layout.Size], new float[s.Layout.Size]);
         double loss = s.Gradient(theta, data, g).Loss, lossFrozen = s.SmoothGradient(theta, theta, data, gf).Loss;
-        double err = RelativeL2(g.Select(x => (double)x).ToArray(), gf);
+        double err = Numerics.RelativeL2(g, gf);
         log.WriteLine($"{fixture}: loss {loss} vs frozen {lossFrozen}, gradient relative L2 difference {err:E2}");
         Assert.Equal(loss, lossFrozen, 1e-6);
         Assert.True(err < 1e-5, $"{fixture}: frozen gradient differs by {err:E2}");
@@ -84,7 +81,7 @@ public class CurvatureTests(ITestOutputHelper log)
         using var _ = s; using var __ = data;
         var d = Diagonal.Exact(Hessian(s, data));
         var expected = s.Layout.Parameters.SelectMany(p => reference["hdiag/" + p.Name].ToDouble()).ToArray();
-        double err = RelativeL2(expected, d.Values);
+        double err = Numerics.RelativeL2(expected, d.Values);
         log.WriteLine($"{fixture}: exact diagonal relative L2 error {err:E2} over {expected.Length} elements ({d.HvpCount} HVPs)");
         Assert.True(err <= 2e-2, $"{fixture}: relative L2 error {err:E2}");
     }

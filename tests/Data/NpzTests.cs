@@ -114,14 +114,20 @@ public class NpzTests
         Assert.Contains("not a valid .npz", e.Message);
     }
 
+    /// <summary>Writes a zip archive whose one member <paramref name="entry"/> holds <paramref name="text"/>; returns <paramref name="path"/>.</summary>
+    static string ZipWithText(string path, string entry, string text)
+    {
+        using var zip = ZipFile.Open(path, ZipArchiveMode.Create);
+        using var w = new StreamWriter(zip.CreateEntry(entry).Open());
+        w.Write(text);
+        return path;
+    }
+
     [Fact]
     public void NonNpyMemberIsAUserError()
     {
         using var dir = new TempDir();
-        string path = dir.File("odd.npz");
-        using (var zip = ZipFile.Open(path, ZipArchiveMode.Create))
-        using (var w = new StreamWriter(zip.CreateEntry("readme.txt").Open()))
-            w.Write("hello");
+        string path = ZipWithText(dir.File("odd.npz"), "readme.txt", "hello");
         var e = Assert.Throws<UserError>(() => Npz.Read(path));
         Assert.Contains(path, e.Message);
         Assert.Contains("'readme.txt'", e.Message);
@@ -131,10 +137,7 @@ public class NpzTests
     public void BadMemberErrorNamesPathAndKey()
     {
         using var dir = new TempDir();
-        string path = dir.File("bad.npz");
-        using (var zip = ZipFile.Open(path, ZipArchiveMode.Create))
-        using (var w = new StreamWriter(zip.CreateEntry("weights.npy").Open()))
-            w.Write("not numpy");
+        string path = ZipWithText(dir.File("bad.npz"), "weights.npy", "not numpy");
         var e = Assert.Throws<UserError>(() => Npz.Read(path));
         Assert.Contains($"{path} (key 'weights')", e.Message);
         Assert.Contains("not a .npy array", e.Message);

@@ -2,14 +2,13 @@ using Google.Protobuf;
 using OnnxUnlearn.Tests;
 using Onnx;
 using OnnxUnlearn.Data;
+using OnnxUnlearn.Tests.Corpus;
 using DataType = Onnx.TensorProto.Types.DataType;
 
 namespace OnnxUnlearn.Tests.Data;
 
 public class TensorFileTests
 {
-    private const string Corpus = "/usr/share/libonnx-testdata/data/node";
-
     private static TensorProto Proto(DataType type, long[] dims, string name = "t")
     {
         var t = new TensorProto { Name = name, DataType = (int)type };
@@ -219,11 +218,10 @@ public class TensorFileTests
         Assert.Contains("not a serialized ONNX TensorProto", e.Message);
     }
 
-    [Fact]
+    [CorpusFact]
     public void ReadsOnnxCorpusAddTest()
     {
-        string set = Path.Combine(Corpus, "test_add", "test_data_set_0");
-        if (!Directory.Exists(set)) return;
+        string set = Path.Combine(OnnxCorpus.Root, "node", "test_add", "test_data_set_0");
         var (name, x) = TensorFile.Read(Path.Combine(set, "input_0.pb"));
         var (_, y) = TensorFile.Read(Path.Combine(set, "input_1.pb"));
         var (_, sum) = TensorFile.Read(Path.Combine(set, "output_0.pb"));
@@ -234,11 +232,10 @@ public class TensorFileTests
         Assert.Equal(xs.Zip(ys, (a, b) => a + b), (float[])sum.Data);
     }
 
-    [Fact]
+    [CorpusFact]
     public void ReadsOnnxCorpusFloat16AsTheCastOutput()
     {
-        string set = Path.Combine(Corpus, "test_cast_FLOAT16_to_FLOAT", "test_data_set_0");
-        if (!Directory.Exists(set)) return;
+        string set = Path.Combine(OnnxCorpus.Root, "node", "test_cast_FLOAT16_to_FLOAT", "test_data_set_0");
         var (_, half) = TensorFile.Read(Path.Combine(set, "input_0.pb"));
         var (_, expected) = TensorFile.Read(Path.Combine(set, "output_0.pb"));
         Assert.Equal([3L, 4L], half.Shape);

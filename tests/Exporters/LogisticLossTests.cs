@@ -91,9 +91,6 @@ public class LogisticLossTests(ITestOutputHelper log)
         return (loss / n, gw, gb);
     }
 
-    static double RelativeL2(double[] expected, float[] actual) =>
-        Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
-
     [Theory]
     [InlineData(2, false, false, 1.0)]  // skl2onnx's binary LogisticRegression (zipmap=False)
     [InlineData(2, false, true, 1.0)]   // ... with its default ZipMap
@@ -126,7 +123,7 @@ public class LogisticLossTests(ITestOutputHelper log)
         var intercepts = stored.Attribute.Single(a => a.Name == "intercepts").Floats.ToArray();
         var x = xs.ToFloat();
         var (loss, gw, gb) = Reference(x, y, coefficients, intercepts, normalizer);
-        double errW = RelativeL2(gw, s.Layout.Of(grad, 0).ToArray()), errB = RelativeL2(gb, s.Layout.Of(grad, 1).ToArray());
+        double errW = Numerics.RelativeL2(gw, s.Layout.Of(grad, 0).ToArray()), errB = Numerics.RelativeL2(gb, s.Layout.Of(grad, 1).ToArray());
         log.WriteLine($"rows {rows}, normalizer {normalizer}, zipmap {zipmap}, ×{scale}: loss {r.Loss:F6} vs {loss:F6} (float64); " +
             $"relative L2 error coefficients {errW:E2}, intercepts {errB:E2}; accuracy {r.Accuracy:F3}");
         Assert.Equal(loss, r.Loss, 1e-5 * Math.Max(1, loss));
@@ -166,7 +163,7 @@ public class LogisticLossTests(ITestOutputHelper log)
         var clf = m.Graph.Node.Single();
         var (loss, gw, gb) = Reference(arrays["X"].ToFloat(), arrays[LossHead.LabelInput].ToInt64(),
             clf.Attribute.Single(a => a.Name == "coefficients").Floats.ToArray(), clf.Attribute.Single(a => a.Name == "intercepts").Floats.ToArray(), normalized: false);
-        double err = RelativeL2([.. gw, .. gb], ce.Grad);
+        double err = Numerics.RelativeL2([.. gw, .. gb], ce.Grad);
         log.WriteLine($"one-vs-rest without Normalizer: ce {ce.Loss:F6}, ce-prob {prob.Loss:F6}, float64 {loss:F6}; gradient relative L2 error {err:E2}");
         Assert.Equal(loss, ce.Loss, 1e-5);
         Assert.Equal(loss, prob.Loss, 1e-5);

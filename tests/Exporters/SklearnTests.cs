@@ -18,9 +18,6 @@ public class SklearnTests(ITestOutputHelper log)
 {
     const string Coefficients = "LinearClassifier.coefficients", Intercepts = "LinearClassifier.intercepts";
 
-    static double RelativeL2(double[] expected, float[] actual) =>
-        Math.Sqrt(expected.Zip(actual, (e, a) => (e - a) * (e - a)).Sum() / expected.Sum(e => e * e));
-
     /// <summary>Mean loss and gradient by parameter name over the fixture's data.</summary>
     static (double Loss, Dictionary<string, float[]> Grad, TrainingArtifact Artifact) Grad(string fixture, string model, LossKind loss)
     {
@@ -47,7 +44,7 @@ public class SklearnTests(ITestOutputHelper log)
         Assert.Equal(names, grad.Keys.Order());
         foreach (var name in names)
         {
-            double err = RelativeL2(reference[prefix + "grad/" + name].ToDouble(), grad[name]);
+            double err = Numerics.RelativeL2(reference[prefix + "grad/" + name].ToDouble(), grad[name]);
             log.WriteLine($"{fixture}/{model} {loss} {name}: relative L2 error {err:E2}");
             Assert.True(err < 1e-4, $"{fixture}/{model} {loss} {name}: relative L2 error {err:E2}");
         }
@@ -76,7 +73,7 @@ public class SklearnTests(ITestOutputHelper log)
         var (loss, grad, output) = Run(file.Path);
         Assert.NotEqual("probabilities", output);
         Assert.Equal(lossPlain, loss, 1e-7);
-        Assert.True(RelativeL2(gradPlain.Select(x => (double)x).ToArray(), grad) < 1e-6);
+        Assert.True(Numerics.RelativeL2(gradPlain, grad) < 1e-6);
 
         var (_, _, ovr) = Grad("skl_logreg", "ovr.onnx", LossKind.CrossEntropy);
         Assert.Equal(LossKind.CrossEntropyOfSigmoids, ovr.Loss);
@@ -126,7 +123,7 @@ public class SklearnTests(ITestOutputHelper log)
             }
         }
         Assert.Equal(loss, r.Loss, 1e-4 * loss);
-        double err = RelativeL2(gw, s.Layout.Of(grad, s.Layout.Parameters.ToList().FindIndex(p => p.Name == Coefficients)).ToArray());
+        double err = Numerics.RelativeL2(gw, s.Layout.Of(grad, s.Layout.Parameters.ToList().FindIndex(p => p.Name == Coefficients)).ToArray());
         using var prob = Evaluator.Open(path, new LossSettings { Loss = LossKind.CrossEntropyProb }, data);
         double clamped = prob.Gradient(prob.ReadParameters(), data, []).Loss;
         log.WriteLine($"saturated one-vs-rest: loss {loss:F4} (float64), {r.Loss:F4} (ce), {clamped:F4} (ce-prob); coefficient gradient relative L2 error {err:E2}");

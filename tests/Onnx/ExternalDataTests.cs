@@ -46,54 +46,54 @@ public class ExternalDataTests
     [Fact]
     public void PatchesACopyOfTheDataFileOnlyInTheChangedRanges()
     {
-        using var dir = new TempFolder();
-        var input = CreateModel(dir["in"]);
-        var hashes = Hashes(dir["in"]);
-        var location = WeightPatch.Locate(File.ReadAllBytes(input), dir["in"])["W"];
+        using var dir = new TempDir();
+        var input = CreateModel(dir.File("in"));
+        var hashes = Hashes(dir.File("in"));
+        var location = WeightPatch.Locate(File.ReadAllBytes(input), dir.File("in"))["W"];
         Assert.Equal((Path.Combine("data", "w.bin"), ValueStorage.ExternalData), (location.DataFile, location.Storage));
         Assert.Equal((WOffset, 4), location.ElementRange(0));
 
-        var summary = WeightPatch.Write(input, dir["out/model.onnx"], Patch());
+        var summary = WeightPatch.Write(input, dir.File("out/model.onnx"), Patch());
 
-        Assert.Equal(hashes, Hashes(dir["in"]));
-        Assert.Equal(File.ReadAllBytes(input), File.ReadAllBytes(dir["out/model.onnx"]));
-        var before = File.ReadAllBytes(dir["in/data/w.bin"]);
-        var after = File.ReadAllBytes(dir["out/data/w.bin"]);
+        Assert.Equal(hashes, Hashes(dir.File("in")));
+        Assert.Equal(File.ReadAllBytes(input), File.ReadAllBytes(dir.File("out/model.onnx")));
+        var before = File.ReadAllBytes(dir.File("in/data/w.bin"));
+        var after = File.ReadAllBytes(dir.File("out/data/w.bin"));
         AssertOnlyRangesDiffer(before, after, Ranges(location, Indices));
         Assert.Equal(NewValues, Indices.Select(i => ReadF32(after, location.ElementRange(i))));
         var result = Assert.Single(summary.Tensors);
-        Assert.Equal((dir["out/data/w.bin"], 2L, 8L), (result.File, result.ElementsChanged, result.BytesChanged));
+        Assert.Equal((dir.File("out/data/w.bin"), 2L, 8L), (result.File, result.ElementsChanged, result.BytesChanged));
 
         // The same change made another way: W moved inline with the new values.
         var reference = ModelProto.Parser.ParseFrom(File.ReadAllBytes(input));
         var expected = W.ToArray();
         for (var i = 0; i < Indices.Length; i++) expected[Indices[i]] = NewValues[i];
         reference.Graph.Initializer[0] = RawF32("W", [3, 2], expected);
-        Directory.CreateDirectory(dir["reference"]);
-        File.Copy(dir["in/data/w.bin"], dir["reference/w.bin"]); // B is still external
+        Directory.CreateDirectory(dir.File("reference"));
+        File.Copy(dir.File("in/data/w.bin"), dir.File("reference/w.bin")); // B is still external
         reference.Graph.Initializer[1].ExternalData[0].Value = "w.bin";
-        Save(reference, dir["reference/model.onnx"]);
-        Assert.Equal(Run(dir["reference/model.onnx"], X), Run(dir["out/model.onnx"], X));
-        Assert.NotEqual(Run(input, X), Run(dir["out/model.onnx"], X));
+        Save(reference, dir.File("reference/model.onnx"));
+        Assert.Equal(Run(dir.File("reference/model.onnx"), X), Run(dir.File("out/model.onnx"), X));
+        Assert.NotEqual(Run(input, X), Run(dir.File("out/model.onnx"), X));
     }
 
     [Fact]
     public void RefusesToOverwriteTheInputDataFileUnlessInPlace()
     {
-        using var dir = new TempFolder();
+        using var dir = new TempDir();
         var input = CreateModel(dir.Path, "w.bin");
         var hashes = Hashes(dir.Path);
 
-        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir["patched.onnx"], Patch()));
+        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir.File("patched.onnx"), Patch()));
         Assert.Contains("w.bin", error.Message);
         Assert.Equal(hashes, Hashes(dir.Path));
 
-        WeightPatch.Write(input, dir["patched.onnx"], Patch(), inPlace: true);
-        Assert.Equal(File.ReadAllBytes(input), File.ReadAllBytes(dir["patched.onnx"]));
+        WeightPatch.Write(input, dir.File("patched.onnx"), Patch(), inPlace: true);
+        Assert.Equal(File.ReadAllBytes(input), File.ReadAllBytes(dir.File("patched.onnx")));
         var location = WeightPatch.Locate(File.ReadAllBytes(input), dir.Path)["W"];
-        Assert.Equal(NewValues, Indices.Select(i => ReadF32(File.ReadAllBytes(dir["w.bin"]), location.ElementRange(i))));
+        Assert.Equal(NewValues, Indices.Select(i => ReadF32(File.ReadAllBytes(dir.File("w.bin")), location.ElementRange(i))));
         Assert.Equal(["model.onnx", "patched.onnx", "w.bin"], Directory.GetFiles(dir.Path).Select(Path.GetFileName).Order());
-        Run(dir["patched.onnx"], X);
+        Run(dir.File("patched.onnx"), X);
     }
 
     public static TheoryData<string, string> HostileLocations => new()
@@ -111,15 +111,15 @@ public class ExternalDataTests
     [MemberData(nameof(HostileLocations))]
     public void HostileExternalDataIsAUserErrorNamingTensorAndPath(string location, string problem)
     {
-        using var dir = new TempFolder();
-        var modelFolder = dir["model"];
+        using var dir = new TempDir();
+        var modelFolder = dir.File("model");
         CreateModel(modelFolder, "w.bin");
-        var outside = dir["outside.bin"];
+        var outside = dir.File("outside.bin");
         File.Copy(Path.Combine(modelFolder, "w.bin"), outside);
-        Directory.CreateDirectory(dir["outside-folder"]);
-        File.Copy(outside, dir["outside-folder/inside.bin"]);
+        Directory.CreateDirectory(dir.File("outside-folder"));
+        File.Copy(outside, dir.File("outside-folder/inside.bin"));
         File.CreateSymbolicLink(Path.Combine(modelFolder, "link.bin"), outside);
-        Directory.CreateSymbolicLink(Path.Combine(modelFolder, "linked-folder"), dir["outside-folder"]);
+        Directory.CreateSymbolicLink(Path.Combine(modelFolder, "linked-folder"), dir.File("outside-folder"));
         var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(Path.Combine(modelFolder, "model.onnx")));
         var entries = model.Graph.Initializer.Single(t => t.Name == "W").ExternalData;
         switch (location)
@@ -135,25 +135,25 @@ public class ExternalDataTests
         entries.Single(e => e.Key == "location").Value = location;
         var input = Save(model, Path.Combine(modelFolder, "model.onnx"));
 
-        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir["out/model.onnx"], Patch()));
+        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir.File("out/model.onnx"), Patch()));
 
         Assert.Contains("tensor W", error.Message);
         Assert.Contains(location, error.Message);
         Assert.Contains(problem, error.Message);
-        Assert.False(Directory.Exists(dir["out"]));
+        Assert.False(Directory.Exists(dir.File("out")));
     }
 
     [Fact]
     public void DataFilesOfNonParameterTensorsAreCopiedAndChecked()
     {
-        using var dir = new TempFolder();
-        var input = CreateModel(dir["in"], "w.bin");
+        using var dir = new TempDir();
+        var input = CreateModel(dir.File("in"), "w.bin");
         var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(input));
-        File.WriteAllBytes(dir["in/ints.bin"], BitConverter.GetBytes(7L));
+        File.WriteAllBytes(dir.File("in/ints.bin"), BitConverter.GetBytes(7L));
         var ints = External("ints", [1], "ints.bin", 0, 8);
         ints.DataType = (int)DataType.Int64;
         model.Graph.Initializer.Add(ints);
-        File.WriteAllBytes(dir["in/branch.bin"], BitConverter.GetBytes(1f));
+        File.WriteAllBytes(dir.File("in/branch.bin"), BitConverter.GetBytes(1f));
         var branch = new GraphProto { Name = "then", Initializer = { External("C", [1], "branch.bin", 0, 4) } };
         model.Graph.Node.Add(Node("If", ["cond"], ["out"], new AttributeProto
         {
@@ -161,16 +161,16 @@ public class ExternalDataTests
         }));
         Save(model, input);
 
-        Assert.Equal(["B", "W"], WeightPatch.Locate(File.ReadAllBytes(input), dir["in"]).Keys.Order());
-        WeightPatch.Write(input, dir["out/model.onnx"], Patch());
+        Assert.Equal(["B", "W"], WeightPatch.Locate(File.ReadAllBytes(input), dir.File("in")).Keys.Order());
+        WeightPatch.Write(input, dir.File("out/model.onnx"), Patch());
 
-        Assert.Equal(File.ReadAllBytes(dir["in/ints.bin"]), File.ReadAllBytes(dir["out/ints.bin"]));
-        Assert.Equal(File.ReadAllBytes(dir["in/branch.bin"]), File.ReadAllBytes(dir["out/branch.bin"]));
+        Assert.Equal(File.ReadAllBytes(dir.File("in/ints.bin")), File.ReadAllBytes(dir.File("out/ints.bin")));
+        Assert.Equal(File.ReadAllBytes(dir.File("in/branch.bin")), File.ReadAllBytes(dir.File("out/branch.bin")));
 
         // Data files we only copy must pass the same checks as the ones we patch.
         branch.Initializer[0].ExternalData[0].Value = "../w.bin";
         Save(model, input);
-        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir["other/model.onnx"], Patch()));
+        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir.File("other/model.onnx"), Patch()));
         Assert.Contains("tensor C", error.Message);
         Assert.Contains("escapes", error.Message);
     }
@@ -178,17 +178,17 @@ public class ExternalDataTests
     [Fact]
     public void ExternalDataInsideTheFolderThroughASymlinkIsAllowed()
     {
-        using var dir = new TempFolder();
-        var input = CreateModel(dir["model"], "data/w.bin");
-        File.CreateSymbolicLink(dir["model/alias.bin"], "data/w.bin");
+        using var dir = new TempDir();
+        var input = CreateModel(dir.File("model"), "data/w.bin");
+        File.CreateSymbolicLink(dir.File("model/alias.bin"), "data/w.bin");
         var model = ModelProto.Parser.ParseFrom(File.ReadAllBytes(input));
         model.Graph.Initializer[0].ExternalData[0].Value = "alias.bin";
         Save(model, input);
 
-        WeightPatch.Write(input, dir["out/model.onnx"], Patch());
+        WeightPatch.Write(input, dir.File("out/model.onnx"), Patch());
 
         // The copy is a plain file holding the link target's bytes.
-        Assert.False(new FileInfo(dir["out/alias.bin"]).Attributes.HasFlag(FileAttributes.ReparsePoint));
-        Run(dir["out/model.onnx"], X);
+        Assert.False(new FileInfo(dir.File("out/alias.bin")).Attributes.HasFlag(FileAttributes.ReparsePoint));
+        Run(dir.File("out/model.onnx"), X);
     }
 }

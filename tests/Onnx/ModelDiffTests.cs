@@ -13,8 +13,8 @@ public class ModelDiffTests
     [Fact]
     public void IdenticalModelsHaveNoDifferences()
     {
-        using var dir = new TempFolder();
-        var result = ModelDiff.Compare(SaveModel(dir["a.onnx"]), SaveModel(dir["b.onnx"]));
+        using var dir = new TempDir();
+        var result = ModelDiff.Compare(SaveModel(dir.File("a.onnx")), SaveModel(dir.File("b.onnx")));
 
         Assert.True(result.Identical);
         Assert.Empty(result.Parameters);
@@ -23,14 +23,14 @@ public class ModelDiffTests
     [Fact]
     public void PatchedModelDiffersInExactlyThePatchedElements()
     {
-        using var dir = new TempFolder();
-        var input = SaveModel(dir["a.onnx"]);
-        WeightPatch.Write(input, dir["b.onnx"], new Dictionary<string, TensorPatch>
+        using var dir = new TempDir();
+        var input = SaveModel(dir.File("a.onnx"));
+        WeightPatch.Write(input, dir.File("b.onnx"), new Dictionary<string, TensorPatch>
         {
             ["W"] = new([0, 3, 5], [1f, 0.4f, -1f]), // 0.4 is W[3] already
         });
 
-        var result = ModelDiff.Compare(input, dir["b.onnx"]);
+        var result = ModelDiff.Compare(input, dir.File("b.onnx"));
 
         Assert.False(result.StructureDiffers);
         Assert.False(result.OtherBytesDiffer);
@@ -40,8 +40,8 @@ public class ModelDiffTests
     [Fact]
     public void ChangedMetadataOfTheSameLengthIsReportedAsOtherBytes()
     {
-        using var dir = new TempFolder();
-        var result = ModelDiff.Compare(SaveModel(dir["a.onnx"], "producer-a"), SaveModel(dir["b.onnx"], "producer-b"));
+        using var dir = new TempDir();
+        var result = ModelDiff.Compare(SaveModel(dir.File("a.onnx"), "producer-a"), SaveModel(dir.File("b.onnx"), "producer-b"));
 
         Assert.False(result.StructureDiffers);
         Assert.Equal(1, result.OtherBytesDiffering);
@@ -51,14 +51,14 @@ public class ModelDiffTests
     [Fact]
     public void DifferentLayoutsAreReportedNotThrown()
     {
-        using var dir = new TempFolder();
-        var longer = ModelDiff.Compare(SaveModel(dir["a.onnx"]), SaveModel(dir["b.onnx"], "a longer producer name"));
+        using var dir = new TempDir();
+        var longer = ModelDiff.Compare(SaveModel(dir.File("a.onnx")), SaveModel(dir.File("b.onnx"), "a longer producer name"));
         Assert.True(longer.StructureDiffers);
         Assert.Contains("length", longer.StructureDifference);
 
         // Same length, but W and B swap names: the parameters sit at other offsets.
         var swapped = MatMulAdd(RawF32("B", [3, 2], W), RawF32("W", [2], B));
-        var result = ModelDiff.Compare(dir["a.onnx"], Save(swapped, dir["c.onnx"]));
+        var result = ModelDiff.Compare(dir.File("a.onnx"), Save(swapped, dir.File("c.onnx")));
         Assert.True(result.StructureDiffers);
         Assert.Contains("W", result.StructureDifference);
     }
@@ -66,11 +66,11 @@ public class ModelDiffTests
     [Fact]
     public void NonPackedElementsAreCountedOncePerElement()
     {
-        using var dir = new TempFolder();
+        using var dir = new TempDir();
         var model = MatMulAdd(FloatData("W", [3, 2], W), RawF32("B", [2], B));
-        var a = Save(model, dir["a.onnx"]);
+        var a = Save(model, dir.File("a.onnx"));
         model.Graph.Initializer[0].FloatData[2] = float.NegativeZero; // differs from 0.3 in all four bytes
-        var b = Save(model, dir["b.onnx"]);
+        var b = Save(model, dir.File("b.onnx"));
 
         Assert.Equal([new ParameterDifference("W", 1, 6)], ModelDiff.Compare(a, b).Parameters);
     }
@@ -78,20 +78,20 @@ public class ModelDiffTests
     [Fact]
     public void ExternalDataFilesAreCompared()
     {
-        using var dir = new TempFolder();
-        Directory.CreateDirectory(dir["a"]);
+        using var dir = new TempDir();
+        Directory.CreateDirectory(dir.File("a"));
         var model = MatMulAdd(RawF32("W", [3, 2], W), RawF32("B", [2], B));
         var w = model.Graph.Initializer[0];
-        File.WriteAllBytes(dir["a/w.bin"], w.RawData.ToByteArray());
+        File.WriteAllBytes(dir.File("a/w.bin"), w.RawData.ToByteArray());
         w.RawData = ByteString.Empty;
         w.DataLocation = TensorProto.Types.DataLocation.External;
         w.ExternalData.Add(new StringStringEntryProto { Key = "location", Value = "w.bin" });
-        var a = Save(model, dir["a/model.onnx"]);
-        WeightPatch.Write(a, dir["b/model.onnx"], new Dictionary<string, TensorPatch> { ["W"] = new([1], [7f]) });
+        var a = Save(model, dir.File("a/model.onnx"));
+        WeightPatch.Write(a, dir.File("b/model.onnx"), new Dictionary<string, TensorPatch> { ["W"] = new([1], [7f]) });
 
-        Assert.Equal([new ParameterDifference("W", 1, 6)], ModelDiff.Compare(a, dir["b/model.onnx"]).Parameters);
+        Assert.Equal([new ParameterDifference("W", 1, 6)], ModelDiff.Compare(a, dir.File("b/model.onnx")).Parameters);
 
-        File.AppendAllText(dir["b/w.bin"], "x");
-        Assert.Contains("w.bin", ModelDiff.Compare(a, dir["b/model.onnx"]).StructureDifference);
+        File.AppendAllText(dir.File("b/w.bin"), "x");
+        Assert.Contains("w.bin", ModelDiff.Compare(a, dir.File("b/model.onnx")).StructureDifference);
     }
 }

@@ -52,7 +52,7 @@ public class OpsetUpgradeTests
     sealed class Feeds : Dictionary<string, (Array Data, long[] Shape)>
     {
         public Feeds Float(string name, params long[] shape) { this[name] = (Random(Count(shape), Count + 3), shape); return this; }
-        public Feeds Values<T>(string name, T[] data, params long[] shape) { this[name] = (data, shape); return this; }
+        public Feeds Tensor<T>(string name, T[] data, params long[] shape) { this[name] = (data, shape); return this; }
     }
 
     static List<(long[] Shape, double[] Data)> Run(ModelProto m, Feeds feeds)
@@ -163,7 +163,7 @@ public class OpsetUpgradeTests
         var x = Random(12).Select(v => (double)v).ToArray();
         var up = Upgrade(m);
         Assert.All(up.Graph.Initializer, t => Assert.Equal(DataTypes.Double, t.DataType));
-        AssertOutputs([([3, 4], x.Select(v => Math.Clamp(v, -0.5, (double)0.7f)).ToArray())], Run(up, new Feeds().Values("x", x, 3, 4)));
+        AssertOutputs([([3, 4], x.Select(v => Math.Clamp(v, -0.5, (double)0.7f)).ToArray())], Run(up, new Feeds().Tensor("x", x, 3, 4)));
     }
 
     [Fact]
@@ -234,7 +234,7 @@ public class OpsetUpgradeTests
         AssertSameAsOriginal(Model(9, [Node("Upsample", ["x", "s"], ["y"], ("mode", mode))], [In("x", [1, 2, 3, 4])], ["y"], Floats("s", scales, 4)), feeds);
         // Scales fed at run time.
         AssertSameAsOriginal(Model(9, [Node("Upsample", ["x", "s"], ["y"], ("mode", mode))], [In("x", [1, 2, 3, 4]), In("s", [4])], ["y"]),
-            new Feeds().Float("x", 1, 2, 3, 4).Values("s", scales, 4));
+            new Feeds().Float("x", 1, 2, 3, 4).Tensor("s", scales, 4));
     }
 
     [Theory]
@@ -250,7 +250,7 @@ public class OpsetUpgradeTests
     [Fact]
     public void ScatterBecomesScatterElements() =>
         AssertSameAsOriginal(Model(9, [Node("Scatter", ["x", "i", "u"], ["y"], ("axis", 1L))], [In("x", [3, 4]), In("i", [3, 2], DataTypes.Int64), In("u", [3, 2])], ["y"]),
-            new Feeds().Float("x", 3, 4).Values("i", new long[] { 0, 3, 1, 2, 2, 0 }, 3, 2).Float("u", 3, 2));
+            new Feeds().Float("x", 3, 4).Tensor("i", new long[] { 0, 3, 1, 2, 2, 0 }, 3, 2).Float("u", 3, 2));
 
     [Theory]
     [InlineData(7)] [InlineData(10)] [InlineData(11)]
@@ -301,7 +301,7 @@ public class OpsetUpgradeTests
         iff.Attribute.Add(new AttributeProto { Name = "then_branch", Type = AttributeProto.Types.AttributeType.Graph, G = thenBranch });
         iff.Attribute.Add(new AttributeProto { Name = "else_branch", Type = AttributeProto.Types.AttributeType.Graph, G = elseBranch });
         var m = Model(11, [iff], [In("c", [], DataTypes.Bool), In("x", [1, 3])], ["y"]);
-        var up = AssertSameAsOriginal(m, new Feeds().Values("c", new[] { cond }).Float("x", 1, 3));
+        var up = AssertSameAsOriginal(m, new Feeds().Tensor("c", new[] { cond }).Float("x", 1, 3));
         Assert.Equal(2, up.Graph.Node.Single().Attribute.Where(a => a.G is not null).Sum(a => a.G.Node.Count(n => n.Input.Count == 2 && n.OpType is "Squeeze" or "ReduceSum")));
     }
 
@@ -331,7 +331,7 @@ public class OpsetUpgradeTests
     public void LegacyPReluSlopeFollowsChannels(bool rankKnown)
     {
         var m = Model(6, [Node("PRelu", ["x", "s"], ["y"])], [In("x", Maybe(rankKnown, 2, 3, 4)), In("s", Maybe(rankKnown, 3))], ["y"]);
-        var feeds = new Feeds().Float("x", 2, 3, 4).Values("s", new[] { 0.1f, 0.2f, 0.3f }, 3);
+        var feeds = new Feeds().Float("x", 2, 3, 4).Tensor("s", new[] { 0.1f, 0.2f, 0.3f }, 3);
         var x = (float[])feeds["x"].Data;
         var expected = x.Select((v, i) => (double)(v > 0 ? v : v * (0.1f * (1 + i / 4 % 3)))).ToArray();
         AssertOutputs([([2, 3, 4], expected)], Run(Upgrade(m), feeds));

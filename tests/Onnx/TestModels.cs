@@ -162,13 +162,3 @@ internal static class TestModels
     public static float[] RawFloats(ByteString raw) =>
         Enumerable.Range(0, raw.Length / 4).Select(i => BinaryPrimitives.ReadSingleLittleEndian(raw.Span[(i * 4)..])).ToArray();
 }
-
-/// <summary>A fresh temporary folder, deleted with everything in it.</summary>
-internal sealed class TempFolder : IDisposable
-{
-    public string Path { get; } = Directory.CreateTempSubdirectory("onnx-unlearn-").FullName;
-
-    public string this[string relative] => System.IO.Path.Combine(Path, relative);
-
-    public void Dispose() => Directory.Delete(Path, recursive: true);
-}

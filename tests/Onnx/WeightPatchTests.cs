@@ -71,21 +71,21 @@ public class WeightPatchTests
     [MemberData(nameof(Float32Variants))]
     public void PatchChangesOnlyTheChosenElementsAndMatchesReserializing(string variant)
     {
-        using var dir = new TempFolder();
+        using var dir = new TempDir();
         var before = Float32Model(variant);
-        File.WriteAllBytes(dir["in.onnx"], before);
+        File.WriteAllBytes(dir.File("in.onnx"), before);
         var location = WeightPatch.Locate(before, dir.Path)["W"];
         Assert.Equal(6, location.ElementCount);
         for (var i = 0; i < W.Length; i++) Assert.Equal(W[i], ReadF32(before, location.ElementRange(i)));
         if (variant == "non-packed float_data") Assert.Equal(2, location.Runs.Count); // split by the interleaved name
 
-        var summary = WeightPatch.Write(dir["in.onnx"], dir["out.onnx"], Patch("W", Indices, NewValues));
+        var summary = WeightPatch.Write(dir.File("in.onnx"), dir.File("out.onnx"), Patch("W", Indices, NewValues));
 
-        var after = File.ReadAllBytes(dir["out.onnx"]);
+        var after = File.ReadAllBytes(dir.File("out.onnx"));
         AssertOnlyRangesDiffer(before, after, Ranges(location, Indices));
         Assert.Equal(Expected(), Values(WeightTensor(ModelProto.Parser.ParseFrom(after))));
         var result = Assert.Single(summary.Tensors);
-        Assert.Equal(("W", 2L, 2L, dir["out.onnx"]), (result.Name, result.ElementsWritten, result.ElementsChanged, result.File));
+        Assert.Equal(("W", 2L, 2L, dir.File("out.onnx")), (result.Name, result.ElementsWritten, result.ElementsChanged, result.File));
 
         // The same change made the ordinary way: parse, edit, re-serialize.
         var reference = ModelProto.Parser.ParseFrom(before);
@@ -96,10 +96,10 @@ public class WeightPatchTests
             tensor.FloatData.Clear();
             tensor.FloatData.Add(Expected());
         }
-        Save(reference, dir["reference.onnx"]);
-        var patchedOutput = Run(dir["out.onnx"], X);
-        Assert.Equal(Run(dir["reference.onnx"], X), patchedOutput);
-        Assert.NotEqual(Run(dir["in.onnx"], X), patchedOutput);
+        Save(reference, dir.File("reference.onnx"));
+        var patchedOutput = Run(dir.File("out.onnx"), X);
+        Assert.Equal(Run(dir.File("reference.onnx"), X), patchedOutput);
+        Assert.NotEqual(Run(dir.File("in.onnx"), X), patchedOutput);
     }
 
     // New values are exact in bfloat16 and keep each float16 varint's width (positives below 2, negatives).
@@ -140,30 +140,30 @@ public class WeightPatchTests
     [MemberData(nameof(Encodings))]
     public void WholeTensorPatchConvertsToTheStoredEncoding(string encoding)
     {
-        using var dir = new TempFolder();
-        var before = Save(MatMulAdd(EncodedWeight(encoding, W), RawF32("B", [2], B)), dir["in.onnx"]);
+        using var dir = new TempDir();
+        var before = Save(MatMulAdd(EncodedWeight(encoding, W), RawF32("B", [2], B)), dir.File("in.onnx"));
 
-        var summary = WeightPatch.Write(before, dir["out.onnx"], Patch("W", null, WholeTensor));
+        var summary = WeightPatch.Write(before, dir.File("out.onnx"), Patch("W", null, WholeTensor));
 
         // Same-width values in a deterministic serializer: the patched file equals the model written with the new values.
-        var reference = Save(MatMulAdd(EncodedWeight(encoding, WholeTensor), RawF32("B", [2], B)), dir["reference.onnx"]);
-        Assert.Equal(File.ReadAllBytes(reference), File.ReadAllBytes(dir["out.onnx"]));
+        var reference = Save(MatMulAdd(EncodedWeight(encoding, WholeTensor), RawF32("B", [2], B)), dir.File("reference.onnx"));
+        Assert.Equal(File.ReadAllBytes(reference), File.ReadAllBytes(dir.File("out.onnx")));
         Assert.Equal(6, summary.Tensors.Single().ElementsChanged);
-        Assert.Equal(Run(reference, X), Run(dir["out.onnx"], X));
+        Assert.Equal(Run(reference, X), Run(dir.File("out.onnx"), X));
     }
 
     [Fact]
     public void Int32DataVarintOfDifferentWidthIsRefused()
     {
-        using var dir = new TempFolder();
-        var input = Save(MatMulAdd(EncodedWeight("float16 int32_data", W), RawF32("B", [2], B)), dir["in.onnx"]);
+        using var dir = new TempDir();
+        var input = Save(MatMulAdd(EncodedWeight("float16 int32_data", W), RawF32("B", [2], B)), dir.File("in.onnx"));
 
         // 0.1 is stored in 2 varint bytes, 3.0 (0x4200) needs 3.
-        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir["out.onnx"], Patch("W", [0], [3f])));
+        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir.File("out.onnx"), Patch("W", [0], [3f])));
 
         Assert.Contains("W", error.Message);
         Assert.Contains("int32_data", error.Message);
-        Assert.False(File.Exists(dir["out.onnx"]));
+        Assert.False(File.Exists(dir.File("out.onnx")));
         Assert.Equal(["in.onnx"], Directory.GetFiles(dir.Path).Select(Path.GetFileName));
     }
 
@@ -183,7 +183,7 @@ public class WeightPatchTests
     [Fact]
     public void ConstantValueFloatAndValueFloatsArePatchable()
     {
-        using var dir = new TempFolder();
+        using var dir = new TempDir();
         ModelProto Build(float scale, float[] bias)
         {
             var model = MatMulAdd(RawF32("W", [3, 2], W), null);
@@ -199,34 +199,34 @@ public class WeightPatchTests
             model.Graph.Node.Add(Node("Mul", ["Z", "S"], ["Y"]));
             return model;
         }
-        var input = Save(Build(2f, B), dir["in.onnx"]);
+        var input = Save(Build(2f, B), dir.File("in.onnx"));
         var locations = WeightPatch.Locate(File.ReadAllBytes(input), dir.Path);
         Assert.Equal((ValueStorage.AttributeFloat, 1L), (locations["S"].Storage, locations["S"].ElementCount));
         Assert.Equal((ValueStorage.AttributeFloats, 2L), (locations["B"].Storage, locations["B"].ElementCount));
 
-        WeightPatch.Write(input, dir["out.onnx"], new Dictionary<string, TensorPatch>
+        WeightPatch.Write(input, dir.File("out.onnx"), new Dictionary<string, TensorPatch>
         {
             ["S"] = new(null, [-3f]),
             ["B"] = new([1], [4.5f]),
         });
 
-        var reference = Save(Build(-3f, [B[0], 4.5f]), dir["reference.onnx"]);
-        Assert.Equal(File.ReadAllBytes(reference), File.ReadAllBytes(dir["out.onnx"]));
-        Assert.Equal(Run(reference, X), Run(dir["out.onnx"], X));
+        var reference = Save(Build(-3f, [B[0], 4.5f]), dir.File("reference.onnx"));
+        Assert.Equal(File.ReadAllBytes(reference), File.ReadAllBytes(dir.File("out.onnx")));
+        Assert.Equal(Run(reference, X), Run(dir.File("out.onnx"), X));
     }
 
     [Fact]
     public void ConstantValueFloatOfZeroHasNoBytesAndSaysSo()
     {
-        using var dir = new TempFolder();
+        using var dir = new TempDir();
         var model = MatMulAdd(RawF32("W", [3, 2], W), RawF32("B", [2], B));
         model.Graph.Node.Add(Node("Constant", [], ["S"], new AttributeProto
         {
             Name = "value_float", Type = AttributeProto.Types.AttributeType.Float, F = 0f,
         }));
-        var input = Save(model, dir["in.onnx"]);
+        var input = Save(model, dir.File("in.onnx"));
 
-        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir["out.onnx"], Patch("S", null, [1f])));
+        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir.File("out.onnx"), Patch("S", null, [1f])));
 
         Assert.Contains("S", error.Message);
         Assert.Contains("value_float", error.Message);
@@ -237,47 +237,47 @@ public class WeightPatchTests
     [InlineData("", "LinearRegressor_0")]
     public void LinearRegressorCoefficientsAndInterceptsArePatchable(string nodeName, string parameterPrefix)
     {
-        using var dir = new TempFolder();
+        using var dir = new TempDir();
         var model = LinearRegressor(nodeName);
-        var input = Save(model, dir["in.onnx"]);
+        var input = Save(model, dir.File("in.onnx"));
         var before = File.ReadAllBytes(input);
         var locations = WeightPatch.Locate(before, dir.Path);
         var coefficients = locations[$"{parameterPrefix}.coefficients"];
         var intercepts = locations[$"{parameterPrefix}.intercepts"];
 
-        var summary = WeightPatch.Write(input, dir["out.onnx"], new Dictionary<string, TensorPatch>
+        var summary = WeightPatch.Write(input, dir.File("out.onnx"), new Dictionary<string, TensorPatch>
         {
             [$"{parameterPrefix}.coefficients"] = new([1], [3.25f]),
             [$"{parameterPrefix}.intercepts"] = new(null, [-1f]),
         });
 
-        AssertOnlyRangesDiffer(before, File.ReadAllBytes(dir["out.onnx"]), [coefficients.ElementRange(1), intercepts.ElementRange(0)]);
+        AssertOnlyRangesDiffer(before, File.ReadAllBytes(dir.File("out.onnx")), [coefficients.ElementRange(1), intercepts.ElementRange(0)]);
         Assert.Equal(2, summary.ElementsChanged);
         var attributes = model.Graph.Node[0].Attribute;
         attributes.Single(a => a.Name == "coefficients").Floats[1] = 3.25f;
         attributes.Single(a => a.Name == "intercepts").Floats[0] = -1f;
-        var reference = Save(model, dir["reference.onnx"]);
-        Assert.Equal(File.ReadAllBytes(reference), File.ReadAllBytes(dir["out.onnx"]));
-        Assert.Equal(Run(reference, X), Run(dir["out.onnx"], X));
+        var reference = Save(model, dir.File("reference.onnx"));
+        Assert.Equal(File.ReadAllBytes(reference), File.ReadAllBytes(dir.File("out.onnx")));
+        Assert.Equal(Run(reference, X), Run(dir.File("out.onnx"), X));
     }
 
     [Fact]
     public void WritingTheCurrentValuesChangesNothing()
     {
-        using var dir = new TempFolder();
-        var input = Save(MatMulAdd(RawF32("W", [3, 2], W), RawF32("B", [2], B)), dir["in.onnx"]);
+        using var dir = new TempDir();
+        var input = Save(MatMulAdd(RawF32("W", [3, 2], W), RawF32("B", [2], B)), dir.File("in.onnx"));
 
-        var summary = WeightPatch.Write(input, dir["out.onnx"], Patch("W", null, W));
+        var summary = WeightPatch.Write(input, dir.File("out.onnx"), Patch("W", null, W));
 
-        Assert.Equal(File.ReadAllBytes(input), File.ReadAllBytes(dir["out.onnx"]));
+        Assert.Equal(File.ReadAllBytes(input), File.ReadAllBytes(dir.File("out.onnx")));
         Assert.Equal((6L, 0L, 0L), (summary.Tensors[0].ElementsWritten, summary.ElementsChanged, summary.BytesChanged));
     }
 
     [Fact]
     public void RefusesToOverwriteTheInputUnlessInPlace()
     {
-        using var dir = new TempFolder();
-        var input = Save(MatMulAdd(RawF32("W", [3, 2], W), RawF32("B", [2], B)), dir["in.onnx"]);
+        using var dir = new TempDir();
+        var input = Save(MatMulAdd(RawF32("W", [3, 2], W), RawF32("B", [2], B)), dir.File("in.onnx"));
         var original = File.ReadAllBytes(input);
 
         var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, input, Patch("W", Indices, NewValues)));
@@ -306,25 +306,25 @@ public class WeightPatchTests
     [MemberData(nameof(BadPatches))]
     public void BadPatchesAreUserErrorsAndWriteNothing(string name, long[]? indices, float[] values, string[] mentions)
     {
-        using var dir = new TempFolder();
-        var input = Save(MatMulAdd(RawF32("W", [3, 2], W), RawF32("B", [2], B)), dir["in.onnx"]);
+        using var dir = new TempDir();
+        var input = Save(MatMulAdd(RawF32("W", [3, 2], W), RawF32("B", [2], B)), dir.File("in.onnx"));
 
-        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir["out.onnx"], Patch(name, indices, values)));
+        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir.File("out.onnx"), Patch(name, indices, values)));
 
         foreach (var mention in mentions) Assert.Contains(mention, error.Message);
-        Assert.False(File.Exists(dir["out.onnx"]));
+        Assert.False(File.Exists(dir.File("out.onnx")));
     }
 
     [Fact]
     public void DuplicateParameterNamesAreNotPatchable()
     {
-        using var dir = new TempFolder();
+        using var dir = new TempDir();
         var model = ConstantMatMulAdd();
         model.Graph.Initializer.Add(RawF32("W", [3, 2], W));
-        var input = Save(model, dir["in.onnx"]);
+        var input = Save(model, dir.File("in.onnx"));
 
         Assert.DoesNotContain("W", WeightPatch.Locate(File.ReadAllBytes(input), dir.Path).Keys);
-        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir["out.onnx"], Patch("W", [0], [1f])));
+        var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir.File("out.onnx"), Patch("W", [0], [1f])));
         Assert.Contains("more than one parameter", error.Message);
     }
 

@@ -28,17 +28,20 @@ public class WireLayoutTests
         Assert.Contains("cut.onnx is truncated or not an ONNX model", error.Message);
     }
 
+    /// <summary>The error of patching one element of W in <paramref name="model"/> (a file in <paramref name="dir"/>).</summary>
+    static UserError PatchRefused(TempDir dir, string model) => Assert.Throws<UserError>(() =>
+        WeightPatch.Write(dir.File(model), dir.File("out.onnx"), new Dictionary<string, TensorPatch> { ["W"] = new([0], [1f]) }));
+
     [Theory]
     [InlineData(true)]
     [InlineData(false)]
     public void TruncatedModelFileIsAUserErrorNamingTheFile(bool half)
     {
-        using var dir = new TempFolder();
+        using var dir = new TempDir();
         var model = ValidModel();
-        File.WriteAllBytes(dir["cut.onnx"], model[..(half ? model.Length / 2 : model.Length - 1)]);
+        File.WriteAllBytes(dir.File("cut.onnx"), model[..(half ? model.Length / 2 : model.Length - 1)]);
 
-        var error = Assert.Throws<UserError>(() =>
-            WeightPatch.Write(dir["cut.onnx"], dir["out.onnx"], new Dictionary<string, TensorPatch> { ["W"] = new([0], [1f]) }));
+        var error = PatchRefused(dir, "cut.onnx");
 
         Assert.Contains("cut.onnx", error.Message);
         Assert.Contains("truncated", error.Message);
@@ -47,13 +50,12 @@ public class WireLayoutTests
     [Fact]
     public void RandomBytesAreAUserErrorNamingTheFile()
     {
-        using var dir = new TempFolder();
+        using var dir = new TempDir();
         var bytes = new byte[4096];
         new Random(1234).NextBytes(bytes);
-        File.WriteAllBytes(dir["random.onnx"], bytes);
+        File.WriteAllBytes(dir.File("random.onnx"), bytes);
 
-        var error = Assert.Throws<UserError>(() =>
-            WeightPatch.Write(dir["random.onnx"], dir["out.onnx"], new Dictionary<string, TensorPatch> { ["W"] = new([0], [1f]) }));
+        var error = PatchRefused(dir, "random.onnx");
 
         Assert.Contains("random.onnx", error.Message);
         Assert.Contains("not an ONNX model", error.Message);
