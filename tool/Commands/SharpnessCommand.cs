@@ -62,11 +62,12 @@ public static class SharpnessCommand
     static SummaryDoc Summary(Evaluator s, DiagonalEstimate est, string kind, double top, double seconds, int seed)
     {
         int k = Masks.Count(top, null, s.Layout.Size);
-        var perTensor = Masks.PerTensor(s.Layout, TopK.Indices(est.Values, k));
+        var selected = TopK.Indices(est.Values, k); // NaN scores are never selected: shares are of what was
+        var perTensor = Masks.PerTensor(s.Layout, selected);
         var rows = s.Layout.Parameters.Select((p, i) =>
         {
             var v = s.Layout.Of(est.Values.AsSpan(), i).ToArray();
-            return new TensorRow(p.Name, p.Elements, v.Length > 0 ? v.Average() : 0, v.Length > 0 ? v.Max() : 0, perTensor[p.Name] / (double)k);
+            return new TensorRow(p.Name, p.Elements, v.Length > 0 ? v.Average() : 0, v.Length > 0 ? v.Max() : 0, perTensor[p.Name] / (double)Math.Max(1, selected.Length));
         }).ToList();
         return new SummaryDoc(kind, s.Layout.Size, est.Probes, seed, est.HvpCount, s.GradientEvaluations, seconds, est.TopKOverlap, top, rows);
     }
