@@ -21,18 +21,18 @@ internal sealed record ModelLayout(
 internal static class WireLayout
 {
     // Field numbers from onnx.proto.
-    private const int ModelGraph = 7, ModelTrainingInfo = 20, ModelFunctions = 25;
-    private const int TrainingInitialization = 1, TrainingAlgorithm = 2;
-    private const int FunctionNode = 7;
-    private const int GraphNode = 1, GraphInitializer = 5, GraphSparseInitializer = 15;
-    private const int NodeOutput = 2, NodeName = 3, NodeOpType = 4, NodeAttribute = 5, NodeDomain = 7;
-    private const int AttrName = 1, AttrF = 2, AttrT = 5, AttrG = 6, AttrFloats = 7, AttrTensors = 10, AttrGraphs = 11,
+    const int ModelGraph = 7, ModelTrainingInfo = 20, ModelFunctions = 25;
+    const int TrainingInitialization = 1, TrainingAlgorithm = 2;
+    const int FunctionNode = 7;
+    const int GraphNode = 1, GraphInitializer = 5, GraphSparseInitializer = 15;
+    const int NodeOutput = 2, NodeName = 3, NodeOpType = 4, NodeAttribute = 5, NodeDomain = 7;
+    const int AttrName = 1, AttrF = 2, AttrT = 5, AttrG = 6, AttrFloats = 7, AttrTensors = 10, AttrGraphs = 11,
         AttrSparseTensor = 22, AttrSparseTensors = 23;
-    private const int SparseValues = 1, SparseIndices = 2;
-    private const int TensorDims = 1, TensorDataType = 2, TensorFloatData = 4, TensorInt32Data = 5, TensorName = 8,
+    const int SparseValues = 1, SparseIndices = 2;
+    const int TensorDims = 1, TensorDataType = 2, TensorFloatData = 4, TensorInt32Data = 5, TensorName = 8,
         TensorRawData = 9, TensorDoubleData = 10, TensorExternalData = 13, TensorDataLocation = 14;
-    private const int EntryKey = 1, EntryValue = 2;
-    private const int External = 1; // TensorProto.DataLocation.EXTERNAL
+    const int EntryKey = 1, EntryValue = 2;
+    const int External = 1; // TensorProto.DataLocation.EXTERNAL
 
     public static ModelLayout Read(ReadOnlySpan<byte> model, string modelFolder, string source)
     {
@@ -68,15 +68,15 @@ internal static class WireLayout
         return walker.Result();
     }
 
-    private sealed class Walker(string modelFolder, string source)
+    sealed class Walker(string modelFolder, string source)
     {
-        private readonly Dictionary<string, ValueLocation> _parameters = new(StringComparer.Ordinal);
-        private readonly Dictionary<string, string> _unpatchable = new(StringComparer.Ordinal);
-        private readonly HashSet<string> _ambiguous = new(StringComparer.Ordinal);
-        private readonly SortedSet<string> _dataFiles = new(StringComparer.Ordinal);
-        private int _nodeIndex; // top-level nodes only, counted across repeated graph fields like the merged graph.node
+        readonly Dictionary<string, ValueLocation> parameters = new(StringComparer.Ordinal);
+        readonly Dictionary<string, string> unpatchable = new(StringComparer.Ordinal);
+        readonly HashSet<string> ambiguous = new(StringComparer.Ordinal);
+        readonly SortedSet<string> dataFiles = new(StringComparer.Ordinal);
+        int nodeIndex; // top-level nodes only, counted across repeated graph fields like the merged graph.node
 
-        public ModelLayout Result() => new(_parameters, _unpatchable, _dataFiles.ToList());
+        public ModelLayout Result() => new(parameters, unpatchable, dataFiles.ToList());
 
         public void ReadGraph(ref WireReader graph, bool topLevel)
         {
@@ -93,7 +93,7 @@ internal static class WireLayout
                 switch (field)
                 {
                     case GraphNode:
-                        ReadNode(ref message, topLevel ? _nodeIndex++ : null);
+                        ReadNode(ref message, topLevel ? nodeIndex++ : null);
                         break;
                     case GraphInitializer:
                         var tensor = new TensorFields();
@@ -141,7 +141,7 @@ internal static class WireLayout
         }
 
         /// <param name="index">Position in the top-level graph.node; null for nodes elsewhere, which hold no parameters.</param>
-        private void ReadNode(ref WireReader node, int? index)
+        void ReadNode(ref WireReader node, int? index)
         {
             string? firstOutput = null;
             string name = "", opType = "", domain = "";
@@ -202,7 +202,7 @@ internal static class WireLayout
         }
 
         /// <summary>value_float and value_floats; a Constant's value tensor goes through <see cref="Complete"/>.</summary>
-        private void AddConstantAttributes(string output, List<AttributeFields> attributes, string origin)
+        void AddConstantAttributes(string output, List<AttributeFields> attributes, string origin)
         {
             foreach (var attribute in attributes)
             {
@@ -214,7 +214,7 @@ internal static class WireLayout
                         break;
                     case "value_float":
                         // proto3 writers omit a float that equals 0, so there are no bytes to overwrite.
-                        _unpatchable[output] = $"the {origin} stores value_float = 0 implicitly (no bytes in the file), " +
+                        unpatchable[output] = $"the {origin} stores value_float = 0 implicitly (no bytes in the file), " +
                                                "so it cannot be patched surgically; re-export the model with a non-zero value.";
                         break;
                     case "value_floats":
@@ -224,35 +224,35 @@ internal static class WireLayout
             }
         }
 
-        private static string Label(TensorFields tensor, string fallback) => tensor.Name != "" ? tensor.Name : fallback;
+        static string Label(TensorFields tensor, string fallback) => tensor.Name != "" ? tensor.Name : fallback;
 
-        private static ValueLocation FloatList(string name, AttributeFields attribute) =>
+        static ValueLocation FloatList(string name, AttributeFields attribute) =>
             new(name, null, ValueStorage.AttributeFloats, StoredType.Float32, attribute.Floats);
 
-        private void Add(ValueLocation location, string origin)
+        void Add(ValueLocation location, string origin)
         {
-            if (_ambiguous.Contains(location.Name)) return;
-            if (_parameters.Remove(location.Name))
+            if (ambiguous.Contains(location.Name)) return;
+            if (parameters.Remove(location.Name))
             {
-                _ambiguous.Add(location.Name);
-                _unpatchable[location.Name] = $"the name {location.Name} is used by more than one parameter " +
+                ambiguous.Add(location.Name);
+                unpatchable[location.Name] = $"the name {location.Name} is used by more than one parameter " +
                                               $"(the last is the {origin}); rename the nodes or tensors so it is unique.";
                 return;
             }
-            _parameters.Add(location.Name, location);
+            parameters.Add(location.Name, location);
         }
 
         /// <summary>
         /// Handles a fully read tensor: validates and records its external data file, and when
         /// <paramref name="parameter"/> is given and the tensor is float, registers it under that name.
         /// </summary>
-        private void Complete(TensorFields tensor, string label, string? parameter, string origin)
+        void Complete(TensorFields tensor, string label, string? parameter, string origin)
         {
             var external = tensor.DataLocation == External ? ResolveExternal(tensor, label) : null;
             if (parameter is not null && TensorLocation(tensor, parameter, external) is { } location) Add(location, origin);
         }
 
-        private AttributeFields ReadAttribute(ref WireReader attribute)
+        AttributeFields ReadAttribute(ref WireReader attribute)
         {
             var result = new AttributeFields();
             while (!attribute.AtEnd)
@@ -302,7 +302,7 @@ internal static class WireLayout
         }
 
         /// <summary>The values and indices tensors of a SparseTensorProto, read only for their external data.</summary>
-        private static List<TensorFields> ReadSparse(ref WireReader sparse)
+        static List<TensorFields> ReadSparse(ref WireReader sparse)
         {
             TensorFields? values = null, indices = null;
             while (!sparse.AtEnd)
@@ -320,7 +320,7 @@ internal static class WireLayout
             return [.. new[] { values, indices }.OfType<TensorFields>()];
         }
 
-        private static void ReadTensor(ref WireReader tensor, TensorFields result)
+        static void ReadTensor(ref WireReader tensor, TensorFields result)
         {
             while (!tensor.AtEnd)
             {
@@ -374,7 +374,7 @@ internal static class WireLayout
             }
         }
 
-        private static (string Key, string Value) ReadEntry(ref WireReader entry)
+        static (string Key, string Value) ReadEntry(ref WireReader entry)
         {
             string key = "", value = "";
             while (!entry.AtEnd)
@@ -392,7 +392,7 @@ internal static class WireLayout
         }
 
         /// <summary>Repeated float/double: a packed block, or one fixed-width field per element (both are legal).</summary>
-        private static void ReadFixedWidth(ref WireReader reader, int field, int wireType, int width, List<ValueRun> runs)
+        static void ReadFixedWidth(ref WireReader reader, int field, int wireType, int width, List<ValueRun> runs)
         {
             if (wireType == WireReader.LengthDelimited)
             {
@@ -413,7 +413,7 @@ internal static class WireLayout
         }
 
         /// <summary>Repeated int32 (float16/bfloat16 bits): every varint is its own run because widths differ.</summary>
-        private static void ReadVarints(ref WireReader reader, int wireType, List<ValueRun> runs)
+        static void ReadVarints(ref WireReader reader, int wireType, List<ValueRun> runs)
         {
             if (wireType == WireReader.LengthDelimited)
             {
@@ -425,7 +425,7 @@ internal static class WireLayout
             AddVarint(ref reader, runs);
         }
 
-        private static void AddVarint(ref WireReader reader, List<ValueRun> runs)
+        static void AddVarint(ref WireReader reader, List<ValueRun> runs)
         {
             var start = reader.Offset;
             reader.ReadVarint();
@@ -434,7 +434,7 @@ internal static class WireLayout
         }
 
         /// <summary>Location of a float tensor's values, or null for non-float tensors (not parameters).</summary>
-        private ValueLocation? TensorLocation(TensorFields tensor, string name, ExternalReference? external)
+        ValueLocation? TensorLocation(TensorFields tensor, string name, ExternalReference? external)
         {
             if (!TryStoredType(tensor.DataType, out var type)) return null;
             var width = type switch { StoredType.Float32 => 4, StoredType.Float64 => 8, _ => 2 };
@@ -477,7 +477,7 @@ internal static class WireLayout
             return location;
         }
 
-        private static bool TryStoredType(int dataType, out StoredType type)
+        static bool TryStoredType(int dataType, out StoredType type)
         {
             (var known, type) = dataType switch
             {
@@ -493,14 +493,14 @@ internal static class WireLayout
         /// <param name="Location">As written in the model.</param>
         /// <param name="File">Normalized path relative to the model's folder.</param>
         /// <param name="Length">The declared length, if any.</param>
-        private sealed record ExternalReference(string Location, string File, long Offset, long? Length, long FileLength);
+        sealed record ExternalReference(string Location, string File, long Offset, long? Length, long FileLength);
 
         /// <summary>
         /// Validates an external-data reference: a relative path that stays inside the model's folder even after
         /// following symlinks, and a byte range inside the file. A hostile model must not make us read or
         /// overwrite files elsewhere.
         /// </summary>
-        private ExternalReference ResolveExternal(TensorFields tensor, string name)
+        ExternalReference ResolveExternal(TensorFields tensor, string name)
         {
             tensor.External.TryGetValue("location", out var location);
             var (full, real) = ExternalData.CheckLocation(location, modelFolder, problem => Bad(name, problem));
@@ -508,18 +508,18 @@ internal static class WireLayout
                 ParseNumber(tensor, "offset", name, location!) ?? 0, ParseNumber(tensor, "length", name, location!),
                 new FileInfo(real).Length); // the target's: FileInfo on a symlink measures the link
             CheckRange(name, reference, reference.Length ?? 0);
-            _dataFiles.Add(reference.File);
+            dataFiles.Add(reference.File);
             return reference;
         }
 
-        private void CheckRange(string name, ExternalReference external, long length)
+        void CheckRange(string name, ExternalReference external, long length)
         {
             if (external.Offset > external.FileLength || length > external.FileLength - external.Offset)
                 throw Bad(name, $"reads bytes {external.Offset}..{external.Offset + length} of '{external.Location}', but that " +
                                 $"file has only {external.FileLength} bytes; the data file is truncated or does not belong to this model.");
         }
 
-        private long? ParseNumber(TensorFields tensor, string key, string name, string location)
+        long? ParseNumber(TensorFields tensor, string key, string name, string location)
         {
             if (!tensor.External.TryGetValue(key, out var text)) return null;
             if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
@@ -527,10 +527,10 @@ internal static class WireLayout
             return value;
         }
 
-        private UserError Bad(string tensor, string problem) => new($"tensor {tensor} in model file {source} {problem}");
+        UserError Bad(string tensor, string problem) => new($"tensor {tensor} in model file {source} {problem}");
     }
 
-    private sealed class TensorFields
+    sealed class TensorFields
     {
         public string Name = "";
         public int DataType;
@@ -541,7 +541,7 @@ internal static class WireLayout
         public readonly Dictionary<string, string> External = new(StringComparer.Ordinal);
     }
 
-    private sealed class AttributeFields
+    sealed class AttributeFields
     {
         public string Name = "";
         public long? FOffset;
