@@ -162,7 +162,7 @@ public static class LossHead
 
     /// <summary>
     /// The score s [..., 1] when <paramref name="concat"/> is Concat(1 − σ(s), σ(s)) over the last axis: a binary
-    /// classifier's probabilities, as <see cref="LinearModels"/> lowers a one-row LinearClassifier with LOGISTIC
+    /// classifier's probabilities, as <see cref="Lowering.LinearScores"/> lowers a one-row LinearClassifier with LOGISTIC
     /// (ONNX Runtime's semantics) and as models written by hand give them. Null for anything else.
     /// </summary>
     static string? BinaryScore(global::Onnx.GraphProto g, global::Onnx.NodeProto? concat, TensorShapes shapes)

@@ -1,5 +1,4 @@
 using Onnx;
-using OnnxUnlearn.Autodiff;
 
 namespace OnnxUnlearn.Onnx;
 
@@ -153,7 +152,7 @@ public static partial class OpsetUpgrade
         public string OpTo(string output, string opType, IEnumerable<string> inputs, params (string Name, object Value)[] attrs)
         {
             var n = new NodeProto { OpType = opType, Name = up.Fresh("upgrade_" + opType), Input = { inputs }, Output = { output } };
-            foreach (var (name, value) in attrs) n.Attribute.Add(GraphBuilder.Attr(name, value));
+            foreach (var (name, value) in attrs) n.Attribute.Add(Attributes.Make(name, value));
             Output.Add(n);
             return output;
         }
@@ -217,7 +216,7 @@ public static partial class OpsetUpgrade
         public void Set(string name, object value)
         {
             Take(name);
-            node.Attribute.Add(GraphBuilder.Attr(name, value));
+            node.Attribute.Add(Attributes.Make(name, value));
         }
     }
 

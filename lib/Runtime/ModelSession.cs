@@ -148,11 +148,11 @@ public sealed class ModelSession : IDisposable
         bool withGradients = true, bool embedDefaults = false, bool parameterInputs = false)
     {
         var output = Parameters.OutputOrDefault(file, settings.Output);
-        var all = Parameters.Discover(file, output, settings.Params, settings.Frozen);
+        var all = TrainableParameters.Discover(file, output, settings.Params, settings.Frozen);
         var trainable = withGradients || parameterInputs ? all.Where(p => p.Trainable).ToList() : [];
         if (withGradients && trainable.Count == 0)
             throw new UserError($"model '{file.Path}' has no trainable parameters for output '{output}'" + (settings.Params is null ? "" : " matching --params"));
-        var forward = LinearModels.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
+        var forward = Autodiff.Lowering.LinearScores.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
         var dataInputs = DataInputs(forward.Graph);
         probe.Require(dataInputs, $"inputs of '{file.Path}'");
         probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
