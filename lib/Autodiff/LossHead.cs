@@ -140,13 +140,13 @@ public static class LossHead
             && normalizer.Attribute.FirstOrDefault(a => a.Name == "norm")?.S.ToStringUtf8() == "L1")
         {
             var before = Producer(g, normalizer.Input[0]);
-            if (before is { OpType: "Sigmoid" } && before.Domain is "" or "ai.onnx") return (before.Input[0], LossKind.CrossEntropyOfSigmoids);
-            if (before is { OpType: "Softmax" } && before.Domain is "" or "ai.onnx" && LastAxis(before, shapes)) return (before.Input[0], kind);
+            if (before is { OpType: "Sigmoid" } && Domains.IsDefault(before.Domain)) return (before.Input[0], LossKind.CrossEntropyOfSigmoids);
+            if (before is { OpType: "Softmax" } && Domains.IsDefault(before.Domain) && LastAxis(before, shapes)) return (before.Input[0], kind);
             // [1 − σ(s), σ(s)] already sums to 1: the Normalizer changes nothing but rounding.
             if (BinaryScore(g, before, shapes) is { } score) return (score, LossKind.BinarySigmoidLogLoss);
             return (output, kind);
         }
-        if (producer is null || producer.Domain is not ("" or "ai.onnx")) return (output, kind);
+        if (producer is null || !Domains.IsDefault(producer.Domain)) return (output, kind);
         var input = producer.Input[0];
         bool lastAxis = LastAxis(producer, shapes);
         return (kind, producer.OpType) switch
@@ -167,7 +167,7 @@ public static class LossHead
     /// </summary>
     static string? BinaryScore(global::Onnx.GraphProto g, global::Onnx.NodeProto? concat, TensorShapes shapes)
     {
-        static bool Standard(global::Onnx.NodeProto? n, string op) => n is not null && n.OpType == op && n.Domain is "" or "ai.onnx";
+        static bool Standard(global::Onnx.NodeProto? n, string op) => n is not null && n.OpType == op && Domains.IsDefault(n.Domain);
         if (!Standard(concat, "Concat") || concat!.Input.Count != 2 || shapes[concat.Output[0]] is not { } info
             || GradContext.Axis(concat.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0, info.Rank) != info.Rank - 1)
             return null;

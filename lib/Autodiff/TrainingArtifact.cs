@@ -66,7 +66,7 @@ public sealed class TrainingArtifact
             .ToDictionary(i => i.Name, i => shapes[i.Name]!.Dims);
         var m = forward.Clone();
         var g = m.Graph;
-        long opset = m.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).Max();
+        long opset = m.DefaultOpset();
         var trainableNames = trainable.Select(p => p.Name).ToHashSet();
 
         // Every initializer's data goes inline (the artifact is loaded from memory), trainable ones become inputs.
@@ -172,9 +172,6 @@ public sealed class TrainingArtifact
     {
         if (g.Initializer.FirstOrDefault(t => t.Name == name) is { } init && !DataTypes.IsFloat(init.DataType)) return init.ReadInt64s(folder);
         var node = g.Node.FirstOrDefault(n => n.OpType == "Constant" && n.Output.Count > 0 && n.Output[0] == name);
-        if (node?.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t && !DataTypes.IsFloat(t.DataType)) return t.ReadInt64s(folder);
-        if (node?.Attribute.FirstOrDefault(a => a.Name == "value_ints") is { } ints) return ints.Ints.ToArray();
-        if (node?.Attribute.FirstOrDefault(a => a.Name == "value_int") is { } one) return [one.I];
-        return null;
+        return node?.ConstantValue() is { } t && !DataTypes.IsFloat(t.DataType) ? t.ReadInt64s(folder) : null;
     }
 }

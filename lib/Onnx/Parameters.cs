@@ -29,24 +29,11 @@ public static class Parameters
         for (int i = 0; i < g.Node.Count; i++)
         {
             var n = g.Node[i];
-            if (n.OpType == "Constant" && n.Domain is "" or "ai.onnx" && n.Output.Count > 0 && n.ConstantValue() is { } t)
+            if (n.OpType == "Constant" && Domains.IsDefault(n.Domain) && n.Output.Count > 0 && n.ConstantValue() is { } t)
                 yield return new(n.Output[0], ParameterStorage.Constant, t, n.Output[0]);
             else if (LinearModels.Is(n))
                 foreach (var (name, tensor) in LinearModels.Tensors(n, i)) yield return new(name, ParameterStorage.Attribute, tensor, LinearModels.ScoresOutput(n));
         }
-    }
-
-    /// <summary>A Constant node's value as a tensor: <c>value</c>, or <c>value_float</c> (rank 0) / <c>value_floats</c> (rank 1) as float32.</summary>
-    public static TensorProto? ConstantValue(this NodeProto n)
-    {
-        foreach (var a in n.Attribute)
-            switch (a.Name)
-            {
-                case "value" when a.T is not null: return a.T;
-                case "value_float": return new TensorProto { DataType = DataTypes.Float, FloatData = { a.F } };
-                case "value_floats": return new TensorProto { DataType = DataTypes.Float, Dims = { a.Floats.Count }, FloatData = { a.Floats } };
-            }
-        return null;
     }
 
     /// <summary>

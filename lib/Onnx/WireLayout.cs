@@ -179,7 +179,7 @@ internal static class WireLayout
 
             // Decided only after the whole node is read: protobuf does not order fields, so op_type may follow the attributes.
             var label = firstOutput ?? (name != "" ? name : opType);
-            var constant = index is not null && opType == "Constant" && domain is ("" or "ai.onnx") && firstOutput is not null;
+            var constant = index is not null && opType == "Constant" && Domains.IsDefault(domain) && firstOutput is not null;
             var origin = $"Constant node producing {firstOutput}";
             foreach (var attribute in attributes)
             {

@@ -40,7 +40,7 @@ public static class ArtifactsCommand
         source = file.Path,
         loss = a.Loss,
         output = a.Output,
-        opset = a.Model.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Max(o => o.Version),
+        opset = a.Model.DefaultOpset(),
         batch = fixedBatch == 1 ? "fixed at 1: feed samples one at a time" : "any",
         // Recurrent ops between the parameters and the loss are unrolled over the sequence length of the probe data:
         // the artifact then takes only inputs of those shapes (axis 0 aside); write one artifact per sequence length.

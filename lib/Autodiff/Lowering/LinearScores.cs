@@ -26,7 +26,7 @@ public static class LinearScores
         var nodes = g.Node.ToList();
         if (nodes.Count(LinearModels.Is) != prefixes.Count) throw new InvalidOperationException("upgrading changed the number of linear ai.onnx.ml nodes");
         var taken = new HashSet<string>(nodes.SelectMany(n => n.Input.Concat(n.Output)).Concat(g.Input.Select(i => i.Name)).Concat(g.Initializer.Select(t => t.Name)));
-        long opset = m.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).Max();
+        long opset = m.DefaultOpset();
         var b = new GraphBuilder(opset, taken.Contains);
         g.Node.Clear();
         int k = 0;
