@@ -6,13 +6,18 @@ namespace OnnxUnlearn.Onnx;
 /// ai.onnx.ml LinearClassifier and LinearRegressor, as skl2onnx writes LogisticRegression, LinearRegression and LinearSVC.
 /// Their weights are float-list attributes, exposed as the parameters <c>&lt;node name&gt;.coefficients</c> [rows,
 /// features] and <c>&lt;node name&gt;.intercepts</c> [rows] (an unnamed node is called <c>&lt;op type&gt;_&lt;index&gt;</c>,
-/// as <see cref="WeightPatch"/> names it). For gradients, a later stage rewrites their scores in standard ops.
+/// as <see cref="WeightPatch"/> names them). For gradients, a later stage rewrites their scores in standard ops.
 /// </summary>
 public static class LinearModels
 {
-    public static bool Is(NodeProto n) => n.Domain == "ai.onnx.ml" && n.OpType is "LinearClassifier" or "LinearRegressor";
+    public static bool Is(NodeProto n) => Is(n.Domain, n.OpType);
 
-    public static string Prefix(NodeProto n, int index) => n.Name.Length > 0 ? n.Name : $"{n.OpType}_{index}";
+    /// <summary>Also for <see cref="WireLayout"/>, which reads a node's fields from the bytes, not a NodeProto.</summary>
+    public static bool Is(string domain, string opType) => domain == "ai.onnx.ml" && opType is "LinearClassifier" or "LinearRegressor";
+
+    public static string Prefix(NodeProto n, int index) => Prefix(n.Name, n.OpType, index);
+
+    public static string Prefix(string name, string opType, int index) => name.Length > 0 ? name : $"{opType}_{index}";
 
     /// <summary>The float output that depends on the weights: a classifier's second output (scores), a regressor's only one.</summary>
     public static string ScoresOutput(NodeProto n) => n.OpType == "LinearClassifier" ? n.Output.ElementAtOrDefault(1) ?? "" : n.Output[0];

@@ -39,16 +39,8 @@ internal static class WireLayout
         var walker = new Walker(Path.GetFullPath(modelFolder), source);
         var reader = new WireReader(model, 0, source);
         var sawGraph = false;
-        while (!reader.AtEnd)
+        while (reader.NextField([ModelGraph, ModelTrainingInfo, ModelFunctions], out var field, out var message))
         {
-            var (field, wireType) = reader.ReadTag();
-            if (field is not (ModelGraph or ModelTrainingInfo or ModelFunctions))
-            {
-                reader.SkipField(wireType);
-                continue;
-            }
-            reader.Expect(field, wireType, WireReader.LengthDelimited);
-            var message = reader.ReadLengthDelimited();
             switch (field)
             {
                 case ModelGraph:
@@ -80,16 +72,8 @@ internal static class WireLayout
 
         public void ReadGraph(ref WireReader graph, bool topLevel)
         {
-            while (!graph.AtEnd)
+            while (graph.NextField([GraphNode, GraphInitializer, GraphSparseInitializer], out var field, out var message))
             {
-                var (field, wireType) = graph.ReadTag();
-                if (field is not (GraphNode or GraphInitializer or GraphSparseInitializer))
-                {
-                    graph.SkipField(wireType);
-                    continue;
-                }
-                graph.Expect(field, wireType, WireReader.LengthDelimited);
-                var message = graph.ReadLengthDelimited();
                 switch (field)
                 {
                     case GraphNode:
@@ -110,34 +94,12 @@ internal static class WireLayout
         /// <summary>Reads a message whose listed fields are GraphProtos outside the top-level graph (training info).</summary>
         public void ReadGraphFields(ref WireReader message, params int[] graphFields)
         {
-            while (!message.AtEnd)
-            {
-                var (field, wireType) = message.ReadTag();
-                if (!graphFields.Contains(field))
-                {
-                    message.SkipField(wireType);
-                    continue;
-                }
-                message.Expect(field, wireType, WireReader.LengthDelimited);
-                var graph = message.ReadLengthDelimited();
-                ReadGraph(ref graph, topLevel: false);
-            }
+            while (message.NextField(graphFields, out _, out var graph)) ReadGraph(ref graph, topLevel: false);
         }
 
         public void ReadFunction(ref WireReader function)
         {
-            while (!function.AtEnd)
-            {
-                var (field, wireType) = function.ReadTag();
-                if (field != FunctionNode)
-                {
-                    function.SkipField(wireType);
-                    continue;
-                }
-                function.Expect(field, wireType, WireReader.LengthDelimited);
-                var node = function.ReadLengthDelimited();
-                ReadNode(ref node, null);
-            }
+            while (function.NextField([FunctionNode], out _, out var node)) ReadNode(ref node, null);
         }
 
         /// <param name="index">Position in the top-level graph.node; null for nodes elsewhere, which hold no parameters.</param>
@@ -146,33 +108,24 @@ internal static class WireLayout
             string? firstOutput = null;
             string name = "", opType = "", domain = "";
             var attributes = new List<AttributeFields>();
-            while (!node.AtEnd)
+            while (node.NextField([NodeOutput, NodeName, NodeOpType, NodeDomain, NodeAttribute], out var field, out var contents))
             {
-                var (field, wireType) = node.ReadTag();
-                if (field is not (NodeOutput or NodeName or NodeOpType or NodeDomain or NodeAttribute))
-                {
-                    node.SkipField(wireType);
-                    continue;
-                }
-                node.Expect(field, wireType, WireReader.LengthDelimited);
                 switch (field)
                 {
                     case NodeOutput:
-                        var output = node.ReadString();
-                        firstOutput ??= output;
+                        firstOutput ??= contents.Text();
                         break;
                     case NodeName:
-                        name = node.ReadString();
+                        name = contents.Text();
                         break;
                     case NodeOpType:
-                        opType = node.ReadString();
+                        opType = contents.Text();
                         break;
                     case NodeDomain:
-                        domain = node.ReadString();
+                        domain = contents.Text();
                         break;
                     default:
-                        var attribute = node.ReadLengthDelimited();
-                        attributes.Add(ReadAttribute(ref attribute));
+                        attributes.Add(ReadAttribute(ref contents));
                         break;
                 }
             }
@@ -192,9 +145,9 @@ internal static class WireLayout
             }
 
             if (constant) AddConstantAttributes(firstOutput!, attributes, origin);
-            else if (index is not null && opType is ("LinearClassifier" or "LinearRegressor") && domain == "ai.onnx.ml")
+            else if (index is { } position && LinearModels.Is(domain, opType))
             {
-                var prefix = name != "" ? name : $"{opType}_{index}";
+                var prefix = LinearModels.Prefix(name, opType, position);
                 foreach (var attribute in attributes)
                     if (attribute.Name is "coefficients" or "intercepts")
                         Add(FloatList($"{prefix}.{attribute.Name}", attribute), $"{opType} node {prefix}");
@@ -305,18 +258,8 @@ internal static class WireLayout
         static List<TensorFields> ReadSparse(ref WireReader sparse)
         {
             TensorFields? values = null, indices = null;
-            while (!sparse.AtEnd)
-            {
-                var (field, wireType) = sparse.ReadTag();
-                if (field is not (SparseValues or SparseIndices))
-                {
-                    sparse.SkipField(wireType);
-                    continue;
-                }
-                sparse.Expect(field, wireType, WireReader.LengthDelimited);
-                var tensor = sparse.ReadLengthDelimited();
+            while (sparse.NextField([SparseValues, SparseIndices], out var field, out var tensor))
                 ReadTensor(ref tensor, field == SparseValues ? values ??= new() : indices ??= new());
-            }
             return [.. new[] { values, indices }.OfType<TensorFields>()];
         }
 
@@ -377,17 +320,9 @@ internal static class WireLayout
         static (string Key, string Value) ReadEntry(ref WireReader entry)
         {
             string key = "", value = "";
-            while (!entry.AtEnd)
-            {
-                var (field, wireType) = entry.ReadTag();
-                if (field is EntryKey or EntryValue)
-                {
-                    entry.Expect(field, wireType, WireReader.LengthDelimited);
-                    if (field == EntryKey) key = entry.ReadString();
-                    else value = entry.ReadString();
-                }
-                else entry.SkipField(wireType);
-            }
+            while (entry.NextField([EntryKey, EntryValue], out var field, out var text))
+                if (field == EntryKey) key = text.Text();
+                else value = text.Text();
             return (key, value);
         }
 
@@ -481,10 +416,10 @@ internal static class WireLayout
         {
             (var known, type) = dataType switch
             {
-                1 => (true, StoredType.Float32),
-                10 => (true, StoredType.Float16),
-                11 => (true, StoredType.Float64),
-                16 => (true, StoredType.BFloat16),
+                DataTypes.Float => (true, StoredType.Float32),
+                DataTypes.Float16 => (true, StoredType.Float16),
+                DataTypes.Double => (true, StoredType.Float64),
+                DataTypes.BFloat16 => (true, StoredType.BFloat16),
                 _ => (false, default),
             };
             return known;

@@ -61,10 +61,32 @@ internal ref struct WireReader(ReadOnlySpan<byte> data, long baseOffset, string 
         return sub;
     }
 
-    public string ReadString()
+    public string ReadString() => ReadLengthDelimited().Text();
+
+    /// <summary>The unread bytes as UTF-8: the contents of a string field that <see cref="NextField"/> returned.</summary>
+    public readonly string Text() => System.Text.Encoding.UTF8.GetString(bytes[pos..]);
+
+    /// <summary>
+    /// Reads on to the next field among <paramref name="fields"/>, skipping all others, and gives its contents. Every field
+    /// a walk of the model descends into is length-delimited (a message or a string). False at the end.
+    /// </summary>
+    public bool NextField(scoped ReadOnlySpan<int> fields, out int field, out WireReader contents)
     {
-        var sub = ReadLengthDelimited();
-        return System.Text.Encoding.UTF8.GetString(sub.bytes);
+        while (!AtEnd)
+        {
+            (field, var wireType) = ReadTag();
+            if (!fields.Contains(field))
+            {
+                SkipField(wireType);
+                continue;
+            }
+            Expect(field, wireType, LengthDelimited);
+            contents = ReadLengthDelimited();
+            return true;
+        }
+        field = 0;
+        contents = default;
+        return false;
     }
 
     /// <summary>Skips <paramref name="count"/> bytes, e.g. a fixed32/fixed64 value whose offset the caller noted.</summary>
