@@ -20,7 +20,7 @@ public sealed record ArtifactManifest(string Source, LossKind Loss, string Outpu
     /// <param name="fixedBatch">1 when the model's batch dimension is fixed to 1.</param>
     public static ArtifactManifest Of(ModelFile file, TrainingArtifact a, int fixedBatch) => new(
         file.Path, a.Loss, a.Output,
-        a.Model.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Max(o => o.Version),
+        a.Model.DefaultOpset(),
         fixedBatch == 1 ? "fixed at 1: feed samples one at a time" : "any",
         a.Unrolled.Count == 0 ? null : new UnrolledInfo(
             a.Unrolled.Select(u => new UnrolledNodeInfo(u.Node, u.Op, u.SequenceLength)).ToList(),

@@ -1,4 +1,5 @@
 using Onnx;
+using OnnxUnlearn.Onnx;
 using static OnnxUnlearn.UserError;
 
 namespace OnnxUnlearn.Autodiff;
@@ -73,5 +74,5 @@ public static class Backprop
     }
 
     public static string Describe(NodeProto n, long opset) =>
-        $"op '{(n.Domain is "" or "ai.onnx" ? "" : n.Domain + ".")}{n.OpType}' (node '{(n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault())}', opset {opset})";
+        $"op '{Domains.OpName(n.Domain, n.OpType)}' (node '{(n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault())}', opset {opset})";
 }

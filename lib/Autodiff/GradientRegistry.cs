@@ -1,3 +1,5 @@
+using OnnxUnlearn.Onnx;
+
 namespace OnnxUnlearn.Autodiff;
 
 /// <summary>
@@ -10,9 +12,7 @@ public static partial class GradientRegistry
     static readonly Dictionary<string, OpGradient> rules = Build();
 
     public static OpGradient? Find(string opType, string domain = "") =>
-        rules.TryGetValue(Key(opType, domain), out var r) ? r : null;
-
-    static string Key(string opType, string domain) => domain is "" or "ai.onnx" ? opType : domain + "." + opType;
+        rules.TryGetValue(Domains.OpName(domain, opType), out var r) ? r : null;
 
     public static IEnumerable<string> OpTypes => rules.Keys.Order();
 

@@ -1,5 +1,5 @@
-using Google.Protobuf;
 using Onnx;
+using OnnxUnlearn.Onnx;
 
 namespace OnnxUnlearn.Autodiff;
 
@@ -33,7 +33,7 @@ public sealed class GraphBuilder(long opset, Func<string, bool> nameTaken, strin
         var node = new NodeProto { OpType = opType, Name = Fresh(nodePrefix + opType) };
         node.Input.AddRange(inputs);
         for (int i = 0; i < outputs; i++) node.Output.Add(Fresh(opType.ToLowerInvariant()));
-        foreach (var (name, value) in attrs) node.Attribute.Add(Attr(name, value));
+        foreach (var (name, value) in attrs) node.Attribute.Add(Attributes.Make(name, value));
         Nodes.Add(node);
         return node.Output.ToArray();
     }
@@ -49,19 +49,6 @@ public sealed class GraphBuilder(long opset, Func<string, bool> nameTaken, strin
         Nodes[^1].Attribute.AddRange(node.Attribute.Where(a => !drop.Contains(a.Name)).Select(a => a.Clone()));
         return outs;
     }
-
-    public static AttributeProto Attr(string name, object value) => value switch
-    {
-        long v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = v },
-        int v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Int, I = v },
-        float v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Float, F = v },
-        string v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.String, S = ByteString.CopyFromUtf8(v) },
-        long[] v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Ints, Ints = { v } },
-        float[] v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Floats, Floats = { v } },
-        string[] v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Strings, Strings = { v.Select(ByteString.CopyFromUtf8) } },
-        TensorProto v => new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Tensor, T = v },
-        _ => throw new ArgumentException($"unsupported attribute value {value.GetType()}"),
-    };
 
     // ---- constants ----
 

@@ -141,13 +141,13 @@ public static class LossHead
             && normalizer.Attribute.FirstOrDefault(a => a.Name == "norm")?.S.ToStringUtf8() == "L1")
         {
             var before = Producer(g, normalizer.Input[0]);
-            if (before is { OpType: "Sigmoid" } && before.Domain is "" or "ai.onnx") return (before.Input[0], LossKind.CrossEntropyOfSigmoids);
-            if (before is { OpType: "Softmax" } && before.Domain is "" or "ai.onnx" && LastAxis(before, shapes)) return (before.Input[0], kind);
+            if (before is { OpType: "Sigmoid" } && Domains.IsDefault(before.Domain)) return (before.Input[0], LossKind.CrossEntropyOfSigmoids);
+            if (before is { OpType: "Softmax" } && Domains.IsDefault(before.Domain) && LastAxis(before, shapes)) return (before.Input[0], kind);
             // [1 − σ(s), σ(s)] already sums to 1: the Normalizer changes nothing but rounding.
             if (BinaryScore(g, before, shapes) is { } score) return (score, LossKind.BinarySigmoidLogLoss);
             return (output, kind);
         }
-        if (producer is null || producer.Domain is not ("" or "ai.onnx")) return (output, kind);
+        if (producer is null || !Domains.IsDefault(producer.Domain)) return (output, kind);
         var input = producer.Input[0];
         bool lastAxis = LastAxis(producer, shapes);
         return (kind, producer.OpType) switch
@@ -163,12 +163,12 @@ public static class LossHead
 
     /// <summary>
     /// The score s [..., 1] when <paramref name="concat"/> is Concat(1 − σ(s), σ(s)) over the last axis: a binary
-    /// classifier's probabilities, as <see cref="LinearModels"/> lowers a one-row LinearClassifier with LOGISTIC
+    /// classifier's probabilities, as <see cref="Lowering.LinearScores"/> lowers a one-row LinearClassifier with LOGISTIC
     /// (ONNX Runtime's semantics) and as models written by hand give them. Null for anything else.
     /// </summary>
     static string? BinaryScore(global::Onnx.GraphProto g, global::Onnx.NodeProto? concat, TensorShapes shapes)
     {
-        static bool Standard(global::Onnx.NodeProto? n, string op) => n is not null && n.OpType == op && n.Domain is "" or "ai.onnx";
+        static bool Standard(global::Onnx.NodeProto? n, string op) => n is not null && n.OpType == op && Domains.IsDefault(n.Domain);
         if (!Standard(concat, "Concat") || concat!.Input.Count != 2 || shapes[concat.Output[0]] is not { } info
             || GradContext.Axis(concat.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 0, info.Rank) != info.Rank - 1)
             return null;

@@ -28,7 +28,7 @@ public sealed record ValueInfo(int ElementType, long[] Dims, long[][] Observed)
     public bool IsStatic => Dims.All(d => d >= 0);
 }
 
-/// <summary>What is known about every value of the forward graph, measured by <see cref="Runtime.ShapeProbe"/>.</summary>
+/// <summary>What is known about every value of the forward graph, as the runtime's shape probe measured it.</summary>
 public sealed class TensorShapes(Dictionary<string, ValueInfo> values)
 {
     public ValueInfo? this[string name] => values.GetValueOrDefault(name);

@@ -43,7 +43,7 @@ public sealed class TrainingArtifact
     public static string GradName(string parameter) => GradPrefix + parameter;
 
     /// <param name="forward">The forward model, already upgraded by <see cref="OpsetUpgrade"/> and with its linear ai.onnx.ml
-    /// nodes lowered by <see cref="LinearModels.Lower"/>.</param>
+    /// nodes lowered by <see cref="LinearScores.Lower"/>.</param>
     /// <param name="probe">Measures the shapes of every value of a model (the forward one, or one with recurrent ops
     /// unrolled: <see cref="Recurrent"/> unrolls those between the parameters and the loss before differentiation).</param>
     /// <param name="withGradients">False builds an evaluation artifact (loss and accuracy only).</param>
@@ -66,7 +66,7 @@ public sealed class TrainingArtifact
             .ToDictionary(i => i.Name, i => shapes[i.Name]!.Dims);
         var m = forward.Clone();
         var g = m.Graph;
-        long opset = m.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).Max();
+        long opset = m.DefaultOpset();
         var trainableNames = trainable.Select(p => p.Name).ToHashSet();
 
         // Every initializer's data goes inline (the artifact is loaded from memory), trainable ones become inputs.
@@ -116,7 +116,7 @@ public sealed class TrainingArtifact
             if (p.DataType == DataTypes.Float) continue;
             var typed = b.Fresh(p.Name + "_typed");
             foreach (var n in g.Node) for (int k = 0; k < n.Input.Count; k++) if (n.Input[k] == p.Name) n.Input[k] = typed;
-            g.Node.Insert(0, new NodeProto { OpType = "Cast", Name = typed + "_cast", Input = { p.Name }, Output = { typed }, Attribute = { GraphBuilder.Attr("to", (long)p.DataType) } });
+            g.Node.Insert(0, new NodeProto { OpType = "Cast", Name = typed + "_cast", Input = { p.Name }, Output = { typed }, Attribute = { Attributes.Make("to", (long)p.DataType) } });
             shapes.Declare(typed, new Autodiff.ValueInfo(p.DataType, p.Shape, [p.Shape]));
         }
         foreach (var p in trainable) shapes.Declare(p.Name, new Autodiff.ValueInfo(DataTypes.Float, p.Shape, [p.Shape]));
@@ -172,9 +172,6 @@ public sealed class TrainingArtifact
     {
         if (g.Initializer.FirstOrDefault(t => t.Name == name) is { } init && !DataTypes.IsFloat(init.DataType)) return init.ReadInt64s(folder);
         var node = g.Node.FirstOrDefault(n => n.OpType == "Constant" && n.Output.Count > 0 && n.Output[0] == name);
-        if (node?.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t && !DataTypes.IsFloat(t.DataType)) return t.ReadInt64s(folder);
-        if (node?.Attribute.FirstOrDefault(a => a.Name == "value_ints") is { } ints) return ints.Ints.ToArray();
-        if (node?.Attribute.FirstOrDefault(a => a.Name == "value_int") is { } one) return [one.I];
-        return null;
+        return node?.ConstantValue() is { } t && !DataTypes.IsFloat(t.DataType) ? t.ReadInt64s(folder) : null;
     }
 }

@@ -76,7 +76,7 @@ internal sealed class GraphFacts
     /// <summary>Learns what it can about the outputs of <paramref name="n"/>, a node already written at the target opset.</summary>
     public void Infer(NodeProto n)
     {
-        if (n.Domain is not ("" or "ai.onnx")) return;
+        if (!Domains.IsDefault(n.Domain)) return;
         string x = n.Input.Count > 0 ? n.Input[0] : "";
         int rx = Rank(x), tx = Type(x);
         long AttrInt(string name, long dflt) => n.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.I : dflt;
@@ -152,20 +152,7 @@ internal sealed class GraphFacts
     {
         if (n.Output.Count == 0) return;
         var name = n.Output[0];
-        TensorProto? t = null;
-        foreach (var a in n.Attribute)
-        {
-            t = a.Name switch
-            {
-                "value" => a.T,
-                "value_float" => new TensorProto { DataType = DataTypes.Float, FloatData = { a.F } },
-                "value_floats" => new TensorProto { DataType = DataTypes.Float, Dims = { a.Floats.Count }, FloatData = { a.Floats } },
-                "value_int" => new TensorProto { DataType = DataTypes.Int64, Int64Data = { a.I } },
-                "value_ints" => new TensorProto { DataType = DataTypes.Int64, Dims = { a.Ints.Count }, Int64Data = { a.Ints } },
-                _ => t,
-            };
-        }
-        if (t is null) return;
+        if (n.ConstantValue() is not { } t) return;
         Set(name, t.DataType, t.Dims.Count);
         if (!t.IsExternal()) constants[name] = t;
     }

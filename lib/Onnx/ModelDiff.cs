@@ -22,7 +22,7 @@ public sealed record ModelDiffResult(string? StructureDifference, long OtherByte
 /// </summary>
 public static class ModelDiff
 {
-    private const int Chunk = 1 << 20;
+    const int Chunk = 1 << 20;
 
     public static ModelDiffResult Compare(string modelA, string modelB)
     {
@@ -62,15 +62,15 @@ public static class ModelDiff
     }
 
     // FileInfo on a symlink measures the link itself, so measure its target.
-    private static long DataFileLength(string folder, string dataFile) =>
+    static long DataFileLength(string folder, string dataFile) =>
         new FileInfo(ExternalData.RealPath(Path.Combine(folder, dataFile))).Length;
 
-    private static ModelDiffResult Structure(string why) => new(why, 0, []);
+    static ModelDiffResult Structure(string why) => new(why, 0, []);
 
-    private static byte[] ReadModel(string path) =>
+    static byte[] ReadModel(string path) =>
         File.Exists(path) ? File.ReadAllBytes(path) : throw new UserError($"model file {path} does not exist.");
 
-    private static string? LayoutDifference(ModelLayout layoutA, ModelLayout layoutB)
+    static string? LayoutDifference(ModelLayout layoutA, ModelLayout layoutB)
     {
         if (!layoutA.DataFiles.SequenceEqual(layoutB.DataFiles))
             return $"the models use different external data files ({string.Join(", ", layoutA.DataFiles)} vs {string.Join(", ", layoutB.DataFiles)})";
@@ -93,7 +93,7 @@ public static class ModelDiff
     /// bytes outside parameter values. Once a byte of an element differs, the rest of that element is skipped so the
     /// element counts once.
     /// </summary>
-    private static long Scan(Stream a, Stream b, long length, SlotIndex slots, Dictionary<string, long> counts)
+    static long Scan(Stream a, Stream b, long length, SlotIndex slots, Dictionary<string, long> counts)
     {
         var bufferA = new byte[(int)Math.Min(Chunk, length)];
         var bufferB = new byte[bufferA.Length];
@@ -128,24 +128,24 @@ public static class ModelDiff
     }
 
     /// <summary>Maps a byte offset in one file to the parameter element covering it.</summary>
-    private sealed class SlotIndex
+    sealed class SlotIndex
     {
-        private readonly (ValueRun Run, string Name)[] _runs;
-        private readonly long[] _starts;
+        readonly (ValueRun Run, string Name)[] runs;
+        readonly long[] starts;
 
         public SlotIndex(IEnumerable<ValueLocation> locations)
         {
-            _runs = locations.SelectMany(l => l.Runs.Select(r => (r, l.Name))).OrderBy(e => e.r.Offset).ToArray();
-            _starts = _runs.Select(e => e.Run.Offset).ToArray();
+            runs = locations.SelectMany(l => l.Runs.Select(r => (r, l.Name))).OrderBy(e => e.r.Offset).ToArray();
+            starts = runs.Select(e => e.Run.Offset).ToArray();
         }
 
         /// <summary>The parameter and the end of the element containing <paramref name="offset"/>, or null for other bytes (including field tags between non-packed elements).</summary>
         public (string Name, long ElementEnd)? Find(long offset)
         {
-            var i = Array.BinarySearch(_starts, offset);
+            var i = Array.BinarySearch(starts, offset);
             if (i < 0) i = ~i - 1;
             if (i < 0) return null;
-            var (run, name) = _runs[i];
+            var (run, name) = runs[i];
             var relative = offset - run.Offset;
             var element = relative / run.Stride;
             if (element >= run.Count || relative % run.Stride >= run.Width) return null;

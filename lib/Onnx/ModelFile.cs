@@ -8,9 +8,6 @@ public sealed record ModelFile(ModelProto Model, string Path, string Folder)
 {
     public GraphProto Graph => Model.Graph;
 
-    /// <summary>Version of the default (ai.onnx) domain; 1 when the model imports none.</summary>
-    public long Opset => Model.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).DefaultIfEmpty(1).Max();
-
     public static ModelFile Load(string path)
     {
         if (!File.Exists(path))

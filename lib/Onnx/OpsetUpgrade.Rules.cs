@@ -1,5 +1,4 @@
 using Onnx;
-using OnnxUnlearn.Autodiff;
 
 namespace OnnxUnlearn.Onnx;
 
@@ -205,7 +204,7 @@ public static partial class OpsetUpgrade
         n.Attribute.Clear();
         n.Input.Clear();
         n.Input.Add([x, "", scales]);
-        foreach (var (name, value) in LegacyResizeAttrs(mode, nearest)) n.Attribute.Add(GraphBuilder.Attr(name, value));
+        foreach (var (name, value) in LegacyResizeAttrs(mode, nearest)) n.Attribute.Add(Attributes.Make(name, value));
     }
 
     /// <summary>
@@ -267,8 +266,8 @@ public static partial class OpsetUpgrade
 
         var inner = new NodeProto { OpType = "Scan", Name = s.Fresh("upgrade_Scan") };
         inner.Attribute.Add(new AttributeProto { Name = "body", Type = AttributeProto.Types.AttributeType.Graph, G = body });
-        inner.Attribute.Add(GraphBuilder.Attr("num_scan_inputs", scanInputs));
-        if (directions is not null) inner.Attribute.Add(GraphBuilder.Attr("scan_input_directions", directions.Ints.ToArray()));
+        inner.Attribute.Add(Attributes.Make("num_scan_inputs", scanInputs));
+        if (directions is not null) inner.Attribute.Add(Attributes.Make("scan_input_directions", directions.Ints.ToArray()));
         var batch = new GraphProto { Name = s.Fresh(body.Name.Length > 0 ? body.Name : "scan_body") };
         // Per-sample slices: states keep their body type; scan inputs gain the sequence axis (shape left open).
         for (int i = 0; i < inputs.Count; i++)
@@ -287,7 +286,7 @@ public static partial class OpsetUpgrade
         n.Input.Clear();
         n.Input.AddRange(inputs);
         n.Attribute.Add(new AttributeProto { Name = "body", Type = AttributeProto.Types.AttributeType.Graph, G = batch });
-        n.Attribute.Add(GraphBuilder.Attr("num_scan_inputs", (long)inputs.Count));
+        n.Attribute.Add(Attributes.Make("num_scan_inputs", (long)inputs.Count));
     }
 
     static TypeProto? ElementTypeOnly(TypeProto? t) =>

@@ -1,5 +1,4 @@
 using Onnx;
-using OnnxUnlearn.Autodiff;
 
 namespace OnnxUnlearn.Onnx;
 
@@ -20,7 +19,7 @@ public static partial class OpsetUpgrade
     public static ModelProto Apply(ModelProto model)
     {
         var m = model.Clone();
-        var imports = m.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").ToList();
+        var imports = m.OpsetImport.Where(o => Domains.IsDefault(o.Domain)).ToList();
         if (imports.Count == 0)
         {
             // No default-domain node to rewrite; gradient nodes still need the import.
@@ -28,7 +27,7 @@ public static partial class OpsetUpgrade
             if (m.IrVersion < MinIrVersion) m.IrVersion = MinIrVersion;
             return m;
         }
-        var from = imports.Max(o => o.Version);
+        var from = m.DefaultOpset();
         if (from >= MinOpset) return m;
         if (from < 1) throw new UserError($"the model imports default-domain opset {from}, which does not exist; the file is damaged");
         new Upgrader(from, m.Graph).Graph(m.Graph, null);
@@ -112,7 +111,7 @@ public static partial class OpsetUpgrade
 
         public void Run()
         {
-            if (node.Domain is not ("" or "ai.onnx")) { Keep(); return; }
+            if (!Domains.IsDefault(node.Domain)) { Keep(); return; }
             Take("consumed_inputs");
             if (Removed.TryGetValue(node.OpType, out var why) && From < why.Until)
                 throw new UserError($"{Describe()}: op '{node.OpType}' was {why.What} and has no opset-{MinOpset} form; re-export the model with a newer opset");
@@ -153,7 +152,7 @@ public static partial class OpsetUpgrade
         public string OpTo(string output, string opType, IEnumerable<string> inputs, params (string Name, object Value)[] attrs)
         {
             var n = new NodeProto { OpType = opType, Name = up.Fresh("upgrade_" + opType), Input = { inputs }, Output = { output } };
-            foreach (var (name, value) in attrs) n.Attribute.Add(GraphBuilder.Attr(name, value));
+            foreach (var (name, value) in attrs) n.Attribute.Add(Attributes.Make(name, value));
             Output.Add(n);
             return output;
         }
@@ -217,7 +216,7 @@ public static partial class OpsetUpgrade
         public void Set(string name, object value)
         {
             Take(name);
-            node.Attribute.Add(GraphBuilder.Attr(name, value));
+            node.Attribute.Add(Attributes.Make(name, value));
         }
     }
 

@@ -32,7 +32,7 @@ public readonly record struct ValueRun(long Offset, long Count, int Stride, int 
 /// <summary>Where one parameter's values sit: in the model file (<see cref="DataFile"/> null) or an external data file.</summary>
 public sealed class ValueLocation
 {
-    private readonly long[] _firstElement; // element index at which each run starts, for binary search
+    readonly long[] firstElement; // element index at which each run starts, for binary search
 
     public ValueLocation(string name, string? dataFile, ValueStorage storage, StoredType type, IReadOnlyList<ValueRun> runs)
     {
@@ -41,11 +41,11 @@ public sealed class ValueLocation
         Storage = storage;
         Type = type;
         Runs = runs;
-        _firstElement = new long[runs.Count];
+        firstElement = new long[runs.Count];
         long count = 0;
         for (var i = 0; i < runs.Count; i++)
         {
-            _firstElement[i] = count;
+            firstElement[i] = count;
             count += runs[i].Count;
         }
         ElementCount = count;
@@ -66,10 +66,10 @@ public sealed class ValueLocation
     {
         ArgumentOutOfRangeException.ThrowIfNegative(index);
         ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, ElementCount);
-        var run = Array.BinarySearch(_firstElement, index);
+        var run = Array.BinarySearch(firstElement, index);
         if (run < 0) run = ~run - 1;
         var r = Runs[run];
-        return (r.Offset + (index - _firstElement[run]) * r.Stride, r.Width);
+        return (r.Offset + (index - firstElement[run]) * r.Stride, r.Width);
     }
 
     public override string ToString() =>

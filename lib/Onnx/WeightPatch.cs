@@ -24,7 +24,7 @@ public sealed record PatchSummary(string OutputPath, IReadOnlyList<TensorPatchRe
 public static class WeightPatch
 {
     /// <summary>Window for read-modify-write of a file; bounds memory for huge tensors and sparse patches.</summary>
-    private const int Window = 1 << 20;
+    const int Window = 1 << 20;
 
     /// <summary>Byte locations of every patchable parameter, by name. <paramref name="modelName"/> only labels errors.</summary>
     public static IReadOnlyDictionary<string, ValueLocation> Locate(
@@ -105,13 +105,13 @@ public static class WeightPatch
     }
 
     /// <summary>A validated patch: indices sorted ascending (so byte offsets ascend) with values permuted alongside.</summary>
-    private sealed record PlannedPatch(ValueLocation Location, long[]? Indices, float[] Values)
+    sealed record PlannedPatch(ValueLocation Location, long[]? Indices, float[] Values)
     {
         public long IndexAt(int k) => Indices?[k] ?? k;
     }
 
     /// <summary>Checks every patch before any file is written, so bad input never leaves partial output.</summary>
-    private static List<PlannedPatch> Plan(ModelLayout layout, IReadOnlyDictionary<string, TensorPatch> patches, string source)
+    static List<PlannedPatch> Plan(ModelLayout layout, IReadOnlyDictionary<string, TensorPatch> patches, string source)
     {
         var plans = new List<PlannedPatch>();
         foreach (var (name, patch) in patches.OrderBy(p => p.Key, StringComparer.Ordinal))
@@ -150,7 +150,7 @@ public static class WeightPatch
         return plans;
     }
 
-    private static string UnknownName(string name, IEnumerable<string> known, string source)
+    static string UnknownName(string name, IEnumerable<string> known, string source)
     {
         var names = known.Order(StringComparer.Ordinal).ToList();
         var close = names
@@ -166,7 +166,7 @@ public static class WeightPatch
                "Constant node outputs and '<node>.coefficients' / '<node>.intercepts' of LinearClassifier/LinearRegressor nodes.";
     }
 
-    private static int EditDistance(string a, string b)
+    static int EditDistance(string a, string b)
     {
         var previous = Enumerable.Range(0, b.Length + 1).ToArray();
         var current = new int[b.Length + 1];
@@ -181,7 +181,7 @@ public static class WeightPatch
     }
 
     /// <summary>Read-modify-write of the patched elements, one window of nearby elements at a time.</summary>
-    private static TensorPatchResult Apply(PlannedPatch plan, Stream file, string filePath)
+    static TensorPatchResult Apply(PlannedPatch plan, Stream file, string filePath)
     {
         var location = plan.Location;
         var count = plan.Values.Length;
@@ -235,7 +235,7 @@ public static class WeightPatch
     }
 
     /// <summary>Encodes <paramref name="value"/> in the parameter's stored format into <paramref name="slot"/> (the old value's exact width).</summary>
-    private static void Encode(float value, ValueLocation location, long index, Span<byte> slot)
+    static void Encode(float value, ValueLocation location, long index, Span<byte> slot)
     {
         switch (location.Type)
         {
@@ -278,10 +278,10 @@ public static class WeightPatch
         return (ushort)((bits + 0x7FFFu + ((bits >> 16) & 1)) >> 16);
     }
 
-    private static bool SameFile(string a, string b) =>
+    static bool SameFile(string a, string b) =>
         File.Exists(a) && File.Exists(b) && ExternalData.RealPath(a) == ExternalData.RealPath(b);
 
     /// <summary>Temporary name in the target's own folder, so the final rename stays on one file system.</summary>
-    private static string TempPath(string target) =>
+    static string TempPath(string target) =>
         Path.Combine(Path.GetDirectoryName(target)!, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
 }

@@ -21,34 +21,26 @@ internal sealed record ModelLayout(
 internal static class WireLayout
 {
     // Field numbers from onnx.proto.
-    private const int ModelGraph = 7, ModelTrainingInfo = 20, ModelFunctions = 25;
-    private const int TrainingInitialization = 1, TrainingAlgorithm = 2;
-    private const int FunctionNode = 7;
-    private const int GraphNode = 1, GraphInitializer = 5, GraphSparseInitializer = 15;
-    private const int NodeOutput = 2, NodeName = 3, NodeOpType = 4, NodeAttribute = 5, NodeDomain = 7;
-    private const int AttrName = 1, AttrF = 2, AttrT = 5, AttrG = 6, AttrFloats = 7, AttrTensors = 10, AttrGraphs = 11,
+    const int ModelGraph = 7, ModelTrainingInfo = 20, ModelFunctions = 25;
+    const int TrainingInitialization = 1, TrainingAlgorithm = 2;
+    const int FunctionNode = 7;
+    const int GraphNode = 1, GraphInitializer = 5, GraphSparseInitializer = 15;
+    const int NodeOutput = 2, NodeName = 3, NodeOpType = 4, NodeAttribute = 5, NodeDomain = 7;
+    const int AttrName = 1, AttrF = 2, AttrT = 5, AttrG = 6, AttrFloats = 7, AttrTensors = 10, AttrGraphs = 11,
         AttrSparseTensor = 22, AttrSparseTensors = 23;
-    private const int SparseValues = 1, SparseIndices = 2;
-    private const int TensorDims = 1, TensorDataType = 2, TensorFloatData = 4, TensorInt32Data = 5, TensorName = 8,
+    const int SparseValues = 1, SparseIndices = 2;
+    const int TensorDims = 1, TensorDataType = 2, TensorFloatData = 4, TensorInt32Data = 5, TensorName = 8,
         TensorRawData = 9, TensorDoubleData = 10, TensorExternalData = 13, TensorDataLocation = 14;
-    private const int EntryKey = 1, EntryValue = 2;
-    private const int External = 1; // TensorProto.DataLocation.EXTERNAL
+    const int EntryKey = 1, EntryValue = 2;
+    const int External = 1; // TensorProto.DataLocation.EXTERNAL
 
     public static ModelLayout Read(ReadOnlySpan<byte> model, string modelFolder, string source)
     {
         var walker = new Walker(Path.GetFullPath(modelFolder), source);
         var reader = new WireReader(model, 0, source);
         var sawGraph = false;
-        while (!reader.AtEnd)
+        while (reader.NextField([ModelGraph, ModelTrainingInfo, ModelFunctions], out var field, out var message))
         {
-            var (field, wireType) = reader.ReadTag();
-            if (field is not (ModelGraph or ModelTrainingInfo or ModelFunctions))
-            {
-                reader.SkipField(wireType);
-                continue;
-            }
-            reader.Expect(field, wireType, WireReader.LengthDelimited);
-            var message = reader.ReadLengthDelimited();
             switch (field)
             {
                 case ModelGraph:
@@ -68,32 +60,24 @@ internal static class WireLayout
         return walker.Result();
     }
 
-    private sealed class Walker(string modelFolder, string source)
+    sealed class Walker(string modelFolder, string source)
     {
-        private readonly Dictionary<string, ValueLocation> _parameters = new(StringComparer.Ordinal);
-        private readonly Dictionary<string, string> _unpatchable = new(StringComparer.Ordinal);
-        private readonly HashSet<string> _ambiguous = new(StringComparer.Ordinal);
-        private readonly SortedSet<string> _dataFiles = new(StringComparer.Ordinal);
-        private int _nodeIndex; // top-level nodes only, counted across repeated graph fields like the merged graph.node
+        readonly Dictionary<string, ValueLocation> parameters = new(StringComparer.Ordinal);
+        readonly Dictionary<string, string> unpatchable = new(StringComparer.Ordinal);
+        readonly HashSet<string> ambiguous = new(StringComparer.Ordinal);
+        readonly SortedSet<string> dataFiles = new(StringComparer.Ordinal);
+        int nodeIndex; // top-level nodes only, counted across repeated graph fields like the merged graph.node
 
-        public ModelLayout Result() => new(_parameters, _unpatchable, _dataFiles.ToList());
+        public ModelLayout Result() => new(parameters, unpatchable, dataFiles.ToList());
 
         public void ReadGraph(ref WireReader graph, bool topLevel)
         {
-            while (!graph.AtEnd)
+            while (graph.NextField([GraphNode, GraphInitializer, GraphSparseInitializer], out var field, out var message))
             {
-                var (field, wireType) = graph.ReadTag();
-                if (field is not (GraphNode or GraphInitializer or GraphSparseInitializer))
-                {
-                    graph.SkipField(wireType);
-                    continue;
-                }
-                graph.Expect(field, wireType, WireReader.LengthDelimited);
-                var message = graph.ReadLengthDelimited();
                 switch (field)
                 {
                     case GraphNode:
-                        ReadNode(ref message, topLevel ? _nodeIndex++ : null);
+                        ReadNode(ref message, topLevel ? nodeIndex++ : null);
                         break;
                     case GraphInitializer:
                         var tensor = new TensorFields();
@@ -110,76 +94,45 @@ internal static class WireLayout
         /// <summary>Reads a message whose listed fields are GraphProtos outside the top-level graph (training info).</summary>
         public void ReadGraphFields(ref WireReader message, params int[] graphFields)
         {
-            while (!message.AtEnd)
-            {
-                var (field, wireType) = message.ReadTag();
-                if (!graphFields.Contains(field))
-                {
-                    message.SkipField(wireType);
-                    continue;
-                }
-                message.Expect(field, wireType, WireReader.LengthDelimited);
-                var graph = message.ReadLengthDelimited();
-                ReadGraph(ref graph, topLevel: false);
-            }
+            while (message.NextField(graphFields, out _, out var graph)) ReadGraph(ref graph, topLevel: false);
         }
 
         public void ReadFunction(ref WireReader function)
         {
-            while (!function.AtEnd)
-            {
-                var (field, wireType) = function.ReadTag();
-                if (field != FunctionNode)
-                {
-                    function.SkipField(wireType);
-                    continue;
-                }
-                function.Expect(field, wireType, WireReader.LengthDelimited);
-                var node = function.ReadLengthDelimited();
-                ReadNode(ref node, null);
-            }
+            while (function.NextField([FunctionNode], out _, out var node)) ReadNode(ref node, null);
         }
 
         /// <param name="index">Position in the top-level graph.node; null for nodes elsewhere, which hold no parameters.</param>
-        private void ReadNode(ref WireReader node, int? index)
+        void ReadNode(ref WireReader node, int? index)
         {
             string? firstOutput = null;
             string name = "", opType = "", domain = "";
             var attributes = new List<AttributeFields>();
-            while (!node.AtEnd)
+            while (node.NextField([NodeOutput, NodeName, NodeOpType, NodeDomain, NodeAttribute], out var field, out var contents))
             {
-                var (field, wireType) = node.ReadTag();
-                if (field is not (NodeOutput or NodeName or NodeOpType or NodeDomain or NodeAttribute))
-                {
-                    node.SkipField(wireType);
-                    continue;
-                }
-                node.Expect(field, wireType, WireReader.LengthDelimited);
                 switch (field)
                 {
                     case NodeOutput:
-                        var output = node.ReadString();
-                        firstOutput ??= output;
+                        firstOutput ??= contents.Text();
                         break;
                     case NodeName:
-                        name = node.ReadString();
+                        name = contents.Text();
                         break;
                     case NodeOpType:
-                        opType = node.ReadString();
+                        opType = contents.Text();
                         break;
                     case NodeDomain:
-                        domain = node.ReadString();
+                        domain = contents.Text();
                         break;
                     default:
-                        var attribute = node.ReadLengthDelimited();
-                        attributes.Add(ReadAttribute(ref attribute));
+                        attributes.Add(ReadAttribute(ref contents));
                         break;
                 }
             }
 
             // Decided only after the whole node is read: protobuf does not order fields, so op_type may follow the attributes.
             var label = firstOutput ?? (name != "" ? name : opType);
-            var constant = index is not null && opType == "Constant" && domain is ("" or "ai.onnx") && firstOutput is not null;
+            var constant = index is not null && opType == "Constant" && Domains.IsDefault(domain) && firstOutput is not null;
             var origin = $"Constant node producing {firstOutput}";
             foreach (var attribute in attributes)
             {
@@ -192,9 +145,9 @@ internal static class WireLayout
             }
 
             if (constant) AddConstantAttributes(firstOutput!, attributes, origin);
-            else if (index is not null && opType is ("LinearClassifier" or "LinearRegressor") && domain == "ai.onnx.ml")
+            else if (index is { } position && LinearModels.Is(domain, opType))
             {
-                var prefix = name != "" ? name : $"{opType}_{index}";
+                var prefix = LinearModels.Prefix(name, opType, position);
                 foreach (var attribute in attributes)
                     if (attribute.Name is "coefficients" or "intercepts")
                         Add(FloatList($"{prefix}.{attribute.Name}", attribute), $"{opType} node {prefix}");
@@ -202,7 +155,7 @@ internal static class WireLayout
         }
 
         /// <summary>value_float and value_floats; a Constant's value tensor goes through <see cref="Complete"/>.</summary>
-        private void AddConstantAttributes(string output, List<AttributeFields> attributes, string origin)
+        void AddConstantAttributes(string output, List<AttributeFields> attributes, string origin)
         {
             foreach (var attribute in attributes)
             {
@@ -214,7 +167,7 @@ internal static class WireLayout
                         break;
                     case "value_float":
                         // proto3 writers omit a float that equals 0, so there are no bytes to overwrite.
-                        _unpatchable[output] = $"the {origin} stores value_float = 0 implicitly (no bytes in the file), " +
+                        unpatchable[output] = $"the {origin} stores value_float = 0 implicitly (no bytes in the file), " +
                                                "so it cannot be patched surgically; re-export the model with a non-zero value.";
                         break;
                     case "value_floats":
@@ -224,35 +177,35 @@ internal static class WireLayout
             }
         }
 
-        private static string Label(TensorFields tensor, string fallback) => tensor.Name != "" ? tensor.Name : fallback;
+        static string Label(TensorFields tensor, string fallback) => tensor.Name != "" ? tensor.Name : fallback;
 
-        private static ValueLocation FloatList(string name, AttributeFields attribute) =>
+        static ValueLocation FloatList(string name, AttributeFields attribute) =>
             new(name, null, ValueStorage.AttributeFloats, StoredType.Float32, attribute.Floats);
 
-        private void Add(ValueLocation location, string origin)
+        void Add(ValueLocation location, string origin)
         {
-            if (_ambiguous.Contains(location.Name)) return;
-            if (_parameters.Remove(location.Name))
+            if (ambiguous.Contains(location.Name)) return;
+            if (parameters.Remove(location.Name))
             {
-                _ambiguous.Add(location.Name);
-                _unpatchable[location.Name] = $"the name {location.Name} is used by more than one parameter " +
+                ambiguous.Add(location.Name);
+                unpatchable[location.Name] = $"the name {location.Name} is used by more than one parameter " +
                                               $"(the last is the {origin}); rename the nodes or tensors so it is unique.";
                 return;
             }
-            _parameters.Add(location.Name, location);
+            parameters.Add(location.Name, location);
         }
 
         /// <summary>
         /// Handles a fully read tensor: validates and records its external data file, and when
         /// <paramref name="parameter"/> is given and the tensor is float, registers it under that name.
         /// </summary>
-        private void Complete(TensorFields tensor, string label, string? parameter, string origin)
+        void Complete(TensorFields tensor, string label, string? parameter, string origin)
         {
             var external = tensor.DataLocation == External ? ResolveExternal(tensor, label) : null;
             if (parameter is not null && TensorLocation(tensor, parameter, external) is { } location) Add(location, origin);
         }
 
-        private AttributeFields ReadAttribute(ref WireReader attribute)
+        AttributeFields ReadAttribute(ref WireReader attribute)
         {
             var result = new AttributeFields();
             while (!attribute.AtEnd)
@@ -302,25 +255,15 @@ internal static class WireLayout
         }
 
         /// <summary>The values and indices tensors of a SparseTensorProto, read only for their external data.</summary>
-        private static List<TensorFields> ReadSparse(ref WireReader sparse)
+        static List<TensorFields> ReadSparse(ref WireReader sparse)
         {
             TensorFields? values = null, indices = null;
-            while (!sparse.AtEnd)
-            {
-                var (field, wireType) = sparse.ReadTag();
-                if (field is not (SparseValues or SparseIndices))
-                {
-                    sparse.SkipField(wireType);
-                    continue;
-                }
-                sparse.Expect(field, wireType, WireReader.LengthDelimited);
-                var tensor = sparse.ReadLengthDelimited();
+            while (sparse.NextField([SparseValues, SparseIndices], out var field, out var tensor))
                 ReadTensor(ref tensor, field == SparseValues ? values ??= new() : indices ??= new());
-            }
             return [.. new[] { values, indices }.OfType<TensorFields>()];
         }
 
-        private static void ReadTensor(ref WireReader tensor, TensorFields result)
+        static void ReadTensor(ref WireReader tensor, TensorFields result)
         {
             while (!tensor.AtEnd)
             {
@@ -374,25 +317,17 @@ internal static class WireLayout
             }
         }
 
-        private static (string Key, string Value) ReadEntry(ref WireReader entry)
+        static (string Key, string Value) ReadEntry(ref WireReader entry)
         {
             string key = "", value = "";
-            while (!entry.AtEnd)
-            {
-                var (field, wireType) = entry.ReadTag();
-                if (field is EntryKey or EntryValue)
-                {
-                    entry.Expect(field, wireType, WireReader.LengthDelimited);
-                    if (field == EntryKey) key = entry.ReadString();
-                    else value = entry.ReadString();
-                }
-                else entry.SkipField(wireType);
-            }
+            while (entry.NextField([EntryKey, EntryValue], out var field, out var text))
+                if (field == EntryKey) key = text.Text();
+                else value = text.Text();
             return (key, value);
         }
 
         /// <summary>Repeated float/double: a packed block, or one fixed-width field per element (both are legal).</summary>
-        private static void ReadFixedWidth(ref WireReader reader, int field, int wireType, int width, List<ValueRun> runs)
+        static void ReadFixedWidth(ref WireReader reader, int field, int wireType, int width, List<ValueRun> runs)
         {
             if (wireType == WireReader.LengthDelimited)
             {
@@ -413,7 +348,7 @@ internal static class WireLayout
         }
 
         /// <summary>Repeated int32 (float16/bfloat16 bits): every varint is its own run because widths differ.</summary>
-        private static void ReadVarints(ref WireReader reader, int wireType, List<ValueRun> runs)
+        static void ReadVarints(ref WireReader reader, int wireType, List<ValueRun> runs)
         {
             if (wireType == WireReader.LengthDelimited)
             {
@@ -425,7 +360,7 @@ internal static class WireLayout
             AddVarint(ref reader, runs);
         }
 
-        private static void AddVarint(ref WireReader reader, List<ValueRun> runs)
+        static void AddVarint(ref WireReader reader, List<ValueRun> runs)
         {
             var start = reader.Offset;
             reader.ReadVarint();
@@ -434,7 +369,7 @@ internal static class WireLayout
         }
 
         /// <summary>Location of a float tensor's values, or null for non-float tensors (not parameters).</summary>
-        private ValueLocation? TensorLocation(TensorFields tensor, string name, ExternalReference? external)
+        ValueLocation? TensorLocation(TensorFields tensor, string name, ExternalReference? external)
         {
             if (!TryStoredType(tensor.DataType, out var type)) return null;
             var width = type switch { StoredType.Float32 => 4, StoredType.Float64 => 8, _ => 2 };
@@ -477,14 +412,14 @@ internal static class WireLayout
             return location;
         }
 
-        private static bool TryStoredType(int dataType, out StoredType type)
+        static bool TryStoredType(int dataType, out StoredType type)
         {
             (var known, type) = dataType switch
             {
-                1 => (true, StoredType.Float32),
-                10 => (true, StoredType.Float16),
-                11 => (true, StoredType.Float64),
-                16 => (true, StoredType.BFloat16),
+                DataTypes.Float => (true, StoredType.Float32),
+                DataTypes.Float16 => (true, StoredType.Float16),
+                DataTypes.Double => (true, StoredType.Float64),
+                DataTypes.BFloat16 => (true, StoredType.BFloat16),
                 _ => (false, default),
             };
             return known;
@@ -493,14 +428,14 @@ internal static class WireLayout
         /// <param name="Location">As written in the model.</param>
         /// <param name="File">Normalized path relative to the model's folder.</param>
         /// <param name="Length">The declared length, if any.</param>
-        private sealed record ExternalReference(string Location, string File, long Offset, long? Length, long FileLength);
+        sealed record ExternalReference(string Location, string File, long Offset, long? Length, long FileLength);
 
         /// <summary>
         /// Validates an external-data reference: a relative path that stays inside the model's folder even after
         /// following symlinks, and a byte range inside the file. A hostile model must not make us read or
         /// overwrite files elsewhere.
         /// </summary>
-        private ExternalReference ResolveExternal(TensorFields tensor, string name)
+        ExternalReference ResolveExternal(TensorFields tensor, string name)
         {
             tensor.External.TryGetValue("location", out var location);
             var (full, real) = ExternalData.CheckLocation(location, modelFolder, problem => Bad(name, problem));
@@ -508,18 +443,18 @@ internal static class WireLayout
                 ParseNumber(tensor, "offset", name, location!) ?? 0, ParseNumber(tensor, "length", name, location!),
                 new FileInfo(real).Length); // the target's: FileInfo on a symlink measures the link
             CheckRange(name, reference, reference.Length ?? 0);
-            _dataFiles.Add(reference.File);
+            dataFiles.Add(reference.File);
             return reference;
         }
 
-        private void CheckRange(string name, ExternalReference external, long length)
+        void CheckRange(string name, ExternalReference external, long length)
         {
             if (external.Offset > external.FileLength || length > external.FileLength - external.Offset)
                 throw Bad(name, $"reads bytes {external.Offset}..{external.Offset + length} of '{external.Location}', but that " +
                                 $"file has only {external.FileLength} bytes; the data file is truncated or does not belong to this model.");
         }
 
-        private long? ParseNumber(TensorFields tensor, string key, string name, string location)
+        long? ParseNumber(TensorFields tensor, string key, string name, string location)
         {
             if (!tensor.External.TryGetValue(key, out var text)) return null;
             if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
@@ -527,10 +462,10 @@ internal static class WireLayout
             return value;
         }
 
-        private UserError Bad(string tensor, string problem) => new($"tensor {tensor} in model file {source} {problem}");
+        UserError Bad(string tensor, string problem) => new($"tensor {tensor} in model file {source} {problem}");
     }
 
-    private sealed class TensorFields
+    sealed class TensorFields
     {
         public string Name = "";
         public int DataType;
@@ -541,7 +476,7 @@ internal static class WireLayout
         public readonly Dictionary<string, string> External = new(StringComparer.Ordinal);
     }
 
-    private sealed class AttributeFields
+    sealed class AttributeFields
     {
         public string Name = "";
         public long? FOffset;

@@ -9,16 +9,16 @@ internal ref struct WireReader(ReadOnlySpan<byte> data, long baseOffset, string 
 {
     public const int Varint = 0, Fixed64 = 1, LengthDelimited = 2, Fixed32 = 5;
 
-    private readonly ReadOnlySpan<byte> _data = data;
-    private int _pos;
+    readonly ReadOnlySpan<byte> bytes = data;
+    int pos;
 
-    public readonly bool AtEnd => _pos >= _data.Length;
+    public readonly bool AtEnd => pos >= bytes.Length;
 
     /// <summary>Bytes left to read; for a reader returned by <see cref="ReadLengthDelimited"/>, the field's length.</summary>
-    public readonly int Remaining => _data.Length - _pos;
+    public readonly int Remaining => bytes.Length - pos;
 
     /// <summary>Absolute offset (in the file) of the next unread byte.</summary>
-    public readonly long Offset => baseOffset + _pos;
+    public readonly long Offset => baseOffset + pos;
 
     /// <summary>Absolute offset of the tag most recently returned by <see cref="ReadTag"/>.</summary>
     public long TagOffset { get; private set; }
@@ -44,7 +44,7 @@ internal ref struct WireReader(ReadOnlySpan<byte> data, long baseOffset, string 
         for (var shift = 0; shift < 70; shift += 7)
         {
             if (AtEnd) throw Malformed("varint runs past the end");
-            var b = _data[_pos++];
+            var b = bytes[pos++];
             value |= (ulong)(b & 0x7F) << shift;
             if (b < 0x80) return value;
         }
@@ -56,22 +56,44 @@ internal ref struct WireReader(ReadOnlySpan<byte> data, long baseOffset, string 
     {
         var length = ReadVarint();
         if (length > (ulong)Remaining) throw Malformed($"field of {length} bytes runs past the end");
-        var sub = new WireReader(_data.Slice(_pos, (int)length), Offset, source);
-        _pos += (int)length;
+        var sub = new WireReader(bytes.Slice(pos, (int)length), Offset, source);
+        pos += (int)length;
         return sub;
     }
 
-    public string ReadString()
+    public string ReadString() => ReadLengthDelimited().Text();
+
+    /// <summary>The unread bytes as UTF-8: the contents of a string field that <see cref="NextField"/> returned.</summary>
+    public readonly string Text() => System.Text.Encoding.UTF8.GetString(bytes[pos..]);
+
+    /// <summary>
+    /// Reads on to the next field among <paramref name="fields"/>, skipping all others, and gives its contents. Every field
+    /// a walk of the model descends into is length-delimited (a message or a string). False at the end.
+    /// </summary>
+    public bool NextField(scoped ReadOnlySpan<int> fields, out int field, out WireReader contents)
     {
-        var sub = ReadLengthDelimited();
-        return System.Text.Encoding.UTF8.GetString(sub._data);
+        while (!AtEnd)
+        {
+            (field, var wireType) = ReadTag();
+            if (!fields.Contains(field))
+            {
+                SkipField(wireType);
+                continue;
+            }
+            Expect(field, wireType, LengthDelimited);
+            contents = ReadLengthDelimited();
+            return true;
+        }
+        field = 0;
+        contents = default;
+        return false;
     }
 
     /// <summary>Skips <paramref name="count"/> bytes, e.g. a fixed32/fixed64 value whose offset the caller noted.</summary>
     public void Skip(int count)
     {
         if (count > Remaining) throw Malformed($"{count}-byte value runs past the end");
-        _pos += count;
+        pos += count;
     }
 
     public void SkipField(int wireType)

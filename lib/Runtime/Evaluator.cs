@@ -69,9 +69,9 @@ public sealed class Evaluator : IDisposable
     {
         File = file; Settings = settings;
         ModelOutput = Parameters.OutputOrDefault(file, settings.Output);
-        AllParameters = Parameters.Discover(file, ModelOutput, settings.Params, settings.Frozen);
+        AllParameters = TrainableParameters.Discover(file, ModelOutput, settings.Params, settings.Frozen);
         Layout = new ParameterLayout(AllParameters.Where(p => p.Trainable).ToList());
-        forward = LinearModels.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
+        forward = Autodiff.Lowering.LinearScores.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
         dataInputs = DataInputs(forward.Graph);
         probe.Require(dataInputs, $"inputs of '{file.Path}'");
         probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);

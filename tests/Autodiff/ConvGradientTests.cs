@@ -163,7 +163,7 @@ public class ConvGradientTests
         m.Graph.Initializer.Add(TensorFile.ToTensorProto(wrt, feeds[wrt]));
         var file = new ModelFile(m, "<ties>", Path.GetTempPath());
         var output = m.Graph.Output[0].Name;
-        var all = Parameters.Discover(file, output, [wrt]);
+        var all = TrainableParameters.Discover(file, output, [wrt]);
         var forward = OpsetUpgrade.Apply(m);
         TensorShapes shapes = null!;
         var artifact = TrainingArtifact.Build(file, forward, model => shapes = ShapeProbe.Run(model, [new Dictionary<string, OrtValue>()]), all, LossKind.Dot, output);

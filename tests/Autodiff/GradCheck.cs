@@ -76,7 +76,7 @@ public static class GradCheck
             g.Initializer.Add(t);
         }
         var file = new ModelFile(m, "<gradcheck>", Path.GetTempPath());
-        var all = Parameters.Discover(file, output, wrt.ToList());
+        var all = TrainableParameters.Discover(file, output, wrt.ToList());
         var trainable = all.Where(p => wrt.Contains(p.Name)).ToList();
         var forward = OpsetUpgrade.Apply(m);
 

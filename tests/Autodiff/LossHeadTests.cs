@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using Onnx;
 using OnnxUnlearn.Autodiff;
+using OnnxUnlearn.Onnx;
 using OnnxUnlearn.Runtime;
 
 namespace OnnxUnlearn.Tests.Autodiff;
@@ -13,7 +14,7 @@ public class LossHeadTests
         var m = ModelProto.Parser.ParseFrom(File.ReadAllBytes(Fixtures.File("mlp", "model.onnx")));
         var logits = m.Graph.Output[0].Name;
         foreach (var n in m.Graph.Node) for (int i = 0; i < n.Output.Count; i++) if (n.Output[i] == logits) n.Output[i] = "raw_logits";
-        m.Graph.Node.Add(new NodeProto { OpType = op, Name = "final", Input = { "raw_logits" }, Output = { logits }, Attribute = { GraphBuilder.Attr("axis", 1L) } });
+        m.Graph.Node.Add(new NodeProto { OpType = op, Name = "final", Input = { "raw_logits" }, Output = { logits }, Attribute = { Attributes.Make("axis", 1L) } });
         var path = dir.File("probs.onnx");
         File.WriteAllBytes(path, m.ToByteArray());
         return path;
@@ -30,7 +31,7 @@ public class LossHeadTests
         foreach (var n in m.Graph.Node) for (int i = 0; i < n.Output.Count; i++) if (n.Output[i] == logits) n.Output[i] = "raw_logits";
         m.Graph.Initializer.Add(new TensorProto { Name = "class_axis", DataType = 7, Dims = { 1 }, Int64Data = { 1 } });
         m.Graph.Node.Add(new NodeProto { OpType = "Exp", Name = "exp", Input = { "raw_logits" }, Output = { "e" } });
-        m.Graph.Node.Add(new NodeProto { OpType = "ReduceSum", Name = "total", Input = { "e", "class_axis" }, Output = { "z" }, Attribute = { GraphBuilder.Attr("keepdims", 1L) } });
+        m.Graph.Node.Add(new NodeProto { OpType = "ReduceSum", Name = "total", Input = { "e", "class_axis" }, Output = { "z" }, Attribute = { Attributes.Make("keepdims", 1L) } });
         if (log)
         {
             m.Graph.Node.Add(new NodeProto { OpType = "Log", Name = "log_total", Input = { "z" }, Output = { "log_z" } });

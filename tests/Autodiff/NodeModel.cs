@@ -83,7 +83,7 @@ public sealed class NodeModel
             else node.Input.Add("");
         }
         for (int o = 0; o < Outputs; o++) { node.Output.Add($"y{o}"); g.Output.Add(new global::Onnx.ValueInfoProto { Name = $"y{o}" }); }
-        foreach (var (name, value) in Attrs) node.Attribute.Add(GraphBuilder.Attr(name, value));
+        foreach (var (name, value) in Attrs) node.Attribute.Add(Attributes.Make(name, value));
         g.Node.Add(node);
         var model = new ModelProto { IrVersion = 8, Graph = g, OpsetImport = { new OperatorSetIdProto { Domain = "", Version = Opset } } };
         if (Domain.Length > 0) model.OpsetImport.Add(new OperatorSetIdProto { Domain = Domain, Version = 1 });

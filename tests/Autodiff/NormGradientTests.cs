@@ -173,7 +173,7 @@ public class NormGradientTests
         void Node(string op, string[] inputs, string output, params (string, object)[] attrs)
         {
             var n = new NodeProto { OpType = op, Name = output + "_node", Input = { inputs }, Output = { output } };
-            foreach (var (name, value) in attrs) n.Attribute.Add(GraphBuilder.Attr(name, value));
+            foreach (var (name, value) in attrs) n.Attribute.Add(Attributes.Make(name, value));
             g.Node.Add(n);
         }
         void Mean(string x, string y)
@@ -244,7 +244,7 @@ public class NormGradientTests
             model.Graph.Initializer.Add(TensorFile.ToTensorProto(name, feeds[name]));
         }
         var file = new ModelFile(model, "<gradient>", Path.GetTempPath());
-        var all = Parameters.Discover(file, "y0", wrt);
+        var all = TrainableParameters.Discover(file, "y0", wrt);
         var forward = OpsetUpgrade.Apply(model);
         var shapes = ShapeProbe.Run(forward, [new Dictionary<string, OrtValue>()]);
         var artifact = TrainingArtifact.Build(file, forward, _ => shapes, all.Where(p => wrt.Contains(p.Name)).ToList(), LossKind.Dot, "y0");

@@ -75,8 +75,8 @@ public sealed record CorpusCase(string Suite, string Name, string Dir)
     public byte[] Output(int i) => File.ReadAllBytes(Data("output", i));
     public string InputPath(int i) => Data("input", i);
 
-    /// <summary>Default-domain opset (0 when the model imports none).</summary>
-    public static long Opset(ModelProto m) => m.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).DefaultIfEmpty(0).Max();
+    /// <summary>Default-domain opset; 0 when the model imports none (the opset checks leave such models out).</summary>
+    public static long Opset(ModelProto m) => m.OpsetImport.Any(o => Domains.IsDefault(o.Domain)) ? m.DefaultOpset() : 0;
 
     /// <summary>Graph inputs that the test data feeds (initializers listed as inputs keep their values).</summary>
     public static List<global::Onnx.ValueInfoProto> FedInputs(GraphProto g)
@@ -90,7 +90,7 @@ public sealed record CorpusCase(string Suite, string Name, string Dir)
     {
         foreach (var n in g.Node)
         {
-            yield return (n.Domain is "ai.onnx" ? "" : n.Domain, n.OpType);
+            yield return (Domains.IsDefault(n.Domain) ? "" : n.Domain, n.OpType);
             foreach (var a in n.Attribute)
             {
                 if (a.G is { } sub) foreach (var o in Ops(sub)) yield return o;

@@ -105,7 +105,7 @@ public class GradientCorpusTests(ITestOutputHelper output)
     {
         var model = c.LoadModel();
         var g = model.Graph;
-        if (model.OpsetImport.Any(o => o.Domain is not ("" or "ai.onnx" or "ai.onnx.ml"))) return Outcome.Skip("ops outside the default and ai.onnx.ml domains");
+        if (model.OpsetImport.Any(o => !Domains.IsDefault(o.Domain) && o.Domain != "ai.onnx.ml")) return Outcome.Skip("ops outside the default and ai.onnx.ml domains");
         var inputs = CorpusCase.FedInputs(g);
         if (inputs.Any(i => i.Type?.TensorType is null)) return Outcome.Skip("non-tensor inputs (sequences, optionals)");
         var wrt = inputs.Where(i => i.Type.TensorType.ElemType is DataTypes.Float or DataTypes.Double).Select(i => i.Name).ToList();
@@ -119,7 +119,7 @@ public class GradientCorpusTests(ITestOutputHelper output)
         catch (UserError e) { return Outcome.Skip($"opset upgrade refused: {e.Message}"); }
         var ops = CorpusCase.Ops(upgraded.Graph).Distinct().ToList();
         // Recurrent ops have no rule of their own: they are unrolled into ops that have rules.
-        var missing = ops.Where(o => GradientRegistry.Find(o.Op, o.Domain) is null && !Recurrent.Is(o.Op, o.Domain)).Select(o => (o.Domain.Length > 0 ? o.Domain + "." : "") + o.Op).Order().ToArray();
+        var missing = ops.Where(o => GradientRegistry.Find(o.Op, o.Domain) is null && !Recurrent.Is(o.Op, o.Domain)).Select(o => Domains.OpName(o.Domain, o.Op)).Order().ToArray();
         if (missing.Length > 0) return Outcome.Skip("missing gradient rules", missing);
         var opNames = ops.Select(o => o.Op).Order().ToArray();
 

@@ -1,3 +1,4 @@
+using OnnxUnlearn.Autodiff;
 using OnnxUnlearn.Onnx;
 using Xunit.Abstractions;
 

@@ -1,5 +1,6 @@
 using Onnx;
 using OnnxUnlearn.Data;
+using OnnxUnlearn.Autodiff;
 using OnnxUnlearn.Onnx;
 using OnnxUnlearn.Runtime;
 using OnnxUnlearn.Tests.Autodiff;

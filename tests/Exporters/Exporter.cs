@@ -27,7 +27,7 @@ internal static class Exporter
     public static NodeProto Node(string op, string[] inputs, string[] outputs, params (string Name, object Value)[] attrs)
     {
         var n = new NodeProto { OpType = op, Name = outputs[0] + "_" + op, Input = { inputs }, Output = { outputs } };
-        foreach (var (name, value) in attrs) n.Attribute.Add(GraphBuilder.Attr(name, value));
+        foreach (var (name, value) in attrs) n.Attribute.Add(Attributes.Make(name, value));
         return n;
     }
 
@@ -42,7 +42,7 @@ internal static class Exporter
 
     /// <summary>A Constant node whose output carries the parameter's name (the tensor itself is unnamed, as paddle2onnx writes it).</summary>
     public static NodeProto Constant(string output, long[] dims, float[] values, bool typed = false) =>
-        new() { OpType = "Constant", Output = { output }, Attribute = { GraphBuilder.Attr("value", Floats("", dims, values, typed)) } };
+        new() { OpType = "Constant", Output = { output }, Attribute = { Attributes.Make("value", Floats("", dims, values, typed)) } };
 
     public static ModelProto Model(GraphProto g, long opset, long ir = 8, string producer = "", params (string Domain, long Version)[] domains)
     {

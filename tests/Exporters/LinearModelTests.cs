@@ -1,6 +1,7 @@
 using Google.Protobuf;
 using Onnx;
 using OnnxUnlearn.Autodiff;
+using OnnxUnlearn.Autodiff.Lowering;
 using OnnxUnlearn.Data;
 using OnnxUnlearn.Onnx;
 using OnnxUnlearn.Runtime;
@@ -68,7 +69,7 @@ public class LinearModelTests
     public void LoweredScoresEqualOnnxRuntime(string kind, int rows, int labels, string post)
     {
         var m = Build(kind, rows, labels, post);
-        var lowered = LinearModels.Lower(OpsetUpgrade.Apply(m), m.Graph);
+        var lowered = LinearScores.Lower(OpsetUpgrade.Apply(m), m.Graph);
         var output = m.Graph.Output[^1].Name;
         Assert.DoesNotContain(lowered.Graph.Node, n => n.Output.Contains(output) && n.Domain == "ai.onnx.ml");
         var expected = Run(m, X(), output);
@@ -138,7 +139,7 @@ public class LinearModelTests
     public void UnsupportedPostTransformIsAUserError()
     {
         var m = Classifier(3, 3, "PROBIT");
-        Assert.Contains("PROBIT", Assert.Throws<UserError>(() => LinearModels.Lower(OpsetUpgrade.Apply(m), m.Graph)).Message);
+        Assert.Contains("PROBIT", Assert.Throws<UserError>(() => LinearScores.Lower(OpsetUpgrade.Apply(m), m.Graph)).Message);
     }
 
     [Fact]

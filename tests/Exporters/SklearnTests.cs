@@ -139,7 +139,7 @@ public class SklearnTests(ITestOutputHelper log)
         var e = Assert.Throws<UserError>(() => Parameters.OutputOrDefault(file, "output_probability"));
         Assert.Contains("ZipMap", e.Message);
         Assert.Contains("--output 'probabilities'", OnnxUnlearn.Cli.Cli.Describe(e));
-        Assert.Throws<UserError>(() => Parameters.Discover(file, "output_probability"));
+        Assert.Throws<UserError>(() => TrainableParameters.Discover(file, "output_probability"));
 
         var summary = ModelSummary.Of(file);
         Assert.Equal("seq(map(int64, float32))", summary.Outputs.Single(o => o.Name == "output_probability").Type);

@@ -1,5 +1,6 @@
 using Google.Protobuf;
 using Onnx;
+using OnnxUnlearn.Autodiff;
 using OnnxUnlearn.Onnx;
 
 namespace OnnxUnlearn.Tests.Onnx;

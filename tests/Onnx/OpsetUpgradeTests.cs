@@ -20,7 +20,7 @@ public class OpsetUpgradeTests
     static NodeProto Node(string op, string[] inputs, string[] outputs, params (string Name, object Value)[] attrs)
     {
         var n = new NodeProto { OpType = op, Input = { inputs }, Output = { outputs } };
-        foreach (var (name, value) in attrs) n.Attribute.Add(GraphBuilder.Attr(name, value));
+        foreach (var (name, value) in attrs) n.Attribute.Add(Attributes.Make(name, value));
         return n;
     }
 
@@ -280,7 +280,7 @@ public class OpsetUpgradeTests
         };
         var scan = Node("Scan", ["", "s", "x"], ["s_final", "ys"], ("num_scan_inputs", 1L));
         scan.Attribute.Add(new AttributeProto { Name = "body", Type = AttributeProto.Types.AttributeType.Graph, G = body });
-        if (reverse) scan.Attribute.Add(GraphBuilder.Attr("directions", new long[] { 1 }));
+        if (reverse) scan.Attribute.Add(Attributes.Make("directions", new long[] { 1 }));
         var m = Model(8, [scan], [In("s", [3, 2]), In("x", [3, 4, 2])], ["s_final", "ys"]);
         AssertSameAsOriginal(m, new Feeds().Float("s", 3, 2).Float("x", 3, 4, 2));
     }

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using OnnxUnlearn.Autodiff;
 using OnnxUnlearn.Onnx;
 using Spectre.Console;
 

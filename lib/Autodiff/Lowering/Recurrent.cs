@@ -16,7 +16,7 @@ public sealed record UnrolledNode(string Node, string Op, long SequenceLength);
 /// </summary>
 public static class Recurrent
 {
-    public static bool Is(string opType, string domain = "") => domain is "" or "ai.onnx" && opType is "LSTM" or "GRU" or "RNN";
+    public static bool Is(string opType, string domain = "") => Domains.IsDefault(domain) && opType is "LSTM" or "GRU" or "RNN";
 
     /// <summary>Positions of the recurrent nodes whose outputs depend on <paramref name="wrt"/> and reach <paramref name="output"/>.</summary>
     public static List<int> Active(GraphProto g, IReadOnlyCollection<string> wrt, string output)
@@ -102,7 +102,7 @@ public static class Recurrent
     {
         var m = model.Clone();
         var g = m.Graph;
-        long opset = m.OpsetImport.Where(o => o.Domain is "" or "ai.onnx").Select(o => o.Version).Max();
+        long opset = m.DefaultOpset();
         var taken = new HashSet<string>(g.Node.SelectMany(n => n.Output).Concat(g.Node.SelectMany(n => n.Input))
             .Concat(g.Input.Select(i => i.Name)).Concat(g.Initializer.Select(t => t.Name)).Concat(g.Output.Select(o => o.Name)));
         var b = new GraphBuilder(opset, taken.Contains, "unrolled_");

@@ -1,7 +1,9 @@
+using OnnxUnlearn.Onnx;
+
 namespace OnnxUnlearn.Autodiff;
 
 // ai.onnx.ml ops that scikit-learn converters put after a model's scores. (LinearClassifier/LinearRegressor need no rule:
-// LinearModels lowers them to standard ops, since their weights are attributes.)
+// Lowering.LinearScores rewrites them in standard ops, since their weights are attributes.)
 public static partial class GradientRegistry
 {
     static void MachineLearning(Dictionary<string, OpGradient> d)
@@ -10,7 +12,7 @@ public static partial class GradientRegistry
         // [N, C] input, Y = X / s with s = max(X) (MAX, signed: not max |X|), Σ|X| (L1) or √ΣX² (L2); a row whose s is
         // 0 is copied unchanged. With σ = Σ dY⊙Y per row: dX = (dY − σ·∂s/∂X) / s, ∂s/∂X = [X = max]/#ties (MAX, ties
         // split as ReduceMax does), sign(X) (L1), Y (L2); dX = dY on rows where s = 0.
-        d.Add(Key("Normalizer", "ai.onnx.ml"), new OpGradient(c =>
+        d.Add(Domains.OpName("ai.onnx.ml", "Normalizer"), new OpGradient(c =>
         {
             var b = c.B; var y = c.Y();
             var x = b.Op("CastLike", [c.X(0), y]); // Y is float whatever X is (double, int)

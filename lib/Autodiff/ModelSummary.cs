@@ -1,7 +1,7 @@
 using Onnx;
-using OnnxUnlearn.Autodiff;
+using OnnxUnlearn.Onnx;
 
-namespace OnnxUnlearn.Onnx;
+namespace OnnxUnlearn.Autodiff;
 
 /// <summary>What <c>inspect</c> reports about a model; serialised as-is for <c>--json</c> (a registry hook parses it).</summary>
 public sealed record ModelSummary(
@@ -18,28 +18,28 @@ public sealed record ModelSummary(
     {
         var g = file.Graph;
         var inits = g.Initializer.Select(t => t.Name).ToHashSet();
-        var parameters = Onnx.Parameters.Discover(file, output);
+        var parameters = TrainableParameters.Discover(file, output);
         var tensors = parameters.Select(p => new Tensor(p.Name, DataTypes.Name(p.DataType), p.Shape, p.Elements,
             p.Storage switch { ParameterStorage.Constant => "constant-node", ParameterStorage.Attribute => "node-attribute", _ => p.External ? "external" : "embedded" },
             p.Trainable, p.WhyNot)).ToList();
         // Linear ai.onnx.ml nodes are lowered to standard ops and recurrent ops unrolled for gradients: they need no rule of
         // their own. A ZipMap only repackages probabilities as maps for callers; no loss is taken through it.
-        var missing = g.Node.Where(n => GradientRegistry.Find(n.OpType, n.Domain) is null && !Autodiff.Lowering.Recurrent.Is(n.OpType, n.Domain)
+        var missing = g.Node.Where(n => GradientRegistry.Find(n.OpType, n.Domain) is null && !Lowering.Recurrent.Is(n.OpType, n.Domain)
                 && !LinearModels.Is(n) && !ZipMap.Is(n))
-            .Select(n => new MissingRule((n.Domain is "" or "ai.onnx" ? "" : n.Domain + ".") + n.OpType, n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault() ?? "", OpsetOf(file.Model, n.Domain)))
+            .Select(n => new MissingRule(Domains.OpName(n.Domain, n.OpType), n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault() ?? "", OpsetOf(file.Model, n.Domain)))
             .ToList();
         return new ModelSummary(
             file.Path, file.Model.IrVersion,
             (file.Model.ProducerName + " " + file.Model.ProducerVersion).Trim(),
-            file.Model.OpsetImport.GroupBy(o => o.Domain is "" ? "ai.onnx" : o.Domain).ToDictionary(o => o.Key, o => o.Max(x => x.Version)),
+            file.Model.OpsetImport.GroupBy(o => Domains.IsDefault(o.Domain) ? "ai.onnx" : o.Domain).ToDictionary(o => o.Key, o => o.Max(x => x.Version)),
             g.Input.Where(i => !inits.Contains(i.Name)).Select(Describe).ToList(),
             g.Output.Select(Describe).ToList(),
-            g.Node.GroupBy(n => (n.Domain is "" or "ai.onnx" ? "" : n.Domain + ".") + n.OpType).OrderByDescending(x => x.Count()).ThenBy(x => x.Key).ToDictionary(x => x.Key, x => x.Count()),
+            g.Node.GroupBy(n => Domains.OpName(n.Domain, n.OpType)).OrderByDescending(x => x.Count()).ThenBy(x => x.Key).ToDictionary(x => x.Key, x => x.Count()),
             tensors, parameters.Where(p => p.Trainable).Sum(p => p.Elements), missing);
     }
 
     static long OpsetOf(ModelProto m, string domain) =>
-        m.OpsetImport.Where(o => (o.Domain is "" or "ai.onnx") == (domain is "" or "ai.onnx") && (domain is "" or "ai.onnx" || o.Domain == domain)).Select(o => o.Version).DefaultIfEmpty(0).Max();
+        Domains.IsDefault(domain) ? m.DefaultOpset() : m.OpsetImport.Where(o => o.Domain == domain).Select(o => o.Version).DefaultIfEmpty(0).Max();
 
     static Value Describe(global::Onnx.ValueInfoProto v)
     {
