@@ -58,6 +58,13 @@ public sealed class Evaluator : IDisposable
     /// <summary>Batches run through a gradient graph so far (each one forward and backward pass), the frozen one's included.</summary>
     public long GradientEvaluations => sessions.Values.Sum(s => s.GradientEvaluations);
 
+    /// <summary>Artifacts built so far, by kind (more than one of a kind only with recurrent ops unrolled for another sequence length).</summary>
+    public IReadOnlyDictionary<ArtifactKind, int> Builds => builds;
+    readonly Dictionary<ArtifactKind, int> builds = [];
+
+    /// <summary>Shape probes run so far: one per distinct model probed (the forward graph; with recurrent ops, the unrolled one too).</summary>
+    public int ShapeProbes => probes.Count;
+
     readonly ModelProto forward;
     readonly List<string> dataInputs;
     readonly Dataset probe;
@@ -134,6 +141,7 @@ public sealed class Evaluator : IDisposable
         if (withGradients && Layout.Count == 0)
             throw new UserError($"model '{File.Path}' has no trainable parameters for output '{ModelOutput}'" + (Settings.Params is null ? "" : " matching the parameter globs"));
         var data = probeData ?? probe;
+        builds[kind] = builds.GetValueOrDefault(kind) + 1;
         var artifact = TrainingArtifact.Build(File, forward, m => Probe(m, data), Layout.Parameters, Settings.Loss, ModelOutput,
             Settings.IgnoreIndex, withGradients, embedDefaults, kind == ArtifactKind.FrozenDecisions);
         if (artifact.Parameters.Count != Layout.Count || artifact.Parameters.Zip(Layout.Parameters).Any(p => p.First.Name != p.Second.Name))
