@@ -60,7 +60,8 @@ public static class Diagonal
         {
             Rademacher(ProbeSeed(seed, -1 - j), v);
             hvp.Apply(v, hv);
-            progress?.Invoke("Diag++ Hessian-vector products", ++done, hvps);
+            done++; // not inside progress?.Invoke(…): a null callback would skip the count and overspend the budget
+            progress?.Invoke("Diag++ Hessian-vector products", done, hvps);
             var col = hv.Select(x => (double)x).ToArray();
             for (int pass = 0; pass < 2; pass++)
                 foreach (var b in q) { double dot = Dot(b, col); for (int i = 0; i < n; i++) col[i] -= dot * b[i]; }
@@ -72,7 +73,8 @@ public static class Diagonal
         {
             for (int i = 0; i < n; i++) v[i] = (float)b[i];
             hvp.Apply(v, hv);
-            progress?.Invoke("Diag++ Hessian-vector products", ++done, hvps);
+            done++;
+            progress?.Invoke("Diag++ Hessian-vector products", done, hvps);
             for (int i = 0; i < n; i++) low[i] += b[i] * hv[i];
         }
         int m = hvps - done;
@@ -82,7 +84,8 @@ public static class Diagonal
         {
             Rademacher(ProbeSeed(seed, j), v);
             hvp.Apply(v, hv);
-            progress?.Invoke("Diag++ Hessian-vector products", ++done, hvps);
+            done++;
+            progress?.Invoke("Diag++ Hessian-vector products", done, hvps);
             for (int i = 0; i < n; i++) r[i] = hv[i];
             foreach (var b in q) { double dot = Dot(b, r); for (int i = 0; i < n; i++) r[i] -= dot * b[i]; } // (I − QQᵀ)Hz
             for (int i = 0; i < n; i++) x[i] = v[i] * r[i];

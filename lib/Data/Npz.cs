@@ -13,11 +13,17 @@ public static class Npz
     {
         if (!File.Exists(path))
             throw new UserError($"{path}: file not found; check the path to the .npz file.");
+        using var file = File.OpenRead(path);
+        return Read(file, path);
+    }
 
+    /// <summary>Reads every array of an .npz held in a stream (seekable or not); <paramref name="path"/> labels errors.</summary>
+    public static Dictionary<string, NdArray> Read(Stream npz, string path)
+    {
         ZipArchive zip;
         try
         {
-            zip = ZipFile.OpenRead(path);
+            zip = new ZipArchive(npz, ZipArchiveMode.Read, leaveOpen: true);
         }
         catch (InvalidDataException e)
         {

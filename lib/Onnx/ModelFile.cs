@@ -20,6 +20,12 @@ public sealed record ModelFile(ModelProto Model, string Path, string Folder)
         return new ModelFile(Parse(bytes, path), path, folder);
     }
 
+    /// <summary>
+    /// A model held in memory (read from a stream or a registry's blob store): <paramref name="name"/> labels messages and
+    /// reports. Its weights must be embedded; external data would resolve against the current folder.
+    /// </summary>
+    public static ModelFile FromBytes(byte[] bytes, string name) => new(Parse(bytes, name), name, Directory.GetCurrentDirectory());
+
     public static ModelProto Parse(byte[] bytes, string pathForErrors)
     {
         ModelProto model;

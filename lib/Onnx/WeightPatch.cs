@@ -104,6 +104,23 @@ public static class WeightPatch
         return new PatchSummary(output, results.OrderBy(r => r.Name, StringComparer.Ordinal).ToList());
     }
 
+    /// <summary>
+    /// The bytes of a model held in memory with <paramref name="patches"/> applied, by the same plan as
+    /// <see cref="Write"/>: every byte outside the changed values stays identical. The input array is not modified. Its
+    /// weights must be embedded (a patch of a tensor stored in an external data file is refused: write files instead).
+    /// </summary>
+    public static (byte[] Model, PatchSummary Summary) Apply(byte[] model, IReadOnlyDictionary<string, TensorPatch> patches, string modelName = "(in-memory model)")
+    {
+        var layout = WireLayout.Read(model, Directory.GetCurrentDirectory(), modelName);
+        var plans = Plan(layout, patches, modelName);
+        if (plans.FirstOrDefault(p => p.Location.DataFile is not null) is { } external)
+            throw new UserError($"{modelName}: parameter '{external.Location.Name}' is stored in the external data file '{external.Location.DataFile}'; patch a model with external data on disk (WeightPatch.Write)");
+        var copy = (byte[])model.Clone();
+        using var stream = new MemoryStream(copy, writable: true);
+        var results = plans.Select(p => Apply(p, stream, modelName)).OrderBy(r => r.Name, StringComparer.Ordinal).ToList();
+        return (copy, new PatchSummary(modelName, results));
+    }
+
     /// <summary>A validated patch: indices sorted ascending (so byte offsets ascend) with values permuted alongside.</summary>
     sealed record PlannedPatch(ValueLocation Location, long[]? Indices, float[] Values)
     {

@@ -29,6 +29,9 @@ public sealed class Dataset : IDisposable
 
     public static Dataset Load(string path) => new(Npz.Read(path), path);
 
+    /// <summary>An .npz read from a stream; <paramref name="name"/> labels messages.</summary>
+    public static Dataset Load(Stream npz, string name) => new(Npz.Read(npz, name), name);
+
     public bool Has(string key) => Arrays.ContainsKey(key);
 
     /// <summary>Checks that every name is present, naming the missing keys and what the file holds.</summary>

@@ -7,7 +7,7 @@ public sealed record Report
 {
     public string Tool { get; init; } = "onnx-unlearn " + (typeof(Report).Assembly.GetName().Version?.ToString(3) ?? "?");
     public required string InputModel { get; init; }
-    /// <summary>Null for a model that came from memory rather than a file.</summary>
+    /// <summary>Set by whoever read the model (a file's digest, or of the bytes given in memory).</summary>
     public string? InputSha256 { get; init; }
     public string? OutputModel { get; init; }
     public string? OutputSha256 { get; init; }
@@ -48,4 +48,6 @@ public sealed record Report
         using var f = File.OpenRead(path);
         return Convert.ToHexStringLower(SHA256.HashData(f));
     }
+
+    public static string Sha256(ReadOnlySpan<byte> bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
 }

@@ -53,19 +53,23 @@ public static class UnlearnJob
         if (request.Output is { } o && Path.GetFullPath(o) == Path.GetFullPath(request.Model))
             throw new UserError($"the output file '{o}' is the input model; write the new model to another file");
         using var model = Evaluator.Open(request.Model, loss, train);
-        return Run(model, train, forget, corrected, test, options, progress, exposure, targets, request.Output is { } output
+        var report = Run(model, train, forget, corrected, test, options, progress, exposure, targets, request.Output is { } output
             ? patches => WeightPatch.Write(request.Model, output, patches)
-            : null) with
+            : null);
+        return report with
         {
+            InputSha256 = Report.Sha256(request.Model),
+            OutputSha256 = report.OutputModel is { } written ? Report.Sha256(written) : null,
             Settings = new Dictionary<string, object?> { ["train"] = request.Train, ["forget"] = request.Forget, ["corrected"] = request.Corrected, ["test"] = request.Test }
                 .Concat(SettingsOf(model, options, train)).ToDictionary(),
         };
     }
 
     /// <summary>
-    /// An unlearning run on data in memory. <paramref name="write"/> receives the patches of the selected elements and
-    /// writes the new model (e.g. <see cref="WeightPatch.Write"/> to a file);
-    /// it is not called when no update was made.
+    /// An unlearning run on a compiled model and data in memory; it touches no file itself. <paramref name="write"/>
+    /// receives the patches of the selected elements and writes the new model (<see cref="WeightPatch.Write"/> to a file,
+    /// <see cref="WeightPatch.Apply"/> in memory); it is not called when no update was made. The caller records the
+    /// digests of what it read and wrote (<see cref="Report.InputSha256"/>, <see cref="Report.OutputSha256"/>).
     /// </summary>
     public static Report Run(Evaluator model, Dataset train, Dataset forget, Dataset? corrected, Dataset? test, UnlearnOptions options,
         ProgressCallback? progress = null, ExposureTarget? exposure = null, UnlearnTargets? targets = null,
@@ -112,9 +116,7 @@ public static class UnlearnJob
         return new Report
         {
             InputModel = model.File.Path,
-            InputSha256 = System.IO.File.Exists(model.File.Path) ? Report.Sha256(model.File.Path) : null,
             OutputModel = written?.OutputPath,
-            OutputSha256 = written is { } w && System.IO.File.Exists(w.OutputPath) ? Report.Sha256(w.OutputPath) : null,
             Written = written is null ? null : new Report.WriteBack(written.ElementsChanged, written.BytesChanged, written.Tensors.Count(t => t.ElementsChanged > 0)),
             Settings = SettingsOf(model, options, train),
             Seed = options.Seed,

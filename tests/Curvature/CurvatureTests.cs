@@ -108,6 +108,31 @@ public class CurvatureTests(ITestOutputHelper log)
         Assert.All(est.StandardError!, se => Assert.True(se >= 0));
     }
 
+    [Theory]
+    [InlineData(DiagonalEstimator.DiagPlusPlus)]
+    [InlineData(DiagonalEstimator.Hutchinson)]
+    public void EstimatorsSpendExactlyTheirBudgetWithOrWithoutProgress(DiagonalEstimator estimator)
+    {
+        var (s, data, _) = Open("mlp");
+        using var _s = s; using var _d = data;
+        var h = new CountingOperator(Hessian(s, data));
+        var quiet = Diagonal.Estimate(h, estimator, 30, seed: 2);
+        Assert.Equal(30, h.Products);
+        Assert.Equal(30, quiet.HvpCount);
+        int reported = 0;
+        var shown = Diagonal.Estimate(h, estimator, 30, seed: 2, progress: (_, done, _) => reported = done);
+        Assert.Equal(60, h.Products);
+        Assert.Equal(30, reported);
+        Assert.Equal(quiet.Values, shown.Values);
+    }
+
+    sealed class CountingOperator(ILinearOperator inner) : ILinearOperator
+    {
+        public int Products { get; private set; }
+        public int Size => inner.Size;
+        public void Apply(ReadOnlySpan<float> v, Span<float> result) { Products++; inner.Apply(v, result); }
+    }
+
     [Fact]
     public void HutchinsonIsDeterministicForASeed()
     {

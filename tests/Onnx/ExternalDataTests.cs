@@ -54,6 +54,9 @@ public class ExternalDataTests
         Assert.Equal((WOffset, 4), location.ElementRange(0));
 
         var summary = WeightPatch.Write(input, dir.File("out/model.onnx"), Patch());
+        // A model held in memory has no folder for its data files: patching external data there is refused by name.
+        var refused = Assert.Throws<UserError>(() => WeightPatch.Apply(File.ReadAllBytes(input), Patch(), "in.onnx"));
+        Assert.StartsWith("tensor W in model file in.onnx refers to", refused.Message);
 
         Assert.Equal(hashes, Hashes(dir.File("in")));
         Assert.Equal(File.ReadAllBytes(input), File.ReadAllBytes(dir.File("out/model.onnx")));

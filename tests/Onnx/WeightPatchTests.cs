@@ -83,6 +83,11 @@ public class WeightPatchTests
 
         var after = File.ReadAllBytes(dir.File("out.onnx"));
         AssertOnlyRangesDiffer(before, after, Ranges(location, Indices));
+        // In memory, the same plan gives the same bytes and leaves the input array alone.
+        var inMemory = WeightPatch.Apply(before, Patch("W", Indices, NewValues), "in.onnx");
+        Assert.Equal(after, inMemory.Model);
+        Assert.Equal(File.ReadAllBytes(dir.File("in.onnx")), before);
+        Assert.Equal(summary.BytesChanged, inMemory.Summary.BytesChanged);
         Assert.Equal(Expected(), Values(WeightTensor(ModelProto.Parser.ParseFrom(after))));
         var result = Assert.Single(summary.Tensors);
         Assert.Equal(("W", 2L, 2L, dir.File("out.onnx")), (result.Name, result.ElementsWritten, result.ElementsChanged, result.File));
