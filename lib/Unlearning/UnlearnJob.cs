@@ -11,10 +11,10 @@ namespace OnnxUnlearn.Unlearning;
 public sealed record UnlearnRequest(string Model, string Train, string Forget, string? Corrected, string? Test, string? Output);
 
 /// <summary>
-/// A secret whose exposure is measured before and after unlearning; with <see cref="Bits"/>, also after every iterative
-/// step, stopping as soon as it falls below.
+/// A secret whose exposure is measured (on the written model) before and after unlearning; with <see cref="Bits"/>, also
+/// after every iterative step, stopping as soon as it falls below.
 /// </summary>
-public sealed record ExposureTarget(ExposureProbe Probe, double? Bits);
+public sealed record ExposureTarget(Vocabulary Vocab, ExposureOptions Options, double? Bits);
 
 /// <summary>What an unlearning run must reach to count as done (beyond an effective update).</summary>
 public sealed record UnlearnTargets
@@ -85,10 +85,11 @@ public static class UnlearnJob
         });
         var theta0 = model.ReadParameters();
         var before = Measure(theta0);
-        var exposureBefore = exposure?.Probe.Original();
+        var probe = exposure is null ? null : new ExposureProbe(model, exposure.Vocab, exposure.Options);
+        var exposureBefore = probe?.Original();
         StepCheck? check = exposure is { Bits: { } bits } ? (selected, theta) =>
         {
-            var e = exposure.Probe.At(model.Layout, selected, theta.Span);
+            var e = probe!.At(selected, theta.Span);
             return (e.Exposure, e.Exposure < bits);
         } : null;
         var result = Unlearner.Run(model, theta0, train, forget, corrected, options, progress, check);
@@ -101,7 +102,7 @@ public static class UnlearnJob
             var theta = new ParameterVector(model.Layout);
             TensorPrimitives.Add(theta0.Span, result.Update, theta.Span);
             after = Measure(theta);
-            exposureAfter = exposure?.Probe.At(model.Layout, result.Selected, theta.Span);
+            exposureAfter = probe?.At(result.Selected, theta.Span);
             written = write?.Invoke(model.Layout.Patches(result.Selected, theta.Span));
         }
         var missed = new List<MissedTarget>();
@@ -133,7 +134,7 @@ public static class UnlearnJob
             Exposure = exposure is null ? null : new Report.SecretExposure(
                 Report.ExposureFigure.Of(exposureBefore!), exposureAfter is null ? null : Report.ExposureFigure.Of(exposureAfter), exposure.Bits,
                 exposure.Bits is { } bitsTarget ? (exposureAfter ?? exposureBefore!).Exposure < bitsTarget : null,
-                exposure.Probe.Options.Prefix, exposure.Probe.Options.Secret),
+                exposure.Options.Prefix, exposure.Options.Secret),
             GradientEvaluations = result.GradientEvaluations,
             Seconds = result.Seconds,
             Outcome = outcome,

@@ -127,10 +127,9 @@ public class TargetExposureTests
         using var dir = new TempDir();
         var vocab = OnnxUnlearn.Text.Vocabulary.Load(Canary("vocab.json"));
         var secret = new OnnxUnlearn.Text.ExposureOptions { Prefix = "my credit card number is ", Secret = "4929 5173 0826 3307", Budget = 5000, Samples = 2000 };
-        var probe = new OnnxUnlearn.Text.ExposureProbe(Canary("lstm/canary.onnx"), vocab, secret);
         var request = new UnlearnRequest(Canary("lstm/canary.onnx"), Canary("train.npz"), Canary("forget.npz"), Canary("corrected.npz"), null, dir.File("new.onnx"));
         var report = UnlearnJob.Run(request, new OnnxUnlearn.Runtime.LossSettings(), new UnlearnOptions { Select = SelectionKind.LastLayer, TrainSize = 6441 },
-            exposure: new ExposureTarget(probe, 40));
+            exposure: new ExposureTarget(vocab, secret, 40));
 
         var e = report.Exposure!;
         Assert.True(e.Before.Bits > 50, $"the canary model should expose the secret: {e.Before.Bits} bits");
@@ -141,7 +140,7 @@ public class TargetExposureTests
         Assert.True(e.Reached);
         Assert.Equal(steps[^1].Exposure!.Value, e.After!.Bits, 6);
         // measured, not assumed: the written file gives the reported figure
-        var written = new OnnxUnlearn.Text.ExposureProbe(dir.File("new.onnx"), vocab, secret).Original();
+        var written = OnnxUnlearn.Text.ExposureProbe.Measure(dir.File("new.onnx"), vocab, secret);
         Assert.Equal(e.After.Bits, written.Exposure, 6);
         Assert.True(written.Exposure < 40);
     }

@@ -79,7 +79,7 @@ public static class UnlearnCommand
                     Samples = r.GetValue(candidates), Seed = r.GetValue(seed), Budget = r.GetValue(exposureBudget),
                 };
                 Text.SecretSpace.Parse(e.Format, e.Secret, e.Alphabet);
-                exposure = new ExposureTarget(new Text.ExposureProbe(r.GetValue(model)!, v, e, threads: lossSettings.Threads), r.GetValue(targetExposure));
+                exposure = new ExposureTarget(v, e, r.GetValue(targetExposure));
             }
             else if (r.GetValue(targetExposure) is not null)
                 throw new UserError("--target-exposure needs --vocab, --prefix and --secret (and --format if the secret is not all digits) to measure the exposure");
