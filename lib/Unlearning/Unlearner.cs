@@ -146,9 +146,12 @@ public static class Unlearner
             cg = Solve(maskedHvp, dgS, o, o.MaxIterations, progress);
             if (cg.Usable) TensorPrimitives.Multiply(cg.Solution, -1f, update);
         }
-        var steps = new List<UnlearnStep>();
+        IReadOnlyList<UnlearnStep> steps = [];
         if (o.Steps != 1 && (cg is null || cg.Usable))
-            new IterativeSteps(model, hvp, theta0, train, forget, corrected, o, n, selected, mask, progress, check).Run(update, tau, steps);
+        {
+            var request = new Request(model, theta0, train, forget, corrected, o, n);
+            (update, steps) = new IterativeSteps(request, hvp, selected, mask, progress, check).Run(update, tau);
+        }
         return new UnlearnResult(selected, update, tau, cg, model.GradientEvaluations - start, clock.Elapsed.TotalSeconds,
             Math.Sqrt(TensorPrimitives.SumOfSquares<float>(dg)), Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), steps);
     }
@@ -218,6 +221,9 @@ public static class Unlearner
     /// most while the retain loss stays within budget. Step 1 reuses the single-step direction already computed. Stops
     /// when no size improves J, the budget binds or the check says done. Uses no test data.
     /// </summary>
+    /// <summary>What one unlearning run works on: the model at θ₀, the data, the options and n.</summary>
+    sealed record Request(Evaluator Model, ParameterVector Theta0, Dataset Train, Dataset Forget, Dataset? Corrected, UnlearnOptions Options, long N);
+
     sealed class IterativeSteps
     {
         /// <summary>CG iterations of the steps after the first: the step-size search absorbs an inexact solve, and a full
@@ -225,33 +231,28 @@ public static class Unlearner
         const int LaterStepIterations = 10;
         static readonly double[] StepFactors = [2.0, 1.0, 0.5, 0.25, 0.125, 1.0 / 16, 1.0 / 32, 1.0 / 64];
 
+        readonly Request q;
         readonly Evaluator model;
-        readonly Hvp hvp;
-        readonly ParameterVector theta0, theta;
-        readonly Dataset forget, retain;
-        readonly Dataset? corrected;
         readonly UnlearnOptions o;
-        readonly long n;
+        readonly Hvp hvp;
         readonly int[] selected;
         readonly float[] mask;
         readonly ProgressCallback? progress;
         readonly StepCheck? check;
-        readonly double retainLimit;
+        /// <summary>The parameters being tried or accepted: θ₀ + an update.</summary>
+        readonly ParameterVector theta;
+        readonly Dataset retain;
+        readonly double retainStart, retainLimit;
 
-        public IterativeSteps(Evaluator model, Hvp hvp, ParameterVector theta0, Dataset train, Dataset forget, Dataset? corrected, UnlearnOptions o, long n,
-            int[] selected, float[] mask, ProgressCallback? progress, StepCheck? check)
+        public IterativeSteps(Request request, Hvp hvp, int[] selected, float[] mask, ProgressCallback? progress, StepCheck? check)
         {
-            (this.model, this.hvp, this.theta0, this.forget, this.corrected, this.o, this.n, this.selected, this.mask, this.progress, this.check) =
-                (model, hvp, theta0, forget, corrected, o, n, selected, mask, progress, check);
-            theta = theta0.Clone();
-            retain = RetainSample(train, forget, o);
-            double retain0 = model.Loss(theta0, retain).Loss;
+            (q, model, o, this.hvp, this.selected, this.mask, this.progress, this.check) = (request, request.Model, request.Options, hvp, selected, mask, progress, check);
+            theta = request.Theta0.Clone();
+            retain = RetainSample(request.Train, request.Forget, o);
+            retainStart = model.Loss(request.Theta0, retain).Loss;
             retainLimit = model.Settings.Loss is Autodiff.LossKind.MeanSquaredError or Autodiff.LossKind.Dot
-                ? retain0 + Math.Abs(retain0) * o.UtilityBudget : retain0 + Math.Log(1 + o.UtilityBudget);
-            RetainStart = retain0;
+                ? retainStart + Math.Abs(retainStart) * o.UtilityBudget : retainStart + Math.Log(1 + o.UtilityBudget);
         }
-
-        double RetainStart { get; }
 
         /// <summary>Retain sample: training rows that are not among the forget set's rows (the loss on those must not rise).</summary>
         static Dataset RetainSample(Dataset train, Dataset forget, UnlearnOptions o)
@@ -266,24 +267,25 @@ public static class Unlearner
         /// <summary>J = (|Z̃|·L(Z̃) − |Z|·L(Z))/n at the current θ.</summary>
         double Objective()
         {
-            double j = -forget.Rows * model.Loss(theta, forget).Loss;
-            if (corrected is not null) j += corrected.Rows * model.Loss(theta, corrected).Loss;
-            return j / n;
+            double j = -q.Forget.Rows * model.Loss(theta, q.Forget).Loss;
+            if (q.Corrected is { } corrected) j += corrected.Rows * model.Loss(theta, corrected).Loss;
+            return j / q.N;
         }
 
-        void Set(float[] u) => TensorPrimitives.Add(theta0.Span, u, theta.Span);
+        void Set(float[] u) => TensorPrimitives.Add(q.Theta0.Span, u, theta.Span);
 
-        /// <param name="update">In: the single step's update, −τ·Δg_S (first order) or −d (second order, size 1). Out: the update after the steps.</param>
-        public void Run(float[] update, double tau, List<UnlearnStep> steps)
+        /// <param name="single">The single step's update, −τ·Δg_S (first order) or −d (second order, size 1): step 1's direction.</param>
+        /// <returns>The update after the steps, and every step.</returns>
+        public (float[] Update, IReadOnlyList<UnlearnStep> Steps) Run(float[] single, double tau)
         {
             using var _ = retain;
+            var steps = new List<UnlearnStep>();
             int maxSteps = o.Steps ?? UnlearnOptions.AutoSteps;
-            var tmp = new float[update.Length]; var dir = new float[update.Length];
+            var update = new float[single.Length]; var tmp = new float[single.Length]; var dir = new float[single.Length];
             double stepTau = o.Update == UpdateKind.FirstOrder && tau > 0 ? tau : 1;
-            TensorPrimitives.Multiply(update, (float)(-1 / stepTau), dir);
-            Array.Clear(update);
+            TensorPrimitives.Multiply(single, (float)(-1 / stepTau), dir);
             Set(update);
-            double j = Objective(), r = RetainStart;
+            double j = Objective(), r = retainStart;
             steps.Add(new UnlearnStep(0, 0, j, r, 0, model.GradientEvaluations, StepOutcome.Start));
 
             for (int k = 1; k <= maxSteps; k++)
@@ -320,13 +322,14 @@ public static class Unlearner
                     done ? StepOutcome.TargetReached : StepOutcome.Accepted, check is null ? null : value));
                 if (done) break;
             }
+            return (update, steps);
         }
 
         /// <summary>Δg_S at the current θ, and the direction from it; returns why CG failed, or null.</summary>
         CgStop? NextDirection(float[] dir, ref double stepTau)
         {
             var g = new float[dir.Length];
-            GradientDifference(model, theta, forget, corrected, n, g);
+            GradientDifference(model, theta, q.Forget, q.Corrected, q.N, g);
             TensorPrimitives.Multiply(g, mask, g);
             if (o.Update == UpdateKind.FirstOrder) { g.CopyTo(dir, 0); return null; }
             var sol = Solve(new Masked(hvp.At(theta), mask), g, o, Math.Min(o.MaxIterations, LaterStepIterations), null);
