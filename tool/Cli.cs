@@ -8,7 +8,8 @@ namespace OnnxUnlearn.Cli;
 /// <summary>Shared CLI plumbing: exit codes, error printing, options used by several commands, JSON output.</summary>
 public static class Cli
 {
-    public const int Ok = 0, BadInput = 2, TargetMissed = 3;
+    /// <summary>Exit codes: 0 an effective update, 2 bad input, 3 a stated target missed, 4 no effective change (docs/method.md#outcomes).</summary>
+    public const int Ok = 0, BadInput = 2, TargetMissed = 3, NoChange = 4;
 
     public static readonly JsonSerializerOptions Json = new()
     {

@@ -105,6 +105,31 @@ public static class WeightPatch
     }
 
     /// <summary>
+    /// What <see cref="Write"/> would change, without writing anything: the same plan, each patched element encoded in
+    /// its stored format and compared with the bytes there (the model file and its external data files, read only). An
+    /// update below one step of the stored format (float16, bfloat16, an int8 scale) changes no element.
+    /// </summary>
+    public static PatchSummary Measure(string inputPath, IReadOnlyDictionary<string, TensorPatch> patches)
+    {
+        var input = Path.GetFullPath(inputPath);
+        if (!File.Exists(input)) throw new UserError($"model file {inputPath} does not exist.");
+        var folder = Path.GetDirectoryName(input)!;
+        var model = File.ReadAllBytes(input);
+        var layout = WireLayout.Read(model, folder, inputPath);
+        var plans = Plan(layout, patches, inputPath);
+        var results = new List<TensorPatchResult>();
+        using (var stream = new MemoryStream(model, writable: false))
+            results.AddRange(plans.Where(p => p.Location.DataFile is null).Select(p => Apply(p, stream, input, write: false)));
+        foreach (var group in plans.Where(p => p.Location.DataFile is not null).GroupBy(p => p.Location.DataFile!))
+        {
+            var path = Path.Combine(folder, group.Key);
+            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
+            results.AddRange(group.Select(p => Apply(p, stream, path, write: false)));
+        }
+        return new PatchSummary(input, results.OrderBy(r => r.Name, StringComparer.Ordinal).ToList());
+    }
+
+    /// <summary>
     /// The bytes of a model held in memory with <paramref name="patches"/> applied, by the same plan as
     /// <see cref="Write"/>: every byte outside the changed values stays identical. The input array is not modified. Its
     /// weights must be embedded (a patch of a tensor stored in an external data file is refused: write files instead).
@@ -197,8 +222,9 @@ public static class WeightPatch
         return previous[b.Length];
     }
 
-    /// <summary>Read-modify-write of the patched elements, one window of nearby elements at a time.</summary>
-    static TensorPatchResult Apply(PlannedPatch plan, Stream file, string filePath)
+    /// <summary>Read-modify-write of the patched elements, one window of nearby elements at a time; with
+    /// <paramref name="write"/> false, only counts what would change (the stream may be read-only).</summary>
+    static TensorPatchResult Apply(PlannedPatch plan, Stream file, string filePath, bool write = true)
     {
         var location = plan.Location;
         var count = plan.Values.Length;
@@ -240,7 +266,7 @@ public static class WeightPatch
                     bytes.CopyTo(slot);
                     dirty = true;
                 }
-                if (dirty)
+                if (dirty && write)
                 {
                     file.Position = start;
                     file.Write(window);

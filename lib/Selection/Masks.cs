@@ -7,13 +7,16 @@ namespace OnnxUnlearn.Selection;
 /// <summary>Which parameter elements an update may change: a sorted list of flat indices over a <see cref="ParameterLayout"/>.</summary>
 public static class Masks
 {
+    /// <summary>The share of elements selected when neither a fraction nor a count is given.</summary>
+    public const double DefaultFraction = 0.05;
+
     /// <summary>k from a fraction or a count of <paramref name="n"/> elements (exactly one must be given).</summary>
     public static int Count(double? fraction, long? count, int n)
     {
         if (fraction is not null && count is not null) throw new UserError($"give either {Setting("Fraction")} or {Setting("Count")}, not both");
         if (fraction is { } f) return f is > 0 and <= 1 ? Math.Max(1, (int)Math.Round(f * n)) : throw new SettingError("Fraction", $"must lie in (0, 1], got {f}");
         if (count is { } c) return c >= 1 ? (int)Math.Min(c, n) : throw new SettingError("Count", $"must be at least 1, got {c}");
-        return Math.Max(1, (int)Math.Round(0.05 * n));
+        return Math.Max(1, (int)Math.Round(DefaultFraction * n));
     }
 
     /// <summary>

@@ -50,13 +50,13 @@ public sealed class SecretSpace
             }
             string free = alphabet == Digits ? "any digit" : $"any of \"{alphabet}\"";
             if (slots.Count != chars.Length)
-                throw new UserError($"{Setting("Format", $"\"{format}\"")} has {slots.Count} characters but {Setting("Secret", $"\"{secret}\"")} has {chars.Length}; the format needs one character per secret character (d = {free}, anything else literal)");
+                throw new UserError($"{Setting("Format", $"\"{format}\"")} has {slots.Count} characters but the {Setting("Secret")} has {chars.Length}; the format needs one character per secret character (d = {free}, anything else literal)");
             for (int i = 0; i < chars.Length; i++)
             {
                 if (slots[i] is null && !letters.Contains(chars[i]))
-                    throw new UserError($"{Setting("Secret")} character {i + 1} is '{chars[i]}' where {Setting("Format", $"\"{format}\"")} has d ({free})");
+                    throw new UserError($"character {i + 1} of the {Setting("Secret")} is not {free}, but {Setting("Format", $"\"{format}\"")} has d there");
                 if (slots[i] is { } lit && lit != chars[i])
-                    throw new UserError($"{Setting("Secret")} character {i + 1} is '{chars[i]}' where {Setting("Format", $"\"{format}\"")} has the literal '{lit}'");
+                    throw new UserError($"character {i + 1} of the {Setting("Secret")} differs from the literal '{lit}' that {Setting("Format", $"\"{format}\"")} has there");
             }
         }
         if (!slots.Any(s => s is null))
@@ -166,7 +166,7 @@ public static class Exposure
             throw new UserError($"vocabulary '{vocab.Source}' has no token for {(missing.Count == 1 ? "candidate character" : "candidate characters")} {string.Join(", ", missing.Select(m => $"'{m}'"))}; every character a free slot can take needs one");
         var prefix = vocab.Encode(o.Prefix, Setting("Prefix"));
         var alphabetIds = space.Alphabet.Select(c => vocab.IdOf(System.Text.Rune.GetRuneAt(c, 0))!.Value).ToArray();
-        var literalIds = space.Slots.Select((s, i) => s is null ? -1 : vocab.Encode(s, $"{Setting("Secret")} (character {i + 1})")[0]).ToArray();
+        var literalIds = space.Slots.Select((s, i) => s is null ? -1 : vocab.Encode(s, $"{Setting("Secret")} (character {i + 1})", reveal: false)[0]).ToArray();
         var secretChoices = SecretChoices(space, o.Secret);
         long rowsBefore = Rows(model);
 

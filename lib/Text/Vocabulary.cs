@@ -101,9 +101,10 @@ public sealed class Vocabulary
 
     /// <summary>
     /// One token id per character of <paramref name="text"/>. An unknown character encodes as <see cref="Unknown"/> when the
-    /// vocabulary has one; otherwise it is a <see cref="UserError"/> naming the character and its position in <paramref name="what"/>.
+    /// vocabulary has one; otherwise it is a <see cref="UserError"/> naming the character and its position in <paramref name="what"/>
+    /// (with <paramref name="reveal"/> false, the position only: the text is a secret).
     /// </summary>
-    public long[] Encode(string text, string what)
+    public long[] Encode(string text, string what, bool reveal = true)
     {
         var ids = new List<long>(text.Length);
         int position = 0;
@@ -111,7 +112,7 @@ public sealed class Vocabulary
         {
             if (byRune.TryGetValue(rune.Value, out var id)) ids.Add(id);
             else if (Unknown is { } u) ids.Add(u);
-            else throw new UserError($"{what}: {Describe(rune)} at {Locate(text, position)} is not in vocabulary '{Source}'; add it to the vocabulary, or add an \"{UnknownToken}\" entry to encode unknown characters");
+            else throw new UserError($"{what}: {(reveal ? $"{Describe(rune)} at {Locate(text, position)}" : $"the character at position {position + 1}")} is not in vocabulary '{Source}'; add it to the vocabulary, or add an \"{UnknownToken}\" entry to encode unknown characters");
             position++;
         }
         return [.. ids];

@@ -51,10 +51,10 @@ public static class Windows
             if (secret.Length > window + 1)
                 throw new SettingError("Match", $"is {secret.Length} characters long but a window holds T + 1 = {window + 1}; no window can contain it (use {Setting("Window", (secret.Length - 1).ToString())} or more)");
             occurrences = Find(chars, secret);
-            if (occurrences.Length == 0) throw new UserError($"{source} does not contain the {Setting("Match")} text \"{match}\"");
+            if (occurrences.Length == 0) throw new UserError($"{source} does not contain the {Setting("Match")} text ({secret.Length} characters, not shown: it is the secret)");
             var kept = starts.Where(s => Contains(s, window, occurrences, secret.Length)).ToList();
             if (kept.Count == 0)
-                throw new UserError($"{source} contains \"{match}\" {occurrences.Length} time(s) but no window of T + 1 = {window + 1} characters at stride {stride} contains it entirely; use a smaller {Setting("Stride")} or a larger {Setting("Window")}");
+                throw new UserError($"{source} contains the {Setting("Match")} text {occurrences.Length} time(s) but no window of T + 1 = {window + 1} characters at stride {stride} contains it entirely; use a smaller {Setting("Stride")} or a larger {Setting("Window")}");
             starts = kept;
         }
         return Cut(tokens, window, [.. starts], occurrences);

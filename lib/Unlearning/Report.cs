@@ -1,23 +1,43 @@
+using System.Reflection;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 
 namespace OnnxUnlearn.Unlearning;
 
-/// <summary>The record a model registry stores next to the new model version (serialised as report.json).</summary>
+/// <summary>
+/// The audit record a model registry stores next to the new model version (serialised as report.json; its JSON Schema
+/// is docs/report.schema.json). It never holds the secret being removed: with an audit key, only its HMAC.
+/// </summary>
 public sealed record Report
 {
-    public string Tool { get; init; } = "onnx-unlearn " + (typeof(Report).Assembly.GetName().Version?.ToString(3) ?? "?");
+    /// <summary>"onnx-unlearn VERSION".</summary>
+    public string Tool { get; init; } = "onnx-unlearn " + Version;
+    /// <summary>The commit the tool was built from ("unknown" outside a git checkout).</summary>
+    public string Commit { get; init; } = ToolCommit;
+    public required RunEnvironment Environment { get; init; }
+    public required DateTime StartedUtc { get; init; }
+    public required DateTime EndedUtc { get; init; }
+    /// <summary>Absolute path of the input model (or the name of a model given in memory).</summary>
     public required string InputModel { get; init; }
     /// <summary>Set by whoever read the model (a file's digest, or of the bytes given in memory).</summary>
     public string? InputSha256 { get; init; }
+    /// <summary>The new model, when one was written.</summary>
     public string? OutputModel { get; init; }
     public string? OutputSha256 { get; init; }
-    /// <summary>What the surgical write-back changed in the new model.</summary>
+    /// <summary>What the surgical write-back changed (or, with nothing written, would change) in the model.</summary>
     public WriteBack? Written { get; init; }
-    public required IReadOnlyDictionary<string, object?> Settings { get; init; }
+    /// <summary>Every data set read: train, forget and, when given, corrected and test.</summary>
+    public required IReadOnlyDictionary<string, DataFile> Data { get; init; }
+    /// <summary>Every setting with its resolved value (defaults included; settings that do not apply are left out).</summary>
+    public required IReadOnlyDictionary<string, object> Settings { get; init; }
     public required int Seed { get; init; }
     public required int SelectedElements { get; init; }
     public required int TrainableElements { get; init; }
     public required IReadOnlyDictionary<string, int> SelectedPerTensor { get; init; }
+    /// <summary>Elements of each trainable tensor (for the selected share).</summary>
+    public required IReadOnlyDictionary<string, long> TensorElements { get; init; }
+    /// <summary>The distribution of the scores the selection ranked (scored selections only).</summary>
+    public ScoreDistribution? ScoreHistogram { get; init; }
     public required double GradientDifferenceNorm { get; init; }
     public required double UpdateNorm { get; init; }
     public double? Tau { get; init; }
@@ -29,15 +49,30 @@ public sealed record Report
     public required long GradientEvaluations { get; init; }
     public required double Seconds { get; init; }
     public required UnlearnOutcome Outcome { get; init; }
+    /// <summary>Why nothing changed (with <see cref="UnlearnOutcome.NoChange"/>).</summary>
+    public NoChangeReason? NoChange { get; init; }
     /// <summary>The stated targets that were missed (with <see cref="UnlearnOutcome.TargetMissed"/>).</summary>
     public IReadOnlyList<MissedTarget>? Missed { get; init; }
 
+    public sealed record RunEnvironment(string OnnxRuntime, string DotNet, string Os, string Cpu, int LogicalCores, int Threads)
+    {
+        public static RunEnvironment Current(int threads) => new(OnnxRuntimeVersion, RuntimeInformation.FrameworkDescription,
+            RuntimeInformation.OSDescription, CpuName(), System.Environment.ProcessorCount, threads);
+    }
+    public sealed record DataFile(string Path, string? Sha256, long Rows);
+    /// <summary>Counts of |score| in log-spaced bins (Edges: one more than Counts), where selection starts, and the NaN/∞ scores.</summary>
+    public sealed record ScoreDistribution(string Score, double[] Edges, long[] Counts, double? Threshold, long NonFinite);
     public sealed record Solver(int Iterations, double RelativeResidual, CgStop Stop, double Damping, double? StopValue = null);
     public sealed record Metrics(double Loss, double? Accuracy, long Samples);
     /// <summary>Elements whose stored value changed, the bytes that differ from the input, and the tensors touched.</summary>
     public sealed record WriteBack(long ElementsChanged, long BytesChanged, int Tensors);
-    /// <summary>A secret's exposure before and after; <see cref="Reached"/>: after (or before, when nothing changed) is below the target.</summary>
-    public sealed record SecretExposure(ExposureFigure Before, ExposureFigure? After, double? Target, bool? Reached, string Prefix, string Secret);
+    /// <summary>
+    /// A secret's exposure before and after; <see cref="Reached"/>: after (or before, when nothing changed) is below the
+    /// target. The secret and its prefix are not recorded; with an audit key, their HMAC-SHA256 (hex) lets whoever holds
+    /// the key and the secret verify which secret this record is about.
+    /// </summary>
+    public sealed record SecretExposure(ExposureFigure Before, ExposureFigure? After, double? Target, bool? Reached,
+        int FreeSlots, double Log2SpaceSize, string? SecretHmacSha256, string? PrefixHmacSha256);
     public sealed record ExposureFigure(double Bits, string Method, double Rank, double SecretLogLikelihood)
     {
         public static ExposureFigure Of(Text.ExposureResult e) => new(e.Exposure, e.Method.ToString().ToLowerInvariant(), e.Rank, e.SecretLogLikelihood);
@@ -50,4 +85,32 @@ public sealed record Report
     }
 
     public static string Sha256(ReadOnlySpan<byte> bytes) => Convert.ToHexStringLower(SHA256.HashData(bytes));
+
+    public static string HmacSha256(byte[] key, string text) => Convert.ToHexStringLower(HMACSHA256.HashData(key, System.Text.Encoding.UTF8.GetBytes(text)));
+
+    static string InformationalVersion => typeof(Report).Assembly.GetCustomAttribute<AssemblyInformationalVersionAttribute>()?.InformationalVersion ?? "?";
+    /// <summary>The library's version (without the commit).</summary>
+    public static string Version => InformationalVersion.Split('+')[0];
+    static string ToolCommit => InformationalVersion.Split('+') is [_, var commit, ..] && commit.Length > 0 ? commit : "unknown";
+
+    static string OnnxRuntimeVersion
+    {
+        get
+        {
+            try { return Microsoft.ML.OnnxRuntime.OrtEnv.Instance().GetVersionString(); }
+            catch (Exception e) when (e is DllNotFoundException or TypeInitializationException) { return "unavailable"; }
+        }
+    }
+
+    static string CpuName()
+    {
+        try
+        {
+            if (File.Exists("/proc/cpuinfo"))
+                foreach (var line in File.ReadLines("/proc/cpuinfo"))
+                    if (line.StartsWith("model name")) return line[(line.IndexOf(':') + 1)..].Trim();
+        }
+        catch (IOException) { }
+        return RuntimeInformation.ProcessArchitecture.ToString();
+    }
 }

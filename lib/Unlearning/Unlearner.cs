@@ -86,7 +86,9 @@ public enum StepOutcome
     CgFailed,
 }
 
-public sealed record UnlearnResult(int[] Selected, float[] Update, double Tau, CgResult? Cg, long GradientEvaluations, double Seconds, double DeltaGNorm, double UpdateNorm, IReadOnlyList<UnlearnStep> Steps)
+/// <param name="Scores">The scores the selection ranked (scored selections only).</param>
+public sealed record UnlearnResult(int[] Selected, float[] Update, double Tau, CgResult? Cg, long GradientEvaluations, double Seconds, double DeltaGNorm, double UpdateNorm,
+    IReadOnlyList<UnlearnStep> Steps, float[]? Scores = null)
 {
     /// <summary>False when the second-order solve gave no usable direction: <see cref="Update"/> is zero and the model stays as it was.</summary>
     public bool Applied => Cg is not { Usable: false };
@@ -127,7 +129,7 @@ public static class Unlearner
         using var hessianSample = hessianRows < train.Rows ? train.Take(Sample(train.Rows, hessianRows, o.Seed), $"{train.Source} (sample of {hessianRows})") : null;
         var hessianData = hessianSample ?? train;
         var hvp = new Hvp(model, hessianData);
-        int[] selected = Select(model, theta0, hessianData, dg, o, progress);
+        var (selected, scores) = Select(model, theta0, hessianData, dg, o, progress);
         var mask = Masks.Dense(selected, layout.Size);
         var dgS = new float[layout.Size];
         TensorPrimitives.Multiply(dg, mask, dgS);
@@ -153,29 +155,30 @@ public static class Unlearner
             (update, steps) = new IterativeSteps(request, hvp, selected, mask, progress, check).Run(update, tau);
         }
         return new UnlearnResult(selected, update, tau, cg, model.GradientEvaluations - start, clock.Elapsed.TotalSeconds,
-            Math.Sqrt(TensorPrimitives.SumOfSquares<float>(dg)), Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), steps);
+            Math.Sqrt(TensorPrimitives.SumOfSquares<float>(dg)), Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), steps, scores);
     }
 
-    /// <summary>The elements S that the update may change (flat indices, ascending).</summary>
-    static int[] Select(Evaluator model, ParameterVector theta, Dataset hessianData, float[] dg, UnlearnOptions o, ProgressCallback? progress)
+    /// <summary>The elements S that the update may change (flat indices, ascending), and the scores ranked, if any.</summary>
+    static (int[] Selected, float[]? Scores) Select(Evaluator model, ParameterVector theta, Dataset hessianData, float[] dg, UnlearnOptions o, ProgressCallback? progress)
     {
         var layout = model.Layout;
-        if (o.Mask is { } given) return given.Length > 0 && given.All(i => i >= 0 && i < layout.Size) ? given.Order().ToArray()
-            : throw new SettingError(nameof(UnlearnOptions.Mask), $"must hold at least one element index in [0, {layout.Size})");
-        if (o.MaskFile is { } maskFile) return FromMaskFile(layout, maskFile);
+        if (o.Mask is { } given) return (given.Length > 0 && given.All(i => i >= 0 && i < layout.Size) ? given.Order().ToArray()
+            : throw new SettingError(nameof(UnlearnOptions.Mask), $"must hold at least one element index in [0, {layout.Size})"), null);
+        if (o.MaskFile is { } maskFile) return (FromMaskFile(layout, maskFile), null);
         int k = Masks.Count(o.Fraction, o.Count, layout.Size);
         if (o.Score is { } score)
         {
             var scoring = new ScoreOptions { Probes = o.Probes, Estimator = o.Estimator, Seed = o.Seed };
-            return Masks.ByScore(Scores.Compute(score, model, theta, hessianData, scoring, progress, dg).Values, k, layout, o.PerTensor, !o.Smallest);
+            var values = Scores.Compute(score, model, theta, hessianData, scoring, progress, dg).Values;
+            return (Masks.ByScore(values, k, layout, o.PerTensor, !o.Smallest), values);
         }
-        return o.Select switch
+        return (o.Select switch
         {
             SelectionKind.All => Masks.All(layout),
             SelectionKind.LastLayer => Masks.LastLayer(layout, model.File.Graph, model.ModelOutput),
             SelectionKind.Random => Masks.Random(layout, k, o.Seed),
             _ => throw new ArgumentOutOfRangeException(nameof(o)),
-        };
+        }, null);
     }
 
     /// <summary>Δg = (|Z̃|/n)·mean∇(Z̃) − (|Z|/n)·mean∇(Z) at θ, written to <paramref name="dg"/> (docs/method.md#delta-g).</summary>

@@ -54,15 +54,10 @@ public static class Program
         using var corrected = new Dataset(forget.Arrays.Where(kv => kv.Key != "label").Append(new("label", labels)).ToDictionary(), "corrected labels");
 
         using var evaluator = Evaluator.Open(file, new LossSettings(), train);
-        byte[]? written = null;
-        var report = UnlearnJob.Run(evaluator, train, forget, corrected, test: null, new UnlearnOptions { Seed = 0 }, write: patches =>
-        {
-            var (model, summary) = WeightPatch.Apply(bytes, patches, file.Path);
-            written = model;
-            return summary;
-        });
-        report = report with { InputSha256 = Report.Sha256(bytes), OutputSha256 = written is null ? null : Report.Sha256(written) };
-        if (written is not null) modelOut.Write(written);
+        var writer = new MemoryModelWriter(bytes, file.Path);
+        var report = UnlearnJob.Run(evaluator, train, forget, corrected, test: null, new UnlearnOptions { Seed = 0 }, writer: writer);
+        report = report with { InputSha256 = Report.Sha256(bytes), OutputSha256 = writer.Result is { } written ? Report.Sha256(written) : null };
+        if (writer.Result is { } model) modelOut.Write(model);
         JsonSerializer.Serialize(reportOut, report, Json);
         return report;
     }

@@ -141,7 +141,7 @@ public class RequestAndDeletionTests
         Assert.Equal(0.1, r.GetProperty("settings").GetProperty("fraction").GetDouble());
         Assert.Equal("Random", r.GetProperty("settings").GetProperty("select").GetString());
         Assert.True(r.GetProperty("settings").GetProperty("perTensor").GetBoolean());
-        Assert.Equal(dir.File("z.npz"), r.GetProperty("settings").GetProperty("forget").GetString());
+        Assert.Equal(dir.File("z.npz"), r.GetProperty("data").GetProperty("forget").GetProperty("path").GetString());
         Assert.Equal(OnnxUnlearn.Unlearning.Report.Sha256(dir.File("new.onnx")), r.GetProperty("outputSha256").GetString());
         // deletion (no corrected set): the forget loss rises
         Assert.True(r.GetProperty("after").GetProperty("forget").GetProperty("loss").GetDouble() > r.GetProperty("before").GetProperty("forget").GetProperty("loss").GetDouble());

@@ -189,14 +189,16 @@ public class ExposureTests
     }
 
     [Theory]
-    [InlineData("4929", "ddd", "has 3 characters but --secret \"4929\" has 4")]
-    [InlineData("4929", "dd-d", "is '2' where --format \"dd-d\" has the literal '-'")]
-    [InlineData("49-9", "dddd", "is '-' where --format \"dddd\" has d (any digit)")]
+    // The messages locate the problem without repeating the secret or any of its characters.
+    [InlineData("4929", "ddd", "--format \"ddd\" has 3 characters but the --secret has 4")]
+    [InlineData("4929", "dd-d", "character 3 of the --secret differs from the literal '-' that --format \"dd-d\" has there")]
+    [InlineData("49-9", "dddd", "character 3 of the --secret is not any digit, but --format \"dddd\" has d there")]
     [InlineData("abc", null, "no free slots")]
     public void FormatErrors(string secret, string? format, string message)
     {
         var e = Assert.Throws<UserError>(() => SecretSpace.Parse(format, secret));
         Assert.Contains(message, OnnxUnlearn.Cli.Cli.Describe(e));
+        Assert.DoesNotContain(secret, e.Message);
     }
 
     [Fact]

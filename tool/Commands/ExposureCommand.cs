@@ -14,7 +14,9 @@ public static class ExposureCommand
         var model = Cli.ModelArgument();
         var vocab = new Option<string>("--vocab") { Description = "VOCAB.json mapping characters to the model's token ids", Required = true };
         var prefix = new Option<string>("--prefix") { Description = "text the secret follows, e.g. \"my credit card number is \"", Required = true };
-        var secret = new Option<string>("--secret") { Description = "the secret whose exposure to measure", Required = true };
+        var secret = new Option<string?>("--secret") { Description = $"the secret whose exposure to measure (or --secret-file, or {Secrets.SecretVariable}); never printed" };
+        var secretFile = Secrets.SecretFile();
+        var showCandidates = new Option<bool>("--show-candidates") { Description = "print the most likely candidates' characters (masked by default: the top candidate of a memorising model is the secret)" };
         var format = new Option<string?>("--format") { Description = "candidate format: d = any digit (any --alphabet character), \\x = literal x, anything else literal (default: the secret with each digit a d)" };
         var alphabet = new Option<string>("--alphabet") { Description = "characters a d slot takes", DefaultValueFactory = _ => SecretSpace.Digits };
         var candidates = new Option<int>("--candidates") { Description = "random candidates scored for the estimate when the exact search exceeds --budget", DefaultValueFactory = _ => 10_000 };
@@ -29,22 +31,25 @@ public static class ExposureCommand
         var json = Cli.JsonFlag();
         var c = new Command("exposure", "Exposure of a secret in a next-token model (Carlini et al., The Secret Sharer): log2|R| - log2 rank of the secret among all candidates of its format, by log-likelihood after the prefix. Exact rank by best-first search; a skew-normal fit to sampled candidates when the search exceeds its budget.");
         c.Arguments.Add(model);
-        foreach (Option o in new Option[] { vocab, prefix, secret, format, alphabet, candidates, seed, budget, top, input, output, unknown, batch, threads, json }) c.Options.Add(o);
+        foreach (Option o in new Option[] { vocab, prefix, secret, secretFile, showCandidates, format, alphabet, candidates, seed, budget, top, input, output, unknown, batch, threads, json }) c.Options.Add(o);
         c.SetAction(r => Cli.Guard(() =>
         {
             var v = Vocabulary.Load(r.GetValue(vocab)!, r.GetValue(unknown));
             var options = new ExposureOptions
             {
-                Prefix = r.GetValue(prefix)!, Secret = r.GetValue(secret)!, Format = r.GetValue(format), Alphabet = r.GetValue(alphabet)!,
+                Prefix = r.GetValue(prefix)!,
+                Secret = Secrets.Read(r, secret, secretFile) ?? throw new UserError($"give the secret: --secret, --secret-file or {Secrets.SecretVariable}"),
+                Format = r.GetValue(format), Alphabet = r.GetValue(alphabet)!,
                 Samples = r.GetValue(candidates), Seed = r.GetValue(seed), Budget = r.GetValue(budget), Top = r.GetValue(top), BatchNodes = r.GetValue(batch),
             };
             // checks the secret, format and vocabulary before loading the model
             SecretSpace.Parse(options.Format, options.Secret, options.Alphabet);
             using var m = OnnxNextTokenModel.Open(r.GetValue(model)!, v, r.GetValue(input), r.GetValue(output), r.GetValue(batch), r.GetValue(threads));
-            var e = Exposure.Measure(m, v, options);
+            var measured = Exposure.Measure(m, v, options);
+            var e = r.GetValue(showCandidates) ? measured : Masked(measured, options);
             if (r.GetValue(json))
             {
-                Cli.WriteJson(new { model = r.GetValue(model), prefix = options.Prefix, secret = options.Secret, input = m.InputName, output = m.OutputName, sequenceLength = m.FixedLength, result = e });
+                Cli.WriteJson(new { model = r.GetValue(model), input = m.InputName, output = m.OutputName, sequenceLength = m.FixedLength, candidatesMasked = !r.GetValue(showCandidates), result = e });
                 return Cli.Ok;
             }
             string space = e.Log2SpaceSize < 53 ? e.SpaceSize.ToString("N0") : $"{e.SpaceSize:G4}";
@@ -59,18 +64,33 @@ public static class ExposureCommand
                     : "  no exact search (--budget 0)");
                 Console.WriteLine($"  skew-normal fit to {s.Samples:N0} sampled candidates (seed {s.Seed}): mean {s.Mean:G6}, sd {s.StdDev:G4}, skewness {s.Skewness:F3}; P(ll > secret) = {s.TailProbability:G4} (empirical {s.EmpiricalFraction:G4})");
             }
-            Console.WriteLine($"secret \"{options.Secret}\" after \"{options.Prefix}\": log-likelihood {e.SecretLogLikelihood:F4} nats, format \"{e.Format}\" ({e.FreeSlots} free slots)");
+            Console.WriteLine($"the secret after the prefix: log-likelihood {e.SecretLogLikelihood:F4} nats, format \"{e.Format}\" ({e.FreeSlots} free slots)");
             if (e.Best.Count > 0)
             {
                 var t = Cli.Table("#", e.BestFrom == "search" ? "most likely candidates" : "most likely sampled candidates", "log-likelihood");
                 int i = 0;
-                foreach (var cand in e.Best)
-                    t.AddRow((++i).ToString(), Markup.Escape(cand.Text) + (cand.Text == options.Secret ? " [bold](secret)[/]" : ""), cand.LogLikelihood.ToString("F4"));
+                foreach (var (cand, isSecret) in e.Best.Zip(measured.Best, (shown, real) => (shown, real.Text == options.Secret)))
+                    t.AddRow((++i).ToString(), Markup.Escape(cand.Text) + (isSecret ? " [bold](secret)[/]" : ""), cand.LogLikelihood.ToString("F4"));
                 AnsiConsole.Write(t);
             }
             return Cli.Ok;
         }, Flags));
         return c;
+    }
+
+    /// <summary>
+    /// The result with each candidate's characters and a format derived from the secret masked (its literal characters are
+    /// the secret's): ranks and log-likelihoods stay, so the list still shows how the secret compares.
+    /// </summary>
+    static ExposureResult Masked(ExposureResult e, ExposureOptions o)
+    {
+        var space = SecretSpace.Parse(o.Format, o.Secret, o.Alphabet);
+        string Mask(string text) => string.Concat(Vocabulary.Characters(text).Select((ch, i) => o.Format is not null && i < space.Slots.Count && space.Slots[i] is not null ? ch : "*"));
+        return e with
+        {
+            Format = o.Format ?? string.Concat(space.Slots.Select(slot => slot is null ? "d" : "*")),
+            Best = e.Best.Select(c => c with { Text = Mask(c.Text) }).ToList(),
+        };
     }
 
     static string Count(long n) => n == 1 ? "1 candidate" : $"{n:N0} candidates";

@@ -28,7 +28,7 @@ public static class TextToNpzCommand
             Npz.Write(r.GetValue(output)!, w.ToArrays(inputName));
             int t = r.GetValue(window);
             Console.WriteLine($"{w.Count} windows of {t} tokens (stride {r.GetValue(stride)}) written to {r.GetValue(output)}: '{inputName}' int64 [{w.Count}, {t}], 'label' int64 [{w.Count}, {t}]"
-                + (r.GetValue(match) is { } m ? $"; each contains \"{m}\" ({w.Occurrences.Length} occurrence(s) in the text)" : ""));
+                + (r.GetValue(match) is not null ? $"; each contains the --match text ({w.Occurrences.Length} occurrence(s) in the text)" : ""));
             return Cli.Ok;
         }));
         return c;

@@ -35,13 +35,16 @@ public static class UnlearnCommand
         var tolerance = new Option<double>("--tolerance") { Description = "CG relative residual tolerance", DefaultValueFactory = _ => 1e-3 };
         var hessianSamples = new Option<int?>("--hessian-samples") { Description = "seeded sample of the training set used for the Hessian" };
         var trainSize = new Option<long?>("--train-size") { Description = "n, the size of the original training set (default: samples in --train)" };
-        var requireAccuracy = new Option<double?>("--require-accuracy") { Description = "exit with 3 unless accuracy on the corrected set (or forget set) after unlearning reaches this" };
+        var requireAccuracy = new Option<double?>("--require-accuracy") { Description = "a target: accuracy on the corrected set (or forget set) after unlearning, in [0, 1]; missed: exit 3 and no model written (unless --write-on-miss)" };
+        var writeOnMiss = new Option<bool>("--write-on-miss") { Description = "write the new model to --out even when a target (--require-accuracy, --target-exposure) is missed; the exit code is still 3" };
         var steps = new Option<string>("--steps") { Description = $"update steps: 1 = the method's single update; K or auto (at most {UnlearnOptions.AutoSteps}) = repeat it, recomputing Δg (and curvature) and searching the step size each time, until the objective stops improving, --utility-budget binds or --target-exposure is reached", DefaultValueFactory = _ => "auto" };
         var budget = new Option<double>("--utility-budget") { Description = "largest relative rise of the loss on a retain sample of --train during iterative steps", DefaultValueFactory = _ => 0.02 };
         var targetExposure = new Option<double?>("--target-exposure") { Description = "stop the steps as soon as the secret's exposure (bits, measured on the patched model) is below this; needs --vocab, --prefix, --secret" };
         var vocab = new Option<string?>("--vocab") { Description = "VOCAB.json of a next-token model: with --prefix and --secret, the secret's exposure is measured before and after" };
         var prefix = new Option<string?>("--prefix") { Description = "text the secret follows, e.g. \"my credit card number is \"" };
-        var secret = new Option<string?>("--secret") { Description = "the secret whose exposure to measure" };
+        var secret = new Option<string?>("--secret") { Description = $"the secret whose exposure to measure (never written to the report or output; prefer --secret-file or {Secrets.SecretVariable})" };
+        var secretFile = Secrets.SecretFile();
+        var auditKey = Secrets.AuditKeyFile();
         var format = new Option<string?>("--format") { Description = "candidate format of the secret (d = any digit; see exposure --help)" };
         var alphabet = new Option<string>("--alphabet") { Description = "characters a d slot takes", DefaultValueFactory = _ => Text.SecretSpace.Digits };
         var candidates = new Option<int>("--candidates") { Description = "random candidates for the exposure estimate", DefaultValueFactory = _ => 10_000 };
@@ -51,7 +54,7 @@ public static class UnlearnCommand
         var loss = new LossOptions();
         var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically.");
         c.Arguments.Add(model);
-        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, steps, budget, targetExposure, vocab, prefix, secret, format, alphabet, candidates, exposureBudget, json, request })
+        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, writeOnMiss, steps, budget, targetExposure, vocab, prefix, secret, secretFile, auditKey, format, alphabet, candidates, exposureBudget, json, request })
             c.Options.Add(opt);
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
@@ -69,7 +72,7 @@ public static class UnlearnCommand
             };
             var lossSettings = loss.Read(r);
             ExposureTarget? exposure = null;
-            if (r.GetValue(secret) is { } secretText)
+            if (Secrets.Read(r, secret, secretFile) is { } secretText)
             {
                 var v = Text.Vocabulary.Load(r.GetValue(vocab) ?? throw new UserError("--secret needs --vocab (VOCAB.json mapping characters to token ids) to measure the exposure"));
                 var e = new Text.ExposureOptions
@@ -79,12 +82,12 @@ public static class UnlearnCommand
                     Samples = r.GetValue(candidates), Seed = r.GetValue(seed), Budget = r.GetValue(exposureBudget),
                 };
                 Text.SecretSpace.Parse(e.Format, e.Secret, e.Alphabet);
-                exposure = new ExposureTarget(v, e, r.GetValue(targetExposure));
+                exposure = new ExposureTarget(v, e, r.GetValue(targetExposure), Secrets.AuditKey(r, auditKey));
             }
             else if (r.GetValue(targetExposure) is not null)
                 throw new UserError("--target-exposure needs --vocab, --prefix and --secret (and --format if the secret is not all digits) to measure the exposure");
             var files = new UnlearnRequest(r.GetValue(model)!, r.GetValue(train)!, r.GetValue(forget)!, r.GetValue(corrected), r.GetValue(test), r.GetValue(output));
-            var targets = new UnlearnTargets { Accuracy = r.GetValue(requireAccuracy) };
+            var targets = new UnlearnTargets { Accuracy = r.GetValue(requireAccuracy), WriteOnMiss = r.GetValue(writeOnMiss) };
             var result = Progress.Run(p => UnlearnJob.Run(files, lossSettings, options, p, exposure, targets));
             if (r.GetValue(report) is { } path)
                 AtomicFile.Write(path, s => JsonSerializer.Serialize(s, result, Cli.Json));
@@ -92,13 +95,14 @@ public static class UnlearnCommand
             switch (result.Outcome)
             {
                 case UnlearnOutcome.NoChange:
-                    Console.Error.WriteLine("no update was made: " + (result.Cg is { } cg ? $"conjugate gradients stopped ({Describe(cg.Stop, cg.StopValue)}); the model was left as it was" : "nothing to change"));
-                    return Cli.TargetMissed;
+                    Console.Error.WriteLine("no effective change, nothing written: " + Describe(result.NoChange!.Value, result.Cg));
+                    return Cli.NoChange;
                 case UnlearnOutcome.TargetMissed:
                     foreach (var m in result.Missed!)
                         Console.Error.WriteLine(m.Target == "exposure"
                             ? $"target not met: exposure {m.Reached:F2} bits >= --target-exposure {m.Wanted}"
-                            : $"target not met: accuracy {(m.Reached is { } a ? a.ToString("P2") : "n/a")} < {m.Wanted:P2}");
+                            : $"target not met: accuracy {(m.Reached is { } a ? a.ToString("P2") : "n/a")} < --require-accuracy {m.Wanted:P2}");
+                    Console.Error.WriteLine(result.OutputModel is null ? "no model written (--write-on-miss writes it anyway)" : $"model written anyway (--write-on-miss): {result.OutputModel}");
                     return Cli.TargetMissed;
                 default: return Cli.Ok;
             }
@@ -119,6 +123,15 @@ public static class UnlearnCommand
         _ => stop.ToString(),
     };
 
+    static string Describe(NoChangeReason why, Report.Solver? cg) => why switch
+    {
+        NoChangeReason.CgStopped => $"conjugate gradients stopped ({Describe(cg!.Stop, cg.StopValue)}) before any usable direction",
+        NoChangeReason.NothingMoved => "no step was accepted, so no parameter moved (see the steps; a larger --utility-budget allows more)",
+        NoChangeReason.NonFinite => "the update holds NaN or infinite values",
+        NoChangeReason.BelowStorageResolution => "the update is smaller than one step of the model's stored number format: no stored value changes",
+        _ => why.ToString(),
+    };
+
     static string Describe(UnlearnStep x) => x.Outcome switch
     {
         StepOutcome.Start => "start",
@@ -134,7 +147,7 @@ public static class UnlearnCommand
 
     static void Print(Report r)
     {
-        string outcome = r.Outcome switch { UnlearnOutcome.NoChange => "no update", UnlearnOutcome.TargetMissed => "updated, target missed", _ => "updated" };
+        string outcome = r.Outcome switch { UnlearnOutcome.NoChange => "no effective change", UnlearnOutcome.TargetMissed => "target missed", _ => "updated" };
         AnsiConsole.MarkupLine($"[bold]{outcome}[/]: {r.SelectedElements:N0} of {r.TrainableElements:N0} elements selected, ‖Δg‖ = {r.GradientDifferenceNorm:G4}, ‖update‖ = {r.UpdateNorm:G4}"
             + (r.Tau is { } tau ? $", τ = {tau:G4}" : "") + (r.Cg is { } cg ? $", CG {cg.Iterations} iterations, λ = {cg.Damping:G3}, residual {cg.RelativeResidual:E2} ({Markup.Escape(Describe(cg.Stop, cg.StopValue))})" : ""));
         var t = Cli.Table("set", "samples", "loss before", "loss after", "accuracy before", "accuracy after");
@@ -153,8 +166,10 @@ public static class UnlearnCommand
             AnsiConsole.MarkupLine($"{st.Count - 1} steps: " + Markup.Escape(string.Join("; ", shown)));
         }
         if (r.Exposure is { } ex)
-            AnsiConsole.MarkupLine(Markup.Escape($"exposure of \"{ex.Secret}\": {ex.Before.Bits:F2} bits ({ex.Before.Method}) before, "
+            AnsiConsole.MarkupLine(Markup.Escape($"exposure of the secret: {ex.Before.Bits:F2} bits ({ex.Before.Method}) before, "
                 + (ex.After is { } a ? $"{a.Bits:F2} bits ({a.Method}) after" : "unchanged") + (ex.Target is { } goal ? $"; target {goal} bits {(ex.Reached == true ? "reached" : "NOT reached")}" : "")));
-        AnsiConsole.MarkupLine($"{r.GradientEvaluations} gradient evaluations, {r.Seconds:F2} s" + (r.OutputModel is { } o ? $"; wrote {Markup.Escape(o)}" + (r.Written is { } w ? $" ({w.ElementsChanged:N0} elements, {w.BytesChanged:N0} bytes changed)" : "") : ""));
+        string changes = r.Written is { } w ? $"{w.ElementsChanged:N0} elements, {w.BytesChanged:N0} bytes changed" : "";
+        AnsiConsole.MarkupLine($"{r.GradientEvaluations} gradient evaluations, {r.Seconds:F2} s"
+            + (r.OutputModel is { } o ? $"; wrote {Markup.Escape(o)} ({changes})" : r.Written is not null ? $"; nothing written (the update: {changes})" : ""));
     }
 }

@@ -1,0 +1,37 @@
+namespace OnnxUnlearn.Onnx;
+
+/// <summary>
+/// Where a new model goes. <see cref="Measure"/> says what writing would change without writing (so a run can decide
+/// whether an update is effective, and whether to write at all); <see cref="Write"/> writes it.
+/// </summary>
+public interface IModelWriter
+{
+    PatchSummary Measure(IReadOnlyDictionary<string, TensorPatch> patches);
+    PatchSummary Write(IReadOnlyDictionary<string, TensorPatch> patches);
+}
+
+/// <summary>The model file on disk patched into <paramref name="output"/> (null: measure only, write nothing).</summary>
+public sealed class FileModelWriter(string input, string? output) : IModelWriter
+{
+    public bool HasOutput => output is not null;
+
+    public PatchSummary Measure(IReadOnlyDictionary<string, TensorPatch> patches) => WeightPatch.Measure(input, patches);
+
+    public PatchSummary Write(IReadOnlyDictionary<string, TensorPatch> patches) =>
+        output is null ? throw new InvalidOperationException("no output file to write") : WeightPatch.Write(input, output, patches);
+}
+
+/// <summary>A model held in memory: <see cref="Result"/> holds the new model's bytes once written.</summary>
+public sealed class MemoryModelWriter(byte[] model, string name) : IModelWriter
+{
+    public byte[]? Result { get; private set; }
+
+    public PatchSummary Measure(IReadOnlyDictionary<string, TensorPatch> patches) => WeightPatch.Apply(model, patches, name).Summary;
+
+    public PatchSummary Write(IReadOnlyDictionary<string, TensorPatch> patches)
+    {
+        var (bytes, summary) = WeightPatch.Apply(model, patches, name);
+        Result = bytes;
+        return summary;
+    }
+}
