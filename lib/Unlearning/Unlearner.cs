@@ -218,15 +218,15 @@ public static class Unlearner
         return result;
     }
 
+    /// <summary>What one unlearning run works on: the model at θ₀, the data, the options and n.</summary>
+    sealed record Request(Evaluator Model, ParameterVector Theta0, Dataset Train, Dataset Forget, Dataset? Corrected, UnlearnOptions Options, long N);
+
     /// <summary>
     /// Steps 1..K (docs/method.md#iterative-steps): at θ = θ₀ + update, compute Δg_S, take the step along −Δg_S (first
     /// order) or −(H_SS + λI)⁻¹Δg_S (second order, curvature at the current θ) with the size among 2^(1…−6)·τ that lowers J
     /// most while the retain loss stays within budget. Step 1 reuses the single-step direction already computed. Stops
     /// when no size improves J, the budget binds or the check says done. Uses no test data.
     /// </summary>
-    /// <summary>What one unlearning run works on: the model at θ₀, the data, the options and n.</summary>
-    sealed record Request(Evaluator Model, ParameterVector Theta0, Dataset Train, Dataset Forget, Dataset? Corrected, UnlearnOptions Options, long N);
-
     sealed class IterativeSteps
     {
         /// <summary>CG iterations of the steps after the first: the step-size search absorbs an inexact solve, and a full
