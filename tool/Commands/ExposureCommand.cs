@@ -62,7 +62,12 @@ public static class ExposureCommand
             Console.WriteLine($"secret \"{options.Secret}\" after \"{options.Prefix}\": log-likelihood {e.SecretLogLikelihood:F4} nats, format \"{e.Format}\" ({e.FreeSlots} free slots)");
             if (e.Best.Count > 0)
             {
-                var t = Cli.Table("#", e.BestFrom == "search" ? "most likely candidates" : "most likely sampled candidates", "log-likelihood");
+                var t = Cli.Table("#", e.BestFrom switch
+                {
+                    "search" => "most likely candidates",
+                    "samples" => "most likely sampled candidates",
+                    _ => "most likely candidates (searched, then sampled)",
+                }, "log-likelihood");
                 int i = 0;
                 foreach (var cand in e.Best)
                     t.AddRow((++i).ToString(), Markup.Escape(cand.Text) + (cand.Text == options.Secret ? " [bold](secret)[/]" : ""), cand.LogLikelihood.ToString("F4"));
