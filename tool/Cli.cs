@@ -136,6 +136,15 @@ public static class Cli
         try { return body(); }
         catch (UserError e) { return Fail(e, flags); }
         catch (OperationCanceledException) { Console.Error.WriteLine("cancelled"); return 130; }
+        catch (TypeInitializationException e) when (e.InnerException is DllNotFoundException)
+        {
+            // the tool package carries ONNX Runtime's natives for desktop and server platforms only (tool/onnx-unlearn.csproj)
+            var carried = typeof(Cli).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+                .Cast<System.Reflection.AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "ToolRuntimes")?.Value?.Replace(";", ", ");
+            Console.Error.WriteLine($"error: ONNX Runtime's native library could not be loaded on {System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier}"
+                + (carried is null ? "" : $"; this build of onnx-unlearn carries it for {carried}"));
+            return BadInput;
+        }
     }
 
     static int Fail(UserError e, IReadOnlyDictionary<string, string>? flags = null)

@@ -225,3 +225,21 @@ public class CliConventionTests
         Assert.DoesNotContain("warning", err);
     }
 }
+
+public class ToolPackageTests
+{
+    /// <summary>
+    /// The tool carries ONNX Runtime's natives for desktop and server platforms only (the package was 187 MB with the
+    /// iOS and Android archives, 48 MB without): its deps.json, which the package's is made from, names no others.
+    /// </summary>
+    [Fact]
+    public void ToolCarriesDesktopAndServerNativesOnly()
+    {
+        using var deps = JsonDocument.Parse(File.ReadAllText(Path.Combine(AppContext.BaseDirectory, "onnx-unlearn.deps.json")));
+        var natives = deps.RootElement.GetProperty("targets").EnumerateObject().SelectMany(t => t.Value.EnumerateObject())
+            .Where(p => p.Value.TryGetProperty("runtimeTargets", out _))
+            .SelectMany(p => p.Value.GetProperty("runtimeTargets").EnumerateObject()).ToList();
+        Assert.Equal(["linux-arm64", "linux-x64", "osx-arm64", "win-x64"], natives.Select(n => n.Value.GetProperty("rid").GetString()).Distinct().Order());
+        Assert.DoesNotContain(natives, n => n.Name.EndsWith(".lib"));
+    }
+}
