@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.CommandLine.Invocation;
 using System.Text.Json;
 using System.Text.Json.Serialization;
 using Spectre.Console;
@@ -19,10 +20,114 @@ public static class Cli
         Converters = { new JsonStringEnumConverter(JsonNamingPolicy.KebabCaseLower) },
     };
 
+    /// <summary>Options every command takes. They are read here (--quiet) or before parsing (--request, see <see cref="RequestManifest"/>), never by a command's action; on the root and recursive, so every command's help lists them.</summary>
+    static readonly Option<bool> QuietOption = new("--quiet", "-q") { Description = "no output on stdout except what --json asks for (errors and warnings still go to stderr)", Recursive = true };
+    static readonly Option<string?> RequestOption = new("--request") { Description = "a JSON file holding this command's options (keys = option names without dashes, e.g. \"perTensor\", plus \"model\"; paths relative to the file); command-line options win", Recursive = true, HelpName = "FILE" };
+
+    /// <summary>True under --quiet: human-readable output is dropped (and progress bars are not drawn).</summary>
+    public static bool Quiet { get; private set; }
+
+    /// <summary>The real stdout, kept for --json when --quiet silences <see cref="Console.Out"/>.</summary>
+    static TextWriter stdout = Console.Out;
+
     public static int Run(RootCommand root, string[] args)
     {
-        try { return root.Parse(RequestManifest.Expand(args)).Invoke(); }
+        // the options every command takes
+        root.Options.Add(QuietOption);
+        root.Options.Add(RequestOption);
+        ParseResult parsed;
+        try { parsed = root.Parse(RequestManifest.Expand(args)); }
         catch (UserError e) { return Fail(e); }
+        // System.CommandLine answers a usage error with the whole help on stdout and exit code 1; we promise 2 and one
+        // line. (--help and --version are actions of their own, not errors: they still print and exit 0.)
+        if (parsed.Action is ParseErrorAction) return Usage(parsed);
+        SetUpOutput(parsed.GetValue(QuietOption));
+        try { return parsed.Invoke(); }
+        catch (UserError e) { return Fail(e); }
+    }
+
+    /// <summary>
+    /// --quiet silences every human-readable write at once (so no command can forget one); piped output is not wrapped:
+    /// Spectre.Console assumes 80 columns when stdout is not a terminal and would break lines (and values) there.
+    /// </summary>
+    static void SetUpOutput(bool quiet)
+    {
+        Quiet = quiet;
+        stdout = Console.Out;
+        if (quiet)
+        {
+            Console.SetOut(TextWriter.Null);
+            AnsiConsole.Console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(TextWriter.Null), Ansi = AnsiSupport.No, Interactive = InteractionSupport.No });
+        }
+        else if (!Interactive)
+        {
+            var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Out), Ansi = AnsiSupport.No, ColorSystem = ColorSystemSupport.NoColors, Interactive = InteractionSupport.No });
+            console.Profile.Width = PipedWidth;
+            AnsiConsole.Console = console;
+        }
+    }
+
+    /// <summary>Columns assumed for piped output: wide enough that no line is ever wrapped (tables keep one row per line).</summary>
+    const int PipedWidth = 1 << 20;
+
+    /// <summary>A usage error (unknown or misspelt option, missing option, bad value) in one line on stderr, exit code 2.</summary>
+    static int Usage(ParseResult r)
+    {
+        var command = r.CommandResult.Command;
+        var options = command.Options.Concat(r.RootCommandResult.Command.Options.Where(o => o.Recursive)).SelectMany(o => o.Aliases.Append(o.Name)).ToList();
+        // an unknown option: named with the one probably meant; the value after it is its own, not a second problem
+        var unknown = new List<string>();
+        var problems = new List<string>();
+        for (int i = 0; i < r.UnmatchedTokens.Count; i++)
+        {
+            var token = r.UnmatchedTokens[i];
+            unknown.Add(token);
+            if (!token.StartsWith('-'))
+            {
+                var commands = command.Subcommands.Select(c => c.Name).ToList();
+                problems.Add(commands.Count == 0 ? $"unexpected argument '{token}'" : $"unknown command '{token}'" + (Closest(token, commands) is { } name ? $" (did you mean '{name}'?)" : ""));
+                continue;
+            }
+            problems.Add($"unknown option '{token}'" + (Closest(token, options) is { } meant ? $" (did you mean '{meant}'?)" : ""));
+            if (i + 1 < r.UnmatchedTokens.Count && !r.UnmatchedTokens[i + 1].StartsWith('-')) unknown.Add(r.UnmatchedTokens[++i]);
+        }
+        problems.AddRange(r.Errors.Where(e => !unknown.Any(t => e.Message.Contains($"'{t}'"))).Select(e => Sentence(e.Message)).Distinct());
+        string help = command == r.RootCommandResult.Command ? command.Name : $"{r.RootCommandResult.Command.Name} {command.Name}";
+        Console.Error.WriteLine($"error: {string.Join("; ", problems)}; see '{help} --help'");
+        return BadInput;
+    }
+
+    /// <summary>System.CommandLine's "Option '--x' is required." as part of a line: "option '--x' is required".</summary>
+    static string Sentence(string message)
+    {
+        message = message.Trim().TrimEnd('.');
+        return message.Length > 1 && char.IsUpper(message[0]) && char.IsLower(message[1]) ? char.ToLowerInvariant(message[0]) + message[1..] : message;
+    }
+
+    /// <summary>The name nearest to a misspelt one (at most two edits, or the only one it is a prefix of).</summary>
+    static string? Closest(string token, IReadOnlyList<string> names)
+    {
+        var near = names.Select(n => (n, d: Edits(token, n))).Where(x => x.d <= 2).OrderBy(x => x.d).Select(x => x.n).FirstOrDefault();
+        var prefixed = names.Where(n => n.StartsWith(token, StringComparison.Ordinal)).Distinct().ToList();
+        return near ?? (prefixed.Count == 1 ? prefixed[0] : null);
+    }
+
+    /// <summary>Levenshtein distance.</summary>
+    static int Edits(string a, string b)
+    {
+        var row = Enumerable.Range(0, b.Length + 1).ToArray();
+        for (int i = 1; i <= a.Length; i++)
+        {
+            int diagonal = row[0];
+            row[0] = i;
+            for (int j = 1; j <= b.Length; j++)
+            {
+                int above = row[j];
+                row[j] = Math.Min(Math.Min(row[j] + 1, row[j - 1] + 1), diagonal + (a[i - 1] == b[j - 1] ? 0 : 1));
+                diagonal = above;
+            }
+        }
+        return row[b.Length];
     }
 
     /// <summary>Runs a command body; user mistakes become one line on stderr and exit code 2, never a stack trace.</summary>
@@ -32,6 +137,15 @@ public static class Cli
         try { return body(); }
         catch (UserError e) { return Fail(e, flags); }
         catch (OperationCanceledException) { Console.Error.WriteLine("cancelled"); return 130; }
+        catch (TypeInitializationException e) when (e.InnerException is DllNotFoundException)
+        {
+            // the tool package carries ONNX Runtime's natives for desktop and server platforms only (tool/onnx-unlearn.csproj)
+            var carried = typeof(Cli).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyMetadataAttribute), false)
+                .Cast<System.Reflection.AssemblyMetadataAttribute>().FirstOrDefault(a => a.Key == "ToolRuntimes")?.Value?.Replace(";", ", ");
+            Console.Error.WriteLine($"error: ONNX Runtime's native library could not be loaded on {System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier}"
+                + (carried is null ? "" : $"; this build of onnx-unlearn carries it for {carried}"));
+            return BadInput;
+        }
     }
 
     static int Fail(UserError e, IReadOnlyDictionary<string, string>? flags = null)
@@ -67,7 +181,8 @@ public static class Cli
         _ => throw new UserError($"--estimator must be diag++ or hutchinson, got '{value}'"),
     };
 
-    public static void WriteJson<T>(T value) => Console.Out.WriteLine(JsonSerializer.Serialize(value, Json));
+    /// <summary>The command's JSON document: one, on stdout (also under --quiet).</summary>
+    public static void WriteJson<T>(T value) => stdout.WriteLine(JsonSerializer.Serialize(value, Json));
 
     /// <summary>Tables and progress go to the terminal; piped output stays plain.</summary>
     public static bool Interactive => !Console.IsOutputRedirected;
@@ -81,7 +196,7 @@ public static class Cli
     public static Option<int> BatchSize() => new("--batch-size") { Description = "samples per ONNX Runtime run (results do not depend on it)", DefaultValueFactory = _ => 256 };
     public static Option<int> Threads() => new("--threads") { Description = "ONNX Runtime intra-op threads: 1 gives bit-identical results run after run; 0 = all cores (faster on large models, last bits may differ between runs)", DefaultValueFactory = _ => 1 };
     public static Option<long?> IgnoreIndex() => new("--ignore-index") { Description = "label value excluded from ce/nll (padding)" };
-    public static Option<bool> JsonFlag() => new("--json") { Description = "print a stable JSON document instead of tables" };
+    public static Option<bool> JsonFlag() => new("--json") { Description = "print one JSON document on stdout instead of the text output (its keys: docs/cli-json.md)" };
 
     public static string Shape(IEnumerable<long> dims) => "[" + string.Join(", ", dims) + "]";
 

@@ -3,12 +3,12 @@ using Spectre.Console;
 
 namespace OnnxUnlearn.Cli;
 
-/// <summary>Progress bars (what, how far, ETA) on a terminal; nothing when output is piped.</summary>
+/// <summary>Progress bars (what, how far, ETA) on a terminal; nothing when output is piped or under --quiet.</summary>
 public static class Progress
 {
     public static T Run<T>(Func<ProgressCallback, T> work)
     {
-        if (!Cli.Interactive || Console.IsErrorRedirected) return work((_, _, _) => { });
+        if (!Cli.Interactive || Cli.Quiet || Console.IsErrorRedirected) return work((_, _, _) => { });
         T result = default!;
         AnsiConsole.Progress()
             .AutoClear(true)

@@ -122,6 +122,9 @@ public sealed record ExposureEstimate(int Samples, int Seed, string Distribution
 /// rank = 1 + greater + ties/2. With <see cref="ExposureMethod.Exact"/>, <see cref="Greater"/> and <see cref="Ties"/>
 /// are exact counts; with <see cref="ExposureMethod.Estimated"/>, they are what the search found before its budget ran
 /// out (a lower bound: rank ≥ 1 + Greater + Ties/2), and Rank = max(that bound, |R|·P(ll > ll(secret))) from the fit.
+/// <see cref="Best"/> lists up to <see cref="ExposureOptions.Top"/> likely candidates, most likely first; <see cref="BestFrom"/>
+/// says whence: "search" (the exact top), "samples" (the most likely sampled candidates: the search completed none) or
+/// "search+samples" (the exact top candidates the search completed, then the most likely sampled ones).
 /// </summary>
 public sealed record ExposureResult(
     string Format, int FreeSlots, double SpaceSize, double Log2SpaceSize, double SecretLogLikelihood,
@@ -233,13 +236,14 @@ public static class Exposure
         var estimate = Estimate(lls, secretLl, tolerance, o.Samples, o.Seed);
         double log2Estimated = log2Size + estimate.Log2TailProbability;
         double log2RankEst = Math.Max(0, Math.Max(Math.Log2(boundRank), log2Estimated));
-        if (best.Count < o.Top && expansions == 0)
-        {
-            best = lls.Select((ll, i) => new Candidate(space.Candidate(samples[i]), ll)).DistinctBy(c => c.Text)
-                .OrderByDescending(c => c.LogLikelihood).ThenBy(c => c.Text, StringComparer.Ordinal).Take(o.Top).ToList();
-            return Result("samples");
-        }
-        return Result("search");
+        if (best.Count >= o.Top) return Result("search");
+        // A budget spent on the wide upper levels of the tree can run out before the search completes (m)any candidates:
+        // the list is topped up with the most likely sampled ones (each below every candidate the search completed).
+        int searched = best.Count;
+        var listed = best.Select(c => c.Text).ToHashSet();
+        best.AddRange(lls.Select((ll, i) => new Candidate(space.Candidate(samples[i]), ll)).DistinctBy(c => c.Text).Where(c => !listed.Contains(c.Text))
+            .OrderByDescending(c => c.LogLikelihood).ThenBy(c => c.Text, StringComparer.Ordinal).Take(o.Top - searched));
+        return Result(searched == 0 ? "samples" : best.Count > searched ? "search+samples" : "search");
 
         ExposureResult Result(string from) => new(space.Format, space.FreeSlots, space.Size, log2Size, secretLl, ExposureMethod.Estimated,
             Math.Pow(2, log2RankEst), log2RankEst, log2Size - log2RankEst, greater, ties, secretFound, expansions, o.Budget, false, from, best,

@@ -177,6 +177,24 @@ public class ExposureTests
     }
 
     [Fact]
+    public void ListShortOfTopIsFilledWithTheBestSampledCandidates()
+    {
+        // the search's budget completes fewer candidates than asked for: they come first (the exact top), then the most
+        // likely sampled candidates not among them
+        var (b, byLikelihood) = Six.Value;
+        var secret = byLikelihood[4_999];
+        var e = Measure(b, new ExposureOptions { Prefix = Prefix, Secret = secret, Budget = 10_000, Samples = 5_000, Top = 400 });
+        Assert.Equal(ExposureMethod.Estimated, e.Method);
+        Assert.Equal("search+samples", e.BestFrom);
+        Assert.Equal(400, e.Best.Count);
+        Assert.Equal(400, e.Best.Select(c => c.Text).Distinct().Count());
+        int searched = e.Best.Select(c => c.Text).Zip(byLikelihood).TakeWhile(p => p.First == p.Second).Count();
+        Assert.True(searched is >= 10 and < 400, $"{searched} from the search");
+        Assert.Equal(e.Best.OrderByDescending(c => c.LogLikelihood).Select(c => c.Text), e.Best.Select(c => c.Text));
+        foreach (var c in e.Best) Assert.Equal(b.LogLikelihood(Prefix, c.Text), c.LogLikelihood, 9);
+    }
+
+    [Fact]
     public void SameSeedSameEstimate()
     {
         var b = Bigram.Random(seed: 8);

@@ -81,6 +81,29 @@ public class TextCliTests
     }
 
     [Fact]
+    public void ExposureListsTheTopCandidatesWhenTheSearchRunsOutOfBudget()
+    {
+        // 10^5 candidates and 20 search expansions: the search completes no candidate, so the most likely sampled ones are
+        // listed (the list used to be empty)
+        using var dir = new TempDir();
+        var b = Bigram.Random(seed: 8);
+        var model = b.Save(dir.File("m.onnx"));
+        var (code, output, err) = Run("exposure", model, "--vocab", b.SaveVocab(dir.File("v.json")), "--prefix", "my pin is ", "--secret", "12345",
+            "--budget", "20", "--candidates", "500", "--top", "3", "--json", "--show-candidates");
+        Assert.True(code == 0, err);
+        using var doc = JsonDocument.Parse(output);
+        var r = doc.RootElement.GetProperty("result");
+        Assert.Equal("estimated", r.GetProperty("method").GetString());
+        Assert.Equal(20, r.GetProperty("expansions").GetInt64());
+        Assert.Equal("samples", r.GetProperty("bestFrom").GetString());
+        var best = r.GetProperty("best").EnumerateArray().Select(c => (Text: c.GetProperty("text").GetString()!, Ll: c.GetProperty("logLikelihood").GetDouble())).ToList();
+        Assert.Equal(3, best.Count);
+        foreach (var (text, ll) in best) Assert.Equal(b.LogLikelihood("my pin is ", text), ll, 9);
+        Assert.Equal(best.OrderByDescending(c => c.Ll).ToList(), best);
+        Assert.Equal(3, best.Select(c => c.Text).Distinct().Count());
+    }
+
+    [Fact]
     public void Errors()
     {
         using var dir = new TempDir();

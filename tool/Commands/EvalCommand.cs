@@ -11,7 +11,7 @@ public static class EvalCommand
         var data = new Option<string>("--data") { Description = ".npz of samples: the model's input names plus 'label'", Required = true };
         var json = Cli.JsonFlag();
         var loss = new LossOptions();
-        var c = new Command("eval", "Mean loss (and accuracy for ce/nll) of a model on a data file.");
+        var c = new Command("eval", "Mean loss (and accuracy, for the class losses ce, ce-prob and nll) of a model on a data file.");
         c.Arguments.Add(model); c.Options.Add(data); c.Options.Add(json); loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
         {

@@ -67,7 +67,12 @@ public static class ExposureCommand
             Console.WriteLine($"the secret after the prefix: log-likelihood {e.SecretLogLikelihood:F4} nats, format \"{e.Format}\" ({e.FreeSlots} free slots)");
             if (e.Best.Count > 0)
             {
-                var t = Cli.Table("#", e.BestFrom == "search" ? "most likely candidates" : "most likely sampled candidates", "log-likelihood");
+                var t = Cli.Table("#", e.BestFrom switch
+                {
+                    "search" => "most likely candidates",
+                    "samples" => "most likely sampled candidates",
+                    _ => "most likely candidates (searched, then sampled)",
+                }, "log-likelihood");
                 int i = 0;
                 foreach (var (cand, isSecret) in e.Best.Zip(measured.Best, (shown, real) => (shown, real.Text == options.Secret)))
                     t.AddRow((++i).ToString(), Markup.Escape(cand.Text) + (isSecret ? " [bold](secret)[/]" : ""), cand.LogLikelihood.ToString("F4"));

@@ -12,9 +12,10 @@ public static class GradCommand
         var model = Cli.ModelArgument();
         var data = new Option<string>("--data") { Description = ".npz of samples: the model's input names plus 'label'", Required = true };
         var output = new Option<string>("--out") { Description = ".npz to write, keyed by parameter name", Required = true };
+        var json = Cli.JsonFlag();
         var loss = new LossOptions();
         var c = new Command("grad", "Gradient of the mean loss over all samples of a data file, keyed by parameter name.");
-        c.Arguments.Add(model); c.Options.Add(data); c.Options.Add(output); loss.AddTo(c);
+        c.Arguments.Add(model); c.Options.Add(data); c.Options.Add(output); c.Options.Add(json); loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
         {
             using var d = Dataset.Load(r.GetValue(data)!);
@@ -22,9 +23,23 @@ public static class GradCommand
             var grad = new float[s.Layout.Size];
             var result = s.Gradient(s.ReadParameters(), d, grad);
             Npz.Write(r.GetValue(output)!, s.Layout.Split(grad));
+            if (r.GetValue(json))
+            {
+                var tensors = s.Layout.Parameters.Select((p, i) => new { name = p.Name, shape = p.Shape, elements = p.Elements, norm = Norm(s.Layout.Of(grad.AsSpan(), i)) }).ToList();
+                Cli.WriteJson(new { model = r.GetValue(model), data = r.GetValue(data), @out = r.GetValue(output), loss = result.Loss, count = result.Count, elements = s.Layout.Size, norm = Norm(grad), tensors });
+                return Cli.Ok;
+            }
             Console.WriteLine($"loss {result.Loss:G6} over {result.Count} labelled elements; gradient of {s.Layout.Count} tensors ({s.Layout.Size:N0} elements) written to {r.GetValue(output)}");
             return Cli.Ok;
         }));
         return c;
+    }
+
+    /// <summary>Euclidean norm, summed in double.</summary>
+    static double Norm(ReadOnlySpan<float> v)
+    {
+        double sum = 0;
+        foreach (var x in v) sum += (double)x * x;
+        return Math.Sqrt(sum);
     }
 }

@@ -13,9 +13,9 @@ public static class SharpnessCommand
     {
         var model = Cli.ModelArgument();
         var data = new Option<string>("--data") { Description = ".npz of samples defining the mean loss L", Required = true };
-        var output = new Option<string>("--out") { Description = ".npz of scores keyed by parameter name (and '<name>/stderr' for Hutchinson)", Required = true };
+        var output = new Option<string>("--out") { Description = ".npz of scores keyed by parameter name (and 'stderr/<name>': the standard error of a diag++ or hutchinson estimate)", Required = true };
         var score = new Option<string>("--score") { Description = "hessian (diag ∇²L), fisher (mean squared per-sample gradient), gradient (|∇L|), magnitude (|θ|)", DefaultValueFactory = _ => "hessian" };
-        var probes = new Option<int>("--probes") { Description = "Hessian-vector products (Rademacher probes) for the estimate", DefaultValueFactory = _ => 150 };
+        var probes = new Option<int>("--probes") { Description = "Hessian-vector products for the estimate (hutchinson: one per Rademacher probe; diag++: a third sketch H, a third read the sketch's part of the diagonal exactly, the rest are Rademacher probes)", DefaultValueFactory = _ => 150 };
         var estimator = new Option<string>("--estimator") { Description = "diag++ (Hutchinson with a low-rank sketch of H: far lower variance) or hutchinson", DefaultValueFactory = _ => "diag++" };
         var seed = new Option<int>("--seed") { Description = "probe seed (results depend only on it and the thread count)", DefaultValueFactory = _ => 0 };
         var exact = new Option<bool>("--exact") { Description = "exact diagonal: one HVP per element" };
@@ -49,12 +49,17 @@ public static class SharpnessCommand
             Npz.Write(r.GetValue(output)!, arrays);
             var summary = Summary(s, est, kind, r.GetValue(topFraction), clock.Elapsed.TotalSeconds, r.GetValue(seed));
             if (r.GetValue(json)) Cli.WriteJson(summary); else Print(summary);
+            if (summary.TopKOverlap is { } overlap && overlap < StableOverlap)
+                Console.Error.WriteLine($"warning: the top-{summary.TopFraction:P0} sets of the two probe halves overlap only {overlap:F2} (Jaccard); the selection is unstable: raise --probes (now {r.GetValue(probes)})");
             return Cli.Ok;
         }));
         return c;
     }
 
     public const int ExactLimit = 20_000;
+
+    /// <summary>Below this Jaccard overlap of the two probe halves' top-k sets, another seed would select mostly other elements.</summary>
+    const double StableOverlap = 0.5;
 
     sealed record TensorRow(string Name, long Elements, double Mean, double Max, double ShareOfTopK);
     sealed record SummaryDoc(string Score, int Elements, int Probes, int Seed, int HvpCount, long GradientEvaluations, double Seconds, double? TopKOverlap, double TopFraction, IReadOnlyList<TensorRow> Tensors);

@@ -50,11 +50,10 @@ public static class UnlearnCommand
         var candidates = new Option<int>("--candidates") { Description = "random candidates for the exposure estimate", DefaultValueFactory = _ => 10_000 };
         var exposureBudget = new Option<long>("--exposure-budget") { Description = "most search nodes for an exact exposure rank before estimating", DefaultValueFactory = _ => 20_000 };
         var json = Cli.JsonFlag();
-        var request = new Option<string?>("--request") { Description = "a JSON file holding these options (keys = option names without dashes, plus \"model\"; paths relative to the file); command-line options win" };
         var loss = new LossOptions();
         var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically.");
         c.Arguments.Add(model);
-        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, writeOnMiss, steps, budget, targetExposure, vocab, prefix, secret, secretFile, auditKey, format, alphabet, candidates, exposureBudget, json, request })
+        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, writeOnMiss, steps, budget, targetExposure, vocab, prefix, secret, secretFile, auditKey, format, alphabet, candidates, exposureBudget, json })
             c.Options.Add(opt);
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
