@@ -5,7 +5,7 @@ namespace OnnxUnlearn;
 /// <summary>
 /// A problem with the user's input (model, data, settings). Front ends show the message as one line (the CLI exits with
 /// code 2), never a stack trace. Messages name the file, node, tensor or input involved and say how to fix it.
-/// A message names a setting through <see cref="Setting"/>, never as a command-line flag: <see cref="Render"/> lets each
+/// A message names a setting through <see cref="Setting"/>, never as a command-line flag: <see cref="Render(Func{string, string?, string})"/> lets each
 /// front end name it its own way (the CLI: <c>--frozen</c>, <c>--loss ce-prob</c>); <see cref="Exception.Message"/> uses
 /// the library's names (<c>Frozen</c>, <c>Loss = ce-prob</c>).
 /// </summary>

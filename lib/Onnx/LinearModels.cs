@@ -22,7 +22,7 @@ public static class LinearModels
     /// <summary>The float output that depends on the weights: a classifier's second output (scores), a regressor's only one.</summary>
     public static string ScoresOutput(NodeProto n) => n.OpType == "LinearClassifier" ? n.Output.ElementAtOrDefault(1) ?? "" : n.Output[0];
 
-    /// <summary>The node's weight tensors (float32, shaped), named after <see cref="Prefix"/>; only those the node has.</summary>
+    /// <summary>The node's weight tensors (float32, shaped), named after <see cref="Prefix(NodeProto, int)"/>; only those the node has.</summary>
     public static IEnumerable<(string Name, TensorProto Tensor)> Tensors(NodeProto n, int index)
     {
         var w = Floats(n, "coefficients");
