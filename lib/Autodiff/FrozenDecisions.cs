@@ -114,12 +114,16 @@ public static class FrozenDecisions
     {
         var refOf = parameters.ToDictionary(p => p, RefInput);
         var varying = Varying(g.Node, parameters).ToHashSet();
-        List<NodeProto> copies = [], nodes = [];
+        // Each reference copy goes just before the node(s) that replace its original, so the graph stays topologically
+        // sorted: a copy reads earlier copies and values made before its original.
+        List<(NodeProto? Copy, List<NodeProto> Nodes)> steps = [];
         foreach (var n in g.Node)
         {
-            if (!varying.Contains(n)) { nodes.Add(n); continue; }
+            if (!varying.Contains(n)) { steps.Add((null, [n])); continue; }
             var copy = n.Clone();
-            copy.Name += Suffix;
+            if (copy.Name.Length > 0) copy.Name += Suffix; // unnamed nodes stay unnamed: "__ref" twice would clash
+            List<NodeProto> nodes = [];
+            steps.Add((copy, nodes));
             for (int i = 0; i < copy.Input.Count; i++) if (refOf.TryGetValue(copy.Input[i], out var r)) copy.Input[i] = r;
             for (int k = 0; k < copy.Output.Count; k++)
                 if (copy.Output[k].Length > 0)
@@ -128,7 +132,6 @@ public static class FrozenDecisions
                     if (shapes[copy.Output[k]] is { } info) shapes.Declare(name, info);
                     copy.Output[k] = name;
                 }
-            copies.Add(copy);
             if (!Rules.TryGetValue(n.OpType, out var freeze)) { nodes.Add(n); continue; }
             int mark = b.Nodes.Count;
             var y = freeze(b, n, i => i < n.Input.Count ? refOf.GetValueOrDefault(n.Input[i], n.Input[i]) : "", refOf[n.Output[0]], shapes);
@@ -141,12 +144,16 @@ public static class FrozenDecisions
             b.Nodes.RemoveRange(mark, b.Nodes.Count - mark);
         }
         // Keep the reference nodes that the frozen ones read, directly or not.
-        var needed = nodes.SelectMany(n => n.Input).ToHashSet();
-        var kept = new List<NodeProto>();
-        for (int i = copies.Count - 1; i >= 0; i--)
-            if (copies[i].Output.Any(needed.Contains)) { kept.Insert(0, copies[i]); needed.UnionWith(copies[i].Input); }
+        var needed = steps.SelectMany(s => s.Nodes).SelectMany(n => n.Input).ToHashSet();
+        var kept = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
+        for (int i = steps.Count - 1; i >= 0; i--)
+            if (steps[i].Copy is { } copy && copy.Output.Any(needed.Contains)) { kept.Add(copy); needed.UnionWith(copy.Input); }
         g.Node.Clear();
-        g.Node.AddRange(kept.Concat(nodes));
+        foreach (var (copy, nodes) in steps)
+        {
+            if (copy is not null && kept.Contains(copy)) g.Node.Add(copy);
+            g.Node.AddRange(nodes);
+        }
         return parameters.Where(p => needed.Contains(RefInput(p))).ToList();
     }
 }

@@ -65,13 +65,17 @@ public static class LossHead
 
     /// <summary>
     /// The value and loss the head reads for <paramref name="kind"/> of <paramref name="output"/> (<see cref="LookThrough"/>).
-    /// Where nothing was looked through, ce and nll refuse an output whose probed rows are probabilities
-    /// (<see cref="RefuseProbabilities"/>).
+    /// Where nothing was looked through, an output whose probed values cannot be what the loss takes is refused
+    /// (<see cref="RefuseProbabilities"/>, <see cref="RefuseWrongValues"/>).
     /// </summary>
     public static (string Value, LossKind Kind) Source(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
     {
         var source = LookThrough(g, output, kind, shapes);
-        if (source == (output, kind)) RefuseProbabilities(g, output, kind, shapes);
+        if (source == (output, kind))
+        {
+            RefuseProbabilities(g, output, kind, shapes);
+            RefuseWrongValues(g, output, kind, shapes);
+        }
         return source;
     }
 
@@ -79,30 +83,18 @@ public static class LossHead
     public const double RowSumTolerance = 1e-4;
 
     /// <summary>
-    /// Classifies probed values with the class axis last: probabilities (every element in [0, 1], every row summing to 1
-    /// within <see cref="RowSumTolerance"/>), log-probabilities (every element ≤ 0, every row's exponentials summing to
-    /// 1), or other (anything else, NaN, no rows, or fewer than two classes).
+    /// Slack on the bounds of probed values (probabilities in [0, 1], log-probabilities ≤ 0 with a log-sum-exp of 0):
+    /// float32 rounding oversteps them by far less.
     /// </summary>
-    public static RowKind Rows<T>(ReadOnlySpan<T> values, long classes) where T : System.Numerics.INumberBase<T>
-    {
-        if (classes < 2 || values.Length == 0 || values.Length % classes != 0) return RowKind.Other;
-        bool prob = true, logProb = true;
-        for (int row = 0; row < values.Length && (prob || logProb); row += (int)classes)
-        {
-            double sum = 0, expSum = 0;
-            for (int c = 0; c < classes && (prob || logProb); c++)
-            {
-                double v = double.CreateTruncating(values[row + c]);
-                prob &= v is >= 0 and <= 1; // NaN fails both tests
-                logProb &= v <= 0;
-                sum += v;
-                if (logProb) expSum += Math.Exp(v);
-            }
-            prob &= Math.Abs(sum - 1) <= RowSumTolerance;
-            logProb &= Math.Abs(expSum - 1) <= RowSumTolerance;
-        }
-        return prob ? RowKind.Probabilities : logProb ? RowKind.LogProbabilities : RowKind.Other;
-    }
+    public const double ValueTolerance = 1e-4;
+
+    /// <summary>
+    /// Classifies probed values with the class axis last: probabilities (every element in [0, 1], every row summing to 1
+    /// within <see cref="RowSumTolerance"/>), log-probabilities (every element ≤ 0 and every row's log-sum-exp 0, within
+    /// <see cref="ValueTolerance"/>), or other (anything else, NaN, no rows, or fewer than two classes).
+    /// </summary>
+    public static RowKind Rows<T>(ReadOnlySpan<T> values, long classes) where T : System.Numerics.INumberBase<T> =>
+        ProbedValues.Of(values, classes).Rows;
 
     /// <summary>
     /// The safety net behind <see cref="LookThrough"/>: ce takes logits (it applies a softmax itself) and nll
@@ -113,13 +105,90 @@ public static class LossHead
     static void RefuseProbabilities(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
     {
         if (kind is not (LossKind.CrossEntropy or LossKind.NegativeLogLikelihood) || shapes[output]?.Rows != RowKind.Probabilities) return;
-        var node = Producer(g, output);
-        var madeBy = node is null ? "a graph input" : node.Name.Length > 0 ? $"{node.OpType} node '{node.Name}'" : $"an unnamed {node.OpType} node";
         var expects = kind == LossKind.CrossEntropy ? $"{Setting("Loss", "ce")} expects logits (it applies a softmax itself)" : $"{Setting("Loss", "nll")} expects log-probabilities";
-        throw new UserError($"output '{output}', made by {madeBy}, holds probabilities: on the probed samples every row along the last axis " +
+        throw new UserError($"output '{output}', made by {MadeBy(g, output)}, holds probabilities: on the probed samples every row along the last axis " +
             $"lies in [0, 1] and sums to 1. {expects}, so it would train on a wrong loss. Use {Setting("Loss", "ce-prob")} (−log p[label] of " +
             $"probabilities), or name the logits before the normalisation ({Setting("Output")})");
     }
+
+    /// <summary>
+    /// The other safety nets, each on what the probe saw (nothing is refused where it saw nothing, or NaN):
+    /// <list type="bullet">
+    /// <item>nll takes −output[label] as the loss, right only for log-probabilities: every value ≤ 0 and every row's
+    /// log-sum-exp 0 (both within <see cref="ValueTolerance"/>). Logits give a wrong loss, often a negative one.</item>
+    /// <item>ce-prob takes −log output[label], right only for probabilities: every value in [0, 1] (within
+    /// <see cref="ValueTolerance"/>). Rows need not sum to 1: independent probabilities (sigmoids without a normaliser) are
+    /// what ce-prob is for.</item>
+    /// <item>bce applies a sigmoid itself, so it takes logits. Logits may fall in [0, 1] on a few samples, so only an
+    /// output that is surely probabilities is refused: every value in [0, 1] and either every row summing to 1, or made by
+    /// a Sigmoid, HardSigmoid, Softmax or ai.onnx.ml Normalizer (through ops that only move or retype elements) that the
+    /// look-through did not reach (it takes the logits before a final Sigmoid itself).</item>
+    /// </list>
+    /// </summary>
+    static void RefuseWrongValues(global::Onnx.GraphProto g, string output, LossKind kind, TensorShapes shapes)
+    {
+        if (shapes[output]?.Values is not { Known: true } v) return;
+        var seen = $"on the probed samples its values range over [{v.Min:G4}, {v.Max:G4}]";
+        switch (kind)
+        {
+            case LossKind.NegativeLogLikelihood when !v.LogProbabilities:
+            {
+                var why = v.Max > ValueTolerance ? ", where log-probabilities are ≤ 0"
+                    : $" and its rows' log-sum-exp (along the last axis) over [{v.MinLogSumExp:G4}, {v.MaxLogSumExp:G4}], not 0 as for log-probabilities";
+                var fits = v.InUnitInterval
+                    ? $"Its values lie in [0, 1]: for probabilities use {Setting("Loss", "ce-prob")}; for logits, {Setting("Loss", "ce")}"
+                    : $"For logits use {Setting("Loss", "ce")} (it applies a log-softmax itself); for probabilities, {Setting("Loss", "ce-prob")}";
+                throw new UserError($"output '{output}', made by {MadeBy(g, output)}, does not hold log-probabilities: {seen}{why}. " +
+                    $"{Setting("Loss", "nll")} takes −output[label] as the loss, so it would train on a wrong (possibly negative) loss. " +
+                    $"{fits}; or name the log-probabilities ({Setting("Output")})");
+            }
+            case LossKind.CrossEntropyProb when !v.InUnitInterval:
+            {
+                var fits = v.LogProbabilities
+                    ? $"They are log-probabilities (every row's log-sum-exp is 0): use {Setting("Loss", "nll")} (or {Setting("Loss", "ce")}: softmax(log p) = p)"
+                    : $"For logits use {Setting("Loss", "ce")} (it applies a softmax itself); for log-probabilities, {Setting("Loss", "nll")}; or name the probabilities ({Setting("Output")})";
+                throw new UserError($"output '{output}', made by {MadeBy(g, output)}, does not hold probabilities: {seen}, outside [0, 1]. " +
+                    $"{Setting("Loss", "ce-prob")} takes −log output[label] as the loss, so it would train on a wrong (possibly negative) loss. {fits}");
+            }
+            case LossKind.BinaryCrossEntropy when v.InUnitInterval:
+            {
+                var maker = ProbabilityMaker(g, output);
+                bool rows = v.Rows == RowKind.Probabilities;
+                if (maker is null && !rows) return;
+                var producer = Producer(g, output);
+                var from = maker is not null && maker != producer ? $" from {Describe(maker)}" : "";
+                var holds = rows ? "every row along the last axis lies in [0, 1] and sums to 1" : "every value lies in [0, 1]";
+                var fits = maker is { OpType: "Sigmoid" or "HardSigmoid" }
+                    ? $"Name the logits the {maker.OpType} reads ({Setting("Output", maker.Input[0])}), with labels shaped like them"
+                    : $"For class probabilities with integer labels use {Setting("Loss", "ce-prob")}" +
+                      (maker is { OpType: "Softmax" } ? $" (or {Setting("Loss", "ce")}, which takes the logits before a final Softmax)" : "") +
+                      $"; or name the logits ({Setting("Output")})";
+                throw new UserError($"output '{output}', made by {MadeBy(g, output)}{from}, holds probabilities: on the probed samples {holds}. " +
+                    $"{Setting("Loss", "bce")} expects logits (it applies a sigmoid itself), so it would train on a wrong loss. {fits}");
+            }
+        }
+    }
+
+    /// <summary>Ops that only move, select or retype elements: probabilities stay probabilities through them.</summary>
+    static readonly HashSet<string> Layout = ["Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Cast", "CastLike", "Slice", "Gather", "Expand"];
+
+    /// <summary>The Sigmoid, HardSigmoid, Softmax or L1/L2/MAX Normalizer whose values <paramref name="value"/> holds, through <see cref="Layout"/> ops; null if none.</summary>
+    static global::Onnx.NodeProto? ProbabilityMaker(global::Onnx.GraphProto g, string value)
+    {
+        var node = Producer(g, value);
+        while (node is not null && Domains.IsDefault(node.Domain) && Layout.Contains(node.OpType)) node = Producer(g, node.Input[0]);
+        return node switch
+        {
+            { OpType: "Sigmoid" or "HardSigmoid" or "Softmax" } when Domains.IsDefault(node.Domain) => node,
+            { Domain: "ai.onnx.ml", OpType: "Normalizer" } => node,
+            _ => null,
+        };
+    }
+
+    /// <summary>"Div node 'normalise'", "an unnamed Div node", or "a graph input" (the node that makes a value, Identity looked through).</summary>
+    static string MadeBy(global::Onnx.GraphProto g, string value) => Producer(g, value) is { } node ? Describe(node) : "a graph input";
+
+    static string Describe(global::Onnx.NodeProto node) => node.Name.Length > 0 ? $"{node.OpType} node '{node.Name}'" : $"an unnamed {node.OpType} node";
 
     /// <summary>
     /// Deployed classifiers often return probabilities: a final Softmax/LogSoftmax over the last axis (ce) or Sigmoid

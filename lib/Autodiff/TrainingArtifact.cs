@@ -112,7 +112,7 @@ public sealed class TrainingArtifact
         // Non-float32 parameters: a float32 input cast to the stored type, so buffers and gradients are always float32.
         foreach (var p in trainable)
         {
-            g.Input.Add(TensorInput(p.Name, DataTypes.Float, p.Shape));
+            g.Input.Add(TensorValue(p.Name, DataTypes.Float, p.Shape));
             if (p.DataType == DataTypes.Float) continue;
             var typed = b.Fresh(p.Name + "_typed");
             foreach (var n in g.Node) for (int k = 0; k < n.Input.Count; k++) if (n.Input[k] == p.Name) n.Input[k] = typed;
@@ -123,33 +123,63 @@ public sealed class TrainingArtifact
         bool hasDecisions = FrozenDecisions.HasDecisions(g.Node, trainableNames);
         var references = freezeDecisions && withGradients ? FrozenDecisions.Apply(g, b, shapes, trainableNames) : [];
         foreach (var p in trainable.Where(p => references.Contains(p.Name)))
-            g.Input.Add(TensorInput(FrozenDecisions.RefInput(p.Name), DataTypes.Float, p.Shape));
+            g.Input.Add(TensorValue(FrozenDecisions.RefInput(p.Name), DataTypes.Float, p.Shape));
 
         (output, loss) = LossHead.Source(g, output, loss, shapes);
         var outInfo = shapes[output] ?? throw new UserError($"output '{output}' of '{file.Path}' produced no tensor when probed");
         var (lossName, dOut, correct, count) = LossHead.Build(b, loss, output, LossHead.LabelInput, ignoreIndex);
         g.Input.Add(LabelInput(loss, outInfo));
 
-        var outputs = new List<(string Value, string Name)> { (lossName, LossOutput), (count, CountOutput) };
-        if (correct is not null) outputs.Add((correct, CorrectOutput));
+        // Every output is declared with its type and shape (scalars in the output's element type, counts of hits as int64,
+        // gradients shaped like their float32 parameter), so the artifact passes onnx.checker's full check.
+        var outputs = new List<(string Value, string Name, int Type, long[] Dims)>
+            { (lossName, LossOutput, outInfo.ElementType, []), (count, CountOutput, outInfo.ElementType, []) };
+        if (correct is not null) outputs.Add((correct, CorrectOutput, DataTypes.Int64, []));
         if (withGradients && trainable.Count > 0)
         {
             var grads = Backprop.Build(g, opset, b, shapes, new Dictionary<string, string> { [output] = dOut },
                 trainable.Select(p => p.Name).ToList(), name => ConstantInts(g, name, file.Folder));
             foreach (var p in trainable)
-                outputs.Add((grads[p.Name] ?? b.Op("ConstantOfShape", [b.Ints(p.Shape)], ("value", new TensorProto { DataType = 1, Dims = { 1 }, FloatData = { 0f } })), GradName(p.Name)));
+                outputs.Add((grads[p.Name] ?? b.Op("ConstantOfShape", [b.Ints(p.Shape)], ("value", new TensorProto { DataType = 1, Dims = { 1 }, FloatData = { 0f } })),
+                    GradName(p.Name), DataTypes.Float, p.Shape));
         }
         g.Node.AddRange(b.Nodes);
         g.Initializer.AddRange(b.Constants);
         g.Output.Clear();
-        foreach (var (value, name) in outputs)
+        foreach (var (value, name, type, dims) in outputs)
         {
             g.Node.Add(new NodeProto { OpType = "Identity", Name = "out_" + name, Input = { value }, Output = { name } });
-            g.Output.Add(new global::Onnx.ValueInfoProto { Name = name });
+            g.Output.Add(TensorValue(name, type, dims));
         }
         g.ValueInfo.Clear();
+        Prune(g);
         return new TrainingArtifact { Model = m, Parameters = trainable, DataInputs = dataInputs, Output = output, ModelOutput = modelOutput, Loss = loss, Unrolled = unrolled, BuiltFor = builtFor,
             HasDecisions = hasDecisions, ReferenceInputs = references };
+    }
+
+    /// <summary>
+    /// Drops the nodes no artifact output reads (the model's other outputs: a ZipMap, a label, an ai.onnx.ml node already
+    /// lowered) and the initializers left unread that are not graph inputs. Control-flow bodies' reads of outer values count.
+    /// </summary>
+    static void Prune(GraphProto g)
+    {
+        var needed = g.Output.Select(o => o.Name).ToHashSet();
+        var keep = new bool[g.Node.Count];
+        for (int k = g.Node.Count - 1; k >= 0; k--)
+        {
+            var node = g.Node[k];
+            if (!node.Output.Any(needed.Contains)) continue;
+            keep[k] = true;
+            needed.UnionWith(node.Input.Where(x => x.Length > 0));
+            if (ControlFlow.Is(node)) needed.UnionWith(ControlFlow.OuterReads(node));
+        }
+        var nodes = g.Node.Where((_, k) => keep[k]).ToList();
+        g.Node.Clear();
+        g.Node.AddRange(nodes);
+        var inputs = g.Input.Select(i => i.Name).ToHashSet();
+        var initializers = g.Initializer.Where(t => needed.Contains(t.Name) || inputs.Contains(t.Name)).ToList();
+        g.Initializer.Clear();
+        g.Initializer.AddRange(initializers);
     }
 
     static global::Onnx.ValueInfoProto LabelInput(LossKind loss, Autodiff.ValueInfo output)
@@ -157,10 +187,10 @@ public sealed class TrainingArtifact
         // Class losses take integer labels shaped like the output without its class axis; the others match the output.
         bool classes = LossHead.HasClasses(loss);
         var dims = classes ? output.Dims[..^1] : output.Dims;
-        return TensorInput(LossHead.LabelInput, classes ? DataTypes.Int64 : DataTypes.Float, dims);
+        return TensorValue(LossHead.LabelInput, classes ? DataTypes.Int64 : DataTypes.Float, dims);
     }
 
-    static global::Onnx.ValueInfoProto TensorInput(string name, int type, long[] dims)
+    static global::Onnx.ValueInfoProto TensorValue(string name, int type, long[] dims)
     {
         var shape = new TensorShapeProto();
         foreach (var d in dims) shape.Dim.Add(d >= 0 ? new TensorShapeProto.Types.Dimension { DimValue = d } : new TensorShapeProto.Types.Dimension { DimParam = "d" + shape.Dim.Count });

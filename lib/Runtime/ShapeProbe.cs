@@ -41,7 +41,7 @@ public static class ShapeProbe
                 var r = results[i];
                 if (!r.IsTensor) continue;
                 var info = r.GetTensorTypeAndShape();
-                current[outputNames[i]] = new ValueInfo((int)info.ElementDataType, info.Shape, [info.Shape]) { Rows = Rows(r, info) };
+                current[outputNames[i]] = new ValueInfo((int)info.ElementDataType, info.Shape, [info.Shape]) { Values = Values(r, info) };
             }
             foreach (var (name, v) in feed)
             {
@@ -57,12 +57,15 @@ public static class ShapeProbe
         return new TensorShapes(merged);
     }
 
-    /// <summary>Whether a computed value's rows look like (log-)probabilities: the loss heads refuse probabilities given as logits.</summary>
-    static RowKind Rows(OrtValue v, OrtTensorTypeAndShapeInfo info) => info.Shape.Length == 0 ? RowKind.Other : info.ElementDataType switch
+    /// <summary>
+    /// What a computed float value held (its range; its rows' sums and log-sum-exp): the loss heads refuse outputs that
+    /// cannot be what the loss takes (probabilities given as logits, logits given as log-probabilities, ...).
+    /// </summary>
+    static ProbedValues? Values(OrtValue v, OrtTensorTypeAndShapeInfo info) => info.Shape.Length == 0 ? null : info.ElementDataType switch
     {
-        TensorElementType.Float => LossHead.Rows(v.GetTensorDataAsSpan<float>(), info.Shape[^1]),
-        TensorElementType.Double => LossHead.Rows(v.GetTensorDataAsSpan<double>(), info.Shape[^1]),
-        _ => RowKind.Other,
+        TensorElementType.Float => ProbedValues.Of(v.GetTensorDataAsSpan<float>(), info.Shape[^1]),
+        TensorElementType.Double => ProbedValues.Of(v.GetTensorDataAsSpan<double>(), info.Shape[^1]),
+        _ => null,
     };
 
     static Dictionary<string, ValueInfo> Merge(Dictionary<string, ValueInfo> a, Dictionary<string, ValueInfo> b)
@@ -73,7 +76,7 @@ public static class ShapeProbe
             // A value missing from a run, or whose rank changed, keeps only what the first run saw.
             if (!b.TryGetValue(name, out var vb) || va.Rank != vb.Rank) { result[name] = va; continue; }
             result[name] = new ValueInfo(va.ElementType, va.Dims.Zip(vb.Dims, (x, y) => x == y ? x : -1L).ToArray(), [.. va.Observed, .. vb.Observed])
-                { Rows = va.Rows == vb.Rows ? va.Rows : RowKind.Other };
+                { Values = va.Values is { } x && vb.Values is { } y ? x.Merge(y) : null };
         }
         return result;
     }

@@ -1,3 +1,5 @@
+using OnnxUnlearn.Runtime;
+
 namespace OnnxUnlearn.Tests.Autodiff;
 
 /// <summary>
@@ -29,4 +31,27 @@ public class FrozenDecisionTests
 
     [Fact]
     public void GlobalMaxPool() => new NodeModel { Op = "GlobalMaxPool", Inputs = [("x", [2, 3, 4, 5])] }.Check(freezeDecisions: true);
+
+    /// <summary>
+    /// Exported models with unnamed nodes (each reference copy was named "__ref", which ONNX Runtime refused as a
+    /// duplicate) and with Constant nodes between the layers (the copies went first, ahead of the constants they read):
+    /// the smooth gradient at θ = θ_ref is the plain one.
+    /// </summary>
+    [Theory]
+    [InlineData("tf_style")] [InlineData("const_nodes")] [InlineData("opset9")] [InlineData("cnn")]
+    public void FixtureSmoothGradientAtTheReferenceIsThePlainOne(string fixture)
+    {
+        using var data = Dataset.Load(Fixtures.File(fixture, "data.npz"));
+        using var s = Evaluator.Open(Fixtures.File(fixture, "model.onnx"), new LossSettings(), data);
+        Assert.True(s.HasDecisions);
+        var theta = s.ReadParameters();
+        var plain = new float[s.Layout.Size];
+        var smooth = new float[s.Layout.Size];
+        var r = s.Gradient(theta, data, plain);
+        var rs = s.SmoothGradient(theta, theta, data, smooth);
+        Assert.Equal(r.Loss, rs.Loss, 1e-6);
+        Assert.True(plain.Any(v => v != 0));
+        double err = Numerics.RelativeL2(plain, smooth);
+        Assert.True(err < 1e-6, $"{fixture}: relative error {err:E2}");
+    }
 }
