@@ -189,7 +189,7 @@ public static class Cli
 
     public static Argument<string> ModelArgument() => new("MODEL") { Description = "the ONNX model file" };
 
-    public static Option<string> Loss() => new("--loss") { Description = "loss head: ce (softmax cross-entropy on logits, integer labels; on a final Softmax/LogSoftmax output the logits before it are used, on a final Sigmoid −log σ(z_label); refuses outputs that hold probabilities), ce-prob (−log p on probabilities), bce (with logits, or before a final Sigmoid), mse, nll (on log-probabilities)", DefaultValueFactory = _ => "ce" };
+    public static Option<string> Loss() => new("--loss") { Description = "loss head: ce (softmax cross-entropy on logits, integer labels; on a final Softmax/LogSoftmax output the logits before it are used, on a final Sigmoid −log σ(z_label); refuses outputs that hold probabilities), ce-prob (−log p on probabilities; refuses values outside [0, 1]), bce (with logits, or before a final Sigmoid; refuses outputs that already are probabilities), mse, nll (on log-probabilities; refuses outputs that are not)", DefaultValueFactory = _ => "ce" };
     public static Option<string?> Output() => new("--output") { Description = "model output the loss is computed on (default: the first float output; a classifier's labels are skipped)" };
     public static Option<string[]> Params() => new("--params") { Description = "glob(s) of parameters to train (default: every float tensor on a differentiable path)", AllowMultipleArgumentsPerToken = true };
     public static Option<string[]> Frozen() => new("--frozen") { Description = "glob(s) of parameters to keep fixed", AllowMultipleArgumentsPerToken = true };
