@@ -51,7 +51,7 @@ public static class UnlearnCommand
         var exposureBudget = new Option<long>("--exposure-budget") { Description = "most search nodes for an exact exposure rank before estimating", DefaultValueFactory = _ => 20_000 };
         var json = Cli.JsonFlag();
         var loss = new LossOptions();
-        var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically.");
+        var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically. Exit codes: 0 an effective update, 2 bad input, 3 a stated target missed (no model written unless --write-on-miss), 4 no effective change (nothing written).");
         c.Arguments.Add(model);
         foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, writeOnMiss, steps, budget, targetExposure, vocab, prefix, secret, secretFile, auditKey, format, alphabet, candidates, exposureBudget, json })
             c.Options.Add(opt);
