@@ -197,6 +197,10 @@ public static class Cli
     public static Option<int> Threads() => new("--threads") { Description = "ONNX Runtime intra-op threads: 1 gives bit-identical results run after run; 0 = all cores (faster on large models, last bits may differ between runs)", DefaultValueFactory = _ => 1 };
     public static Option<long?> IgnoreIndex() => new("--ignore-index") { Description = "label value excluded from ce/nll (padding)" };
     public static Option<bool> JsonFlag() => new("--json") { Description = "print one JSON document on stdout instead of the text output (its keys: docs/cli-json.md)" };
+    public static Option<bool> AllowLinks() => new("--allow-links") { Description = "follow symlinks out of the model's folder and accept hard-linked data files (model caches such as Hugging Face's link into ../../blobs); locations must still be relative" };
+
+    /// <summary>The external-data policy of <see cref="AllowLinks"/>.</summary>
+    public static Onnx.ExternalDataPolicy Policy(ParseResult r, Option<bool> allowLinks) => new() { AllowLinks = r.GetValue(allowLinks) };
 
     public static string Shape(IEnumerable<long> dims) => "[" + string.Join(", ", dims) + "]";
 
@@ -218,10 +222,11 @@ public sealed class LossOptions
     public Option<int> BatchSize { get; } = Cli.BatchSize();
     public Option<int> Threads { get; } = Cli.Threads();
     public Option<long?> IgnoreIndex { get; } = Cli.IgnoreIndex();
+    public Option<bool> AllowLinks { get; } = Cli.AllowLinks();
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Loss, Output, Params, Frozen, BatchSize, Threads, IgnoreIndex }) c.Options.Add(o);
+        foreach (Option o in new Option[] { Loss, Output, Params, Frozen, BatchSize, Threads, IgnoreIndex, AllowLinks }) c.Options.Add(o);
     }
 
     public Runtime.LossSettings Read(ParseResult r) => new()
@@ -233,5 +238,6 @@ public sealed class LossOptions
         BatchSize = r.GetValue(BatchSize),
         Threads = r.GetValue(Threads),
         IgnoreIndex = r.GetValue(IgnoreIndex),
+        ExternalData = Cli.Policy(r, AllowLinks),
     };
 }

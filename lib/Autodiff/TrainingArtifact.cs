@@ -59,7 +59,7 @@ public sealed class TrainingArtifact
         {
             var original = forward;
             (forward, unrolled) = Recurrent.LowerActive(original, trainable.Select(p => p.Name).ToList(), output, probe,
-                name => ConstantInts(original.Graph, name, file.Folder));
+                name => ConstantInts(original.Graph, name, file));
         }
         var shapes = probe(forward);
         var builtFor = forward.Graph.Input.Where(i => shapes[i.Name] is not null && !forward.Graph.Initializer.Any(t => t.Name == i.Name))
@@ -74,7 +74,7 @@ public sealed class TrainingArtifact
         g.Initializer.Clear();
         foreach (var t in initializers)
         {
-            t.Inline(file.Folder);
+            t.Inline(file);
             if (!trainableNames.Contains(t.Name) || embedDefaults) g.Initializer.Add(t);
         }
         // Constant-node parameters become initializers (then inputs) of the same name.
@@ -138,7 +138,7 @@ public sealed class TrainingArtifact
         if (withGradients && trainable.Count > 0)
         {
             var grads = Backprop.Build(g, opset, b, shapes, new Dictionary<string, string> { [output] = dOut },
-                trainable.Select(p => p.Name).ToList(), name => ConstantInts(g, name, file.Folder));
+                trainable.Select(p => p.Name).ToList(), name => ConstantInts(g, name, file));
             foreach (var p in trainable)
                 outputs.Add((grads[p.Name] ?? b.Op("ConstantOfShape", [b.Ints(p.Shape)], ("value", new TensorProto { DataType = 1, Dims = { 1 }, FloatData = { 0f } })),
                     GradName(p.Name), DataTypes.Float, p.Shape));
@@ -198,7 +198,7 @@ public sealed class TrainingArtifact
     }
 
     /// <summary>Integer values of an initializer or Constant node (axes, pads, shapes given as inputs).</summary>
-    static long[]? ConstantInts(GraphProto g, string name, string folder)
+    static long[]? ConstantInts(GraphProto g, string name, ModelFile folder)
     {
         if (g.Initializer.FirstOrDefault(t => t.Name == name) is { } init && !DataTypes.IsFloat(init.DataType)) return init.ReadInt64s(folder);
         var node = g.Node.FirstOrDefault(n => n.OpType == "Constant" && n.Output.Count > 0 && n.Output[0] == name);

@@ -8,8 +8,18 @@ public sealed record ModelFile(ModelProto Model, string Path, string Folder)
 {
     public GraphProto Graph => Model.Graph;
 
-    public static ModelFile Load(string path)
+    /// <summary>How far its external data may reach; every read of its tensors (<see cref="TensorProtoExtensions"/>) applies it.</summary>
+    public ExternalDataPolicy Policy { get; init; } = ExternalDataPolicy.Strict;
+
+    /// <summary>
+    /// Loads and, unless <paramref name="verify"/> is false, checks every tensor of the model (reading sizes, not data): shapes,
+    /// value counts, external data locations under <paramref name="policy"/> and their byte ranges, which must lie inside their
+    /// files and not overlap. A bad tensor is a <see cref="UserError"/> naming it.
+    /// </summary>
+    public static ModelFile Load(string path, ExternalDataPolicy? policy = null, bool verify = true)
     {
+        if (Directory.Exists(path))
+            throw new UserError($"model file '{path}' is a folder; give the path of the .onnx file in it");
         if (!File.Exists(path))
             throw new UserError($"model file '{path}' does not exist");
         byte[] bytes;
@@ -17,14 +27,23 @@ public sealed record ModelFile(ModelProto Model, string Path, string Folder)
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         { throw new UserError($"cannot read model file '{path}': {e.Message}"); }
         var folder = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(path))!;
-        return new ModelFile(Parse(bytes, path), path, folder);
+        policy ??= ExternalDataPolicy.Strict;
+        var model = Parse(bytes, path);
+        if (verify) WireLayout.Read(bytes, folder, path, policy);
+        return new ModelFile(model, path, folder) { Policy = policy };
     }
 
     /// <summary>
     /// A model held in memory (read from a stream or a registry's blob store): <paramref name="name"/> labels messages and
-    /// reports. Its weights must be embedded; external data would resolve against the current folder.
+    /// reports. Its weights must be embedded; external data would resolve against the current folder. Its tensors are
+    /// checked as <see cref="Load"/> checks them.
     /// </summary>
-    public static ModelFile FromBytes(byte[] bytes, string name) => new(Parse(bytes, name), name, Directory.GetCurrentDirectory());
+    public static ModelFile FromBytes(byte[] bytes, string name)
+    {
+        var model = Parse(bytes, name);
+        WireLayout.Read(bytes, Directory.GetCurrentDirectory(), name);
+        return new(model, name, Directory.GetCurrentDirectory());
+    }
 
     public static ModelProto Parse(byte[] bytes, string pathForErrors)
     {

@@ -10,15 +10,16 @@ public interface IModelWriter
     PatchSummary Write(IReadOnlyDictionary<string, TensorPatch> patches);
 }
 
-/// <summary>The model file on disk patched into <paramref name="output"/> (null: measure only, write nothing).</summary>
-public sealed class FileModelWriter(string input, string? output) : IModelWriter
+/// <summary>The model file on disk patched into <paramref name="output"/> (null: measure only, write nothing); its external
+/// data read under <paramref name="policy"/>.</summary>
+public sealed class FileModelWriter(string input, string? output, ExternalDataPolicy? policy = null) : IModelWriter
 {
     public bool HasOutput => output is not null;
 
-    public PatchSummary Measure(IReadOnlyDictionary<string, TensorPatch> patches) => WeightPatch.Measure(input, patches);
+    public PatchSummary Measure(IReadOnlyDictionary<string, TensorPatch> patches) => WeightPatch.Measure(input, patches, policy);
 
     public PatchSummary Write(IReadOnlyDictionary<string, TensorPatch> patches) =>
-        output is null ? throw new InvalidOperationException("no output file to write") : WeightPatch.Write(input, output, patches);
+        output is null ? throw new InvalidOperationException("no output file to write") : WeightPatch.Write(input, output, patches, policy: policy);
 }
 
 /// <summary>A model held in memory: <see cref="Result"/> holds the new model's bytes once written.</summary>

@@ -47,7 +47,7 @@ public sealed class ParameterLayout
         var tensors = new Dictionary<string, TensorProto>();
         foreach (var c in Onnx.Parameters.Candidates(file.Graph)) tensors.TryAdd(c.Name, c.Tensor);
         for (int i = 0; i < Count; i++)
-            tensors[Parameters[i].Name].ReadFloats(file.Folder).CopyTo(Of(theta, i).Span);
+            tensors[Parameters[i].Name].ReadFloats(file).CopyTo(Of(theta, i).Span);
         return theta;
     }
 

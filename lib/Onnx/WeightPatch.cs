@@ -28,17 +28,17 @@ public static class WeightPatch
 
     /// <summary>Byte locations of every patchable parameter, by name. <paramref name="modelName"/> only labels errors.</summary>
     public static IReadOnlyDictionary<string, ValueLocation> Locate(
-        ReadOnlySpan<byte> modelBytes, string modelFolder, string modelName = "(in-memory model)") =>
-        WireLayout.Read(modelBytes, modelFolder, modelName).Parameters;
+        ReadOnlySpan<byte> modelBytes, string modelFolder, string modelName = "(in-memory model)", ExternalDataPolicy? policy = null) =>
+        WireLayout.Read(modelBytes, modelFolder, modelName, policy).Parameters;
 
     /// <summary>
     /// Writes <paramref name="outputPath"/> = <paramref name="inputPath"/> with <paramref name="patches"/> applied, plus a
     /// copy of each external data file at the same relative location next to it. Every file is written to a temporary
     /// name and renamed into place, so no reader sees a half-written file.
-    /// <paramref name="inPlace"/> allows overwriting the input model and its data files.
+    /// <paramref name="inPlace"/> allows overwriting the input model and its data files. The input is read under <paramref name="policy"/>.
     /// </summary>
     public static PatchSummary Write(string inputPath, string outputPath, IReadOnlyDictionary<string, TensorPatch> patches,
-        bool inPlace = false)
+        bool inPlace = false, ExternalDataPolicy? policy = null)
     {
         var input = Path.GetFullPath(inputPath);
         var output = Path.GetFullPath(outputPath);
@@ -51,7 +51,7 @@ public static class WeightPatch
         var outputFolder = Path.GetDirectoryName(output)!;
 
         var model = File.ReadAllBytes(input);
-        var layout = WireLayout.Read(model, inputFolder, inputPath);
+        var layout = WireLayout.Read(model, inputFolder, inputPath, policy);
         var plans = Plan(layout, patches, inputPath);
 
         var copies = new List<(string Source, string Target, List<PlannedPatch> Plans)>();
@@ -109,13 +109,13 @@ public static class WeightPatch
     /// its stored format and compared with the bytes there (the model file and its external data files, read only). An
     /// update below one step of the stored format (float16, bfloat16, an int8 scale) changes no element.
     /// </summary>
-    public static PatchSummary Measure(string inputPath, IReadOnlyDictionary<string, TensorPatch> patches)
+    public static PatchSummary Measure(string inputPath, IReadOnlyDictionary<string, TensorPatch> patches, ExternalDataPolicy? policy = null)
     {
         var input = Path.GetFullPath(inputPath);
         if (!File.Exists(input)) throw new UserError($"model file {inputPath} does not exist.");
         var folder = Path.GetDirectoryName(input)!;
         var model = File.ReadAllBytes(input);
-        var layout = WireLayout.Read(model, folder, inputPath);
+        var layout = WireLayout.Read(model, folder, inputPath, policy);
         var plans = Plan(layout, patches, inputPath);
         var results = new List<TensorPatchResult>();
         using (var stream = new MemoryStream(model, writable: false))

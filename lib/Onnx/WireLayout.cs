@@ -29,14 +29,27 @@ internal static class WireLayout
     const int AttrName = 1, AttrF = 2, AttrT = 5, AttrG = 6, AttrFloats = 7, AttrTensors = 10, AttrGraphs = 11,
         AttrSparseTensor = 22, AttrSparseTensors = 23;
     const int SparseValues = 1, SparseIndices = 2;
-    const int TensorDims = 1, TensorDataType = 2, TensorFloatData = 4, TensorInt32Data = 5, TensorName = 8,
-        TensorRawData = 9, TensorDoubleData = 10, TensorExternalData = 13, TensorDataLocation = 14;
+    const int TensorDims = 1, TensorDataType = 2, TensorFloatData = 4, TensorInt32Data = 5, TensorStringData = 6, TensorInt64Data = 7,
+        TensorName = 8, TensorRawData = 9, TensorDoubleData = 10, TensorUInt64Data = 11, TensorExternalData = 13, TensorDataLocation = 14;
     const int EntryKey = 1, EntryValue = 2;
     const int External = 1; // TensorProto.DataLocation.EXTERNAL
 
-    public static ModelLayout Read(ReadOnlySpan<byte> model, string modelFolder, string source)
+    /// <summary>
+    /// Reads the layout and checks every tensor of the model (<see cref="TensorChecks"/>, <see cref="ExternalData"/>): shapes,
+    /// value counts, external data locations under <paramref name="policy"/>, and that no two tensors share external bytes.
+    /// </summary>
+    public static ModelLayout Read(ReadOnlySpan<byte> model, string modelFolder, string source, ExternalDataPolicy? policy = null) =>
+        Walk(model, new Walker(Path.GetFullPath(modelFolder), source, policy, referencesOnly: false), source);
+
+    /// <summary>
+    /// The external data files a model refers to (normalised, relative to <paramref name="modelFolder"/>), without checking
+    /// them or its tensors: which files another model in a folder would lose if they were overwritten.
+    /// </summary>
+    public static IReadOnlyList<string> References(ReadOnlySpan<byte> model, string modelFolder, string source) =>
+        Walk(model, new Walker(Path.GetFullPath(modelFolder), source, null, referencesOnly: true), source).DataFiles;
+
+    static ModelLayout Walk(ReadOnlySpan<byte> model, Walker walker, string source)
     {
-        var walker = new Walker(Path.GetFullPath(modelFolder), source);
         var reader = new WireReader(model, 0, source);
         var sawGraph = false;
         while (reader.NextField([ModelGraph, ModelTrainingInfo, ModelFunctions], out var field, out var message))
@@ -60,15 +73,20 @@ internal static class WireLayout
         return walker.Result();
     }
 
-    sealed class Walker(string modelFolder, string source)
+    sealed class Walker(string modelFolder, string source, ExternalDataPolicy? policy, bool referencesOnly)
     {
+        readonly ExternalData.DataFiles files = new(policy);
         readonly Dictionary<string, ValueLocation> parameters = new(StringComparer.Ordinal);
         readonly Dictionary<string, string> unpatchable = new(StringComparer.Ordinal);
         readonly HashSet<string> ambiguous = new(StringComparer.Ordinal);
         readonly SortedSet<string> dataFiles = new(StringComparer.Ordinal);
         int nodeIndex; // top-level nodes only, counted across repeated graph fields like the merged graph.node
 
-        public ModelLayout Result() => new(parameters, unpatchable, dataFiles.ToList());
+        public ModelLayout Result()
+        {
+            if (!referencesOnly) files.CheckOverlaps(source);
+            return new(parameters, unpatchable, dataFiles.ToList());
+        }
 
         public void ReadGraph(ref WireReader graph, bool topLevel)
         {
@@ -201,8 +219,17 @@ internal static class WireLayout
         /// </summary>
         void Complete(TensorFields tensor, string label, string? parameter, string origin)
         {
-            var external = tensor.DataLocation == External ? ResolveExternal(tensor, label) : null;
-            if (parameter is not null && TensorLocation(tensor, parameter, external) is { } location) Add(location, origin);
+            if (referencesOnly)
+            {
+                if (tensor.DataLocation == External && tensor.External.TryGetValue("location", out var where) && where.Length > 0 && !where.Contains('\0'))
+                    dataFiles.Add(Path.GetRelativePath(modelFolder, Path.GetFullPath(Path.Combine(modelFolder, where))));
+                return;
+            }
+            var count = TensorChecks.ElementCount(tensor.Dims, problem => Bad(label, problem));
+            var external = tensor.DataLocation == External ? ResolveExternal(tensor, label, count) : null;
+            TensorChecks.CheckValues(tensor.DataType, tensor.Dims, count, tensor.Raw?.Length, tensor.TypedCounts(), external is not null,
+                problem => Bad(label, problem));
+            if (parameter is not null && TensorLocation(tensor, parameter, external, count) is { } location) Add(location, origin);
         }
 
         AttributeFields ReadAttribute(ref WireReader attribute)
@@ -291,6 +318,15 @@ internal static class WireLayout
                     case TensorInt32Data:
                         ReadVarints(ref tensor, wireType, result.Int32Data);
                         break;
+                    case TensorInt64Data or TensorUInt64Data:
+                        var entries = CountVarints(ref tensor, field, wireType);
+                        if (field == TensorInt64Data) result.Int64Count += entries; else result.UInt64Count += entries;
+                        break;
+                    case TensorStringData:
+                        tensor.Expect(field, wireType, WireReader.LengthDelimited);
+                        tensor.ReadLengthDelimited();
+                        result.StringCount++;
+                        break;
                     case TensorName:
                         tensor.Expect(field, wireType, WireReader.LengthDelimited);
                         result.Name = tensor.ReadString();
@@ -347,6 +383,25 @@ internal static class WireLayout
             else runs.Add(new ValueRun(offset, 1, stride, width));
         }
 
+        /// <summary>Repeated int64/uint64, packed or not: only how many values there are.</summary>
+        static long CountVarints(ref WireReader reader, int field, int wireType)
+        {
+            if (wireType != WireReader.LengthDelimited)
+            {
+                reader.Expect(field, wireType, WireReader.Varint);
+                reader.ReadVarint();
+                return 1;
+            }
+            var block = reader.ReadLengthDelimited();
+            long count = 0;
+            while (!block.AtEnd)
+            {
+                block.ReadVarint();
+                count++;
+            }
+            return count;
+        }
+
         /// <summary>Repeated int32 (float16/bfloat16 bits): every varint is its own run because widths differ.</summary>
         static void ReadVarints(ref WireReader reader, int wireType, List<ValueRun> runs)
         {
@@ -369,18 +424,10 @@ internal static class WireLayout
         }
 
         /// <summary>Location of a float tensor's values, or null for non-float tensors (not parameters).</summary>
-        ValueLocation? TensorLocation(TensorFields tensor, string name, ExternalReference? external)
+        ValueLocation? TensorLocation(TensorFields tensor, string name, ExternalData? external, long count)
         {
             if (!TryStoredType(tensor.DataType, out var type)) return null;
             var width = type switch { StoredType.Float32 => 4, StoredType.Float64 => 8, _ => 2 };
-            long count = 1;
-            foreach (var dim in tensor.Dims)
-            {
-                if (dim < 0) throw Bad(name, $"has negative dimension {dim}");
-                // Bounded so that count × width (bytes) cannot overflow either.
-                if (dim != 0 && count > long.MaxValue / 8 / dim) throw Bad(name, "has a shape too large to store");
-                count *= dim;
-            }
 
             var typed = type switch
             {
@@ -390,14 +437,8 @@ internal static class WireLayout
             };
             ValueLocation location;
             if (external is not null)
-            {
-                var length = external.Length ?? count * width;
-                if (length != count * width)
-                    throw Bad(name, $"declares {length} bytes of external data in '{external.Location}' but its shape needs {count * width}");
-                CheckRange(name, external, length);
-                location = new(name, external.File, ValueStorage.ExternalData, type,
+                location = new(name, external.RelativePath, ValueStorage.ExternalData, type,
                     count == 0 ? [] : [new ValueRun(external.Offset, count, width, width)]);
-            }
             else if (tensor.Raw is var (rawOffset, rawLength))
             {
                 if (typed.Runs.Count > 0) throw Bad(name, "has values in both raw_data and a typed field");
@@ -425,44 +466,17 @@ internal static class WireLayout
             return known;
         }
 
-        /// <param name="Location">As written in the model.</param>
-        /// <param name="File">Normalized path relative to the model's folder.</param>
-        /// <param name="Length">The declared length, if any.</param>
-        sealed record ExternalReference(string Location, string File, long Offset, long? Length, long FileLength);
-
-        /// <summary>
-        /// Validates an external-data reference: a relative path that stays inside the model's folder even after
-        /// following symlinks, and a byte range inside the file. A hostile model must not make us read or
-        /// overwrite files elsewhere.
-        /// </summary>
-        ExternalReference ResolveExternal(TensorFields tensor, string name)
+        /// <summary>Resolves and checks an external-data reference (<see cref="ExternalData.Resolve(ExternalData.Origin, IEnumerable{KeyValuePair{string, string}}, long?, ExternalDataPolicy?, ExternalData.DataFiles?)"/>)
+        /// and claims its bytes, so that no other tensor of the model may read them too.</summary>
+        ExternalData ResolveExternal(TensorFields tensor, string name, long count)
         {
-            tensor.External.TryGetValue("location", out var location);
-            var (full, real) = ExternalData.CheckLocation(location, modelFolder, problem => Bad(name, problem));
-            var reference = new ExternalReference(location!, Path.GetRelativePath(modelFolder, full),
-                ParseNumber(tensor, "offset", name, location!) ?? 0, ParseNumber(tensor, "length", name, location!),
-                new FileInfo(real).Length); // the target's: FileInfo on a symlink measures the link
-            CheckRange(name, reference, reference.Length ?? 0);
-            dataFiles.Add(reference.File);
-            return reference;
+            var data = ExternalData.Resolve(new ExternalData.Origin(name, source, modelFolder), tensor.External, TensorChecks.Bytes(tensor.DataType, count), files: files);
+            files.Claim(data, name);
+            dataFiles.Add(data.RelativePath);
+            return data;
         }
 
-        void CheckRange(string name, ExternalReference external, long length)
-        {
-            if (external.Offset > external.FileLength || length > external.FileLength - external.Offset)
-                throw Bad(name, $"reads bytes {external.Offset}..{external.Offset + length} of '{external.Location}', but that " +
-                                $"file has only {external.FileLength} bytes; the data file is truncated or does not belong to this model.");
-        }
-
-        long? ParseNumber(TensorFields tensor, string key, string name, string location)
-        {
-            if (!tensor.External.TryGetValue(key, out var text)) return null;
-            if (!long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var value))
-                throw Bad(name, $"has external data {key} '{text}' for '{location}', which is not a non-negative integer");
-            return value;
-        }
-
-        UserError Bad(string tensor, string problem) => new($"tensor {tensor} in model file {source} {problem}");
+        UserError Bad(string tensor, string problem) => new($"tensor '{tensor}' in model file '{source}' {problem}");
     }
 
     sealed class TensorFields
@@ -473,7 +487,15 @@ internal static class WireLayout
         public (long Offset, int Length)? Raw; // bytes fields are last-one-wins
         public readonly List<long> Dims = [];
         public readonly List<ValueRun> FloatData = [], DoubleData = [], Int32Data = [];
+        public long Int64Count, UInt64Count, StringCount;
         public readonly Dictionary<string, string> External = new(StringComparer.Ordinal);
+
+        public Dictionary<TypedField, long> TypedCounts() => new()
+        {
+            [TypedField.Float] = FloatData.Sum(r => r.Count), [TypedField.Double] = DoubleData.Sum(r => r.Count),
+            [TypedField.Int32] = Int32Data.Sum(r => r.Count), [TypedField.Int64] = Int64Count, [TypedField.UInt64] = UInt64Count,
+            [TypedField.String] = StringCount,
+        };
     }
 
     sealed class AttributeFields

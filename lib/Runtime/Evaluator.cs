@@ -18,6 +18,8 @@ public sealed record LossSettings
     /// <summary>ONNX Runtime intra-op threads; 1 (default) is bit-reproducible, 0 = all cores (multi-threaded kernels do not
     /// add in a fixed order, and iterative unlearning amplifies last-bit differences into different step choices).</summary>
     public int Threads { get; init; } = 1;
+    /// <summary>How far the model's external data may reach (<see cref="ExternalDataPolicy.AllowLinks"/>).</summary>
+    public ExternalDataPolicy ExternalData { get; init; } = ExternalDataPolicy.Strict;
 }
 
 /// <summary>Mean loss over a dataset, with the number of labelled elements and (class losses) the accuracy.</summary>
@@ -89,7 +91,7 @@ public sealed class Evaluator : IDisposable
     }
 
     /// <summary>Loads a model and compiles it for <paramref name="settings"/>, probing shapes on <paramref name="probe"/>'s first rows.</summary>
-    public static Evaluator Open(string modelPath, LossSettings settings, Dataset probe) => Open(ModelFile.Load(modelPath), settings, probe);
+    public static Evaluator Open(string modelPath, LossSettings settings, Dataset probe) => Open(ModelFile.Load(modelPath, settings.ExternalData), settings, probe);
 
     public static Evaluator Open(ModelFile file, LossSettings settings, Dataset probe) => new(file, settings, probe);
 
@@ -155,7 +157,7 @@ public sealed class Evaluator : IDisposable
         foreach (var (m, d, shapes) in probes)
             if (ReferenceEquals(d, data) && (ReferenceEquals(m, model) || m.Equals(model))) return shapes.Copy();
         var probeModel = model.Clone();
-        foreach (var t in probeModel.Graph.Initializer) t.Inline(File.Folder);
+        foreach (var t in probeModel.Graph.Initializer) t.Inline(File);
         var types = model.Graph.Input.Where(i => dataInputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
         // Two batch sizes tell batch-dependent dimensions apart from fixed ones.
         var sizes = FixedBatch == 1 ? [1L] : new[] { Math.Min(2, data.Rows), Math.Min(3, data.Rows) }.Distinct().ToArray();

@@ -18,7 +18,7 @@ public sealed class ExposureProbe(Evaluator model, Vocabulary vocab, ExposureOpt
     public ExposureOptions Options => options;
 
     /// <summary>The exposure in the model file as it is.</summary>
-    public ExposureResult Original() => Measure(model.File.Path, vocab, options, input, output, batchRows, model.Settings.Threads);
+    public ExposureResult Original() => Measure(model.File.Path, vocab, options, input, output, batchRows, model.Settings.Threads, model.File.Policy);
 
     /// <summary>The exposure with the <paramref name="selected"/> elements of the layout set to their values in <paramref name="theta"/>.</summary>
     public ExposureResult At(int[] selected, ReadOnlySpan<float> theta)
@@ -31,7 +31,7 @@ public sealed class ExposureProbe(Evaluator model, Vocabulary vocab, ExposureOpt
         try
         {
             string copy = Path.Combine(dir.FullName, Path.GetFileName(model.File.Path));
-            WeightPatch.Write(model.File.Path, copy, model.Layout.Patches(selected, theta));
+            WeightPatch.Write(model.File.Path, copy, model.Layout.Patches(selected, theta), policy: model.File.Policy);
             return cache[key] = Measure(copy, vocab, options, input, output, batchRows, model.Settings.Threads);
         }
         finally { dir.Delete(recursive: true); }
@@ -40,9 +40,9 @@ public sealed class ExposureProbe(Evaluator model, Vocabulary vocab, ExposureOpt
     static string Hash(ReadOnlySpan<byte> bytes) => Convert.ToHexString(SHA256.HashData(bytes));
 
     /// <summary>The exposure of a secret in a model file.</summary>
-    public static ExposureResult Measure(string path, Vocabulary vocab, ExposureOptions options, string? input = null, string? output = null, int batchRows = 256, int threads = 1)
+    public static ExposureResult Measure(string path, Vocabulary vocab, ExposureOptions options, string? input = null, string? output = null, int batchRows = 256, int threads = 1, ExternalDataPolicy? policy = null)
     {
-        using var m = OnnxNextTokenModel.Open(path, vocab, input, output, batchRows, threads);
+        using var m = OnnxNextTokenModel.Open(path, vocab, input, output, batchRows, threads, policy);
         return Exposure.Measure(m, vocab, options);
     }
 }

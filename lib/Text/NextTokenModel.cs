@@ -59,10 +59,10 @@ public sealed class OnnxNextTokenModel : INextTokenModel, IDisposable
         FixedLength = fixedLength; FixedBatch = fixedBatch; BatchRows = fixedBatch ?? batchRows; this.vocab = vocab;
     }
 
-    public static OnnxNextTokenModel Open(string path, Vocabulary vocab, string? input = null, string? output = null, int batchRows = 256, int threads = 1)
+    public static OnnxNextTokenModel Open(string path, Vocabulary vocab, string? input = null, string? output = null, int batchRows = 256, int threads = 1, ExternalDataPolicy? policy = null)
     {
         if (batchRows < 1) throw new SettingError("BatchSize", $"must be at least 1, got {batchRows}");
-        var file = ModelFile.Load(path);
+        var file = ModelFile.Load(path, policy);
         var g = file.Graph;
         var data = Evaluator.DataInputs(g);
         string inputName;
@@ -102,8 +102,19 @@ public sealed class OnnxNextTokenModel : INextTokenModel, IDisposable
             throw new UserError($"model '{path}' has no output '{outputName}'; its outputs are {string.Join(", ", g.Output.Select(o => $"'{o.Name}'"))}");
 
         using var options = OrtSessions.Options(threads);
-        var session = OrtSessions.Create(path, options, $"model '{path}'");
+        // ONNX Runtime refuses external data reached through links out of the model's folder itself: allowed links are
+        // followed here, with the data inlined.
+        var session = file.Policy.AllowLinks && file.Graph.Initializer.Any(t => t.IsExternal())
+            ? OrtSessions.Create(Inlined(file), options, $"model '{path}'")
+            : OrtSessions.Create(path, options, $"model '{path}'");
         return new OnnxNextTokenModel(path, session, inputName, outputName, type, fixedLength, fixedBatch, batchRows, vocab);
+    }
+
+    static byte[] Inlined(ModelFile file)
+    {
+        var m = file.Model.Clone();
+        foreach (var t in m.Graph.Initializer) t.Inline(file);
+        return Google.Protobuf.MessageExtensions.ToByteArray(m);
     }
 
     sealed class Row(long[] tokens)

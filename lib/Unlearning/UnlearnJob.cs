@@ -72,7 +72,7 @@ public static class UnlearnJob
         if (request.Output is { } o && Path.GetFullPath(o) == Path.GetFullPath(request.Model))
             throw new UserError($"the output file '{o}' is the input model; write the new model to another file");
         using var model = Evaluator.Open(request.Model, loss, train);
-        var report = Run(model, train, forget, corrected, test, options, progress, exposure, targets, new FileModelWriter(request.Model, request.Output), started);
+        var report = Run(model, train, forget, corrected, test, options, progress, exposure, targets, new FileModelWriter(request.Model, request.Output, loss.ExternalData), started);
         var files = new (string Name, string? Path, Dataset? Data)[] { ("train", request.Train, train), ("forget", request.Forget, forget), ("corrected", request.Corrected, corrected), ("test", request.Test, test) };
         return report with
         {

@@ -56,7 +56,7 @@ public class ExternalDataTests
         var summary = WeightPatch.Write(input, dir.File("out/model.onnx"), Patch());
         // A model held in memory has no folder for its data files: patching external data there is refused by name.
         var refused = Assert.Throws<UserError>(() => WeightPatch.Apply(File.ReadAllBytes(input), Patch(), "in.onnx"));
-        Assert.StartsWith("tensor W in model file in.onnx refers to", refused.Message);
+        Assert.StartsWith("tensor 'W' in model file 'in.onnx' refers to", refused.Message);
 
         Assert.Equal(hashes, Hashes(dir.File("in")));
         Assert.Equal(File.ReadAllBytes(input), File.ReadAllBytes(dir.File("out/model.onnx")));
@@ -140,7 +140,7 @@ public class ExternalDataTests
 
         var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir.File("out/model.onnx"), Patch()));
 
-        Assert.Contains("tensor W", error.Message);
+        Assert.Contains("tensor 'W'", error.Message);
         Assert.Contains(location, error.Message);
         Assert.Contains(problem, error.Message);
         Assert.False(Directory.Exists(dir.File("out")));
@@ -174,7 +174,7 @@ public class ExternalDataTests
         branch.Initializer[0].ExternalData[0].Value = "../w.bin";
         Save(model, input);
         var error = Assert.Throws<UserError>(() => WeightPatch.Write(input, dir.File("other/model.onnx"), Patch()));
-        Assert.Contains("tensor C", error.Message);
+        Assert.Contains("tensor 'C'", error.Message);
         Assert.Contains("escapes", error.Message);
     }
 

@@ -72,9 +72,15 @@ public class LoadingTests
     public void RefusesHostileExternalLocations(string location, string why)
     {
         using var dir = new TempDir();
-        var file = ModelFile.Load(Save(dir, Model(External(location))));
-        var e = Assert.Throws<UserError>(() => file.Graph.Initializer[0].ReadFloats(file.Folder));
-        Assert.Contains("'w'", e.Message);
+        var path = Save(dir, Model(External(location)));
+        var e = Assert.Throws<UserError>(() => ModelFile.Load(path));
+        Assert.Contains("tensor 'w'", e.Message);
+        Assert.Contains(path, e.Message);
+        Assert.Contains(why, e.Message);
+        // Loaded unchecked, the tensor's own read refuses it the same way.
+        var file = ModelFile.Load(path, verify: false);
+        e = Assert.Throws<UserError>(() => file.Graph.Initializer[0].ReadFloats(file));
+        Assert.Contains("tensor 'w'", e.Message);
         Assert.Contains(why, e.Message);
     }
 
@@ -85,12 +91,19 @@ public class LoadingTests
         using var dir = new TempDir();
         File.WriteAllBytes(outside.File("secret.bin"), new byte[16]);
         File.CreateSymbolicLink(dir.File("link.bin"), outside.File("secret.bin"));
-        var file = ModelFile.Load(Save(dir, Model(External("link.bin"))));
-        Assert.Contains("symlink", Assert.Throws<UserError>(() => file.Graph.Initializer[0].ReadFloats(file.Folder)).Message);
+        var path = Save(dir, Model(External("link.bin")));
+        Assert.Contains("symlink", Assert.Throws<UserError>(() => ModelFile.Load(path)).Message);
+        var file = ModelFile.Load(path, verify: false);
+        Assert.Contains("symlink", Assert.Throws<UserError>(() => file.Graph.Initializer[0].ReadFloats(file)).Message);
+        // Allowed, the link is followed, by the loader and by every read of the model's tensors.
+        var linked = ModelFile.Load(path, new ExternalDataPolicy { AllowLinks = true });
+        Assert.Equal(new float[4], linked.Graph.Initializer[0].ReadFloats(linked));
 
         File.WriteAllBytes(dir.File("short.bin"), new byte[12]);
-        var file2 = ModelFile.Load(Save(dir, Model(External("short.bin", 0, 16)), "m2.onnx"));
-        Assert.Contains("lies outside", Assert.Throws<UserError>(() => file2.Graph.Initializer[0].ReadFloats(file2.Folder)).Message);
+        var path2 = Save(dir, Model(External("short.bin", 0, 16)), "m2.onnx");
+        Assert.Contains("has only 12 bytes", Assert.Throws<UserError>(() => ModelFile.Load(path2)).Message);
+        var file2 = ModelFile.Load(path2, verify: false);
+        Assert.Contains("has only 12 bytes", Assert.Throws<UserError>(() => file2.Graph.Initializer[0].ReadFloats(file2.Folder)).Message);
     }
 
     [Fact]

@@ -19,8 +19,8 @@ public static class ArtifactsCommand
         c.Arguments.Add(model); c.Options.Add(output); c.Options.Add(data); c.Options.Add(json); loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
         {
-            var file = ModelFile.Load(r.GetValue(model)!);
             var settings = loss.Read(r);
+            var file = ModelFile.Load(r.GetValue(model)!, settings.ExternalData);
             using var probe = r.GetValue(data) is { } path ? Dataset.Load(path) : Evaluator.SyntheticInputs(file.Graph);
             using var compiled = Evaluator.Open(file, settings, probe);
             var artifact = compiled.Build(ArtifactKind.Gradient, embedDefaults: true);

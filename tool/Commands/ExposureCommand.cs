@@ -29,9 +29,10 @@ public static class ExposureCommand
         var batch = Cli.BatchSize();
         var threads = Cli.Threads();
         var json = Cli.JsonFlag();
+        var allowLinks = Cli.AllowLinks();
         var c = new Command("exposure", "Exposure of a secret in a next-token model (Carlini et al., The Secret Sharer): log2|R| - log2 rank of the secret among all candidates of its format, by log-likelihood after the prefix. Exact rank by best-first search; a skew-normal fit to sampled candidates when the search exceeds its budget.");
         c.Arguments.Add(model);
-        foreach (Option o in new Option[] { vocab, prefix, secret, secretFile, showCandidates, format, alphabet, candidates, seed, budget, top, input, output, unknown, batch, threads, json }) c.Options.Add(o);
+        foreach (Option o in new Option[] { vocab, prefix, secret, secretFile, showCandidates, format, alphabet, candidates, seed, budget, top, input, output, unknown, batch, threads, json, allowLinks }) c.Options.Add(o);
         c.SetAction(r => Cli.Guard(() =>
         {
             var v = Vocabulary.Load(r.GetValue(vocab)!, r.GetValue(unknown));
@@ -44,7 +45,7 @@ public static class ExposureCommand
             };
             // checks the secret, format and vocabulary before loading the model
             SecretSpace.Parse(options.Format, options.Secret, options.Alphabet);
-            using var m = OnnxNextTokenModel.Open(r.GetValue(model)!, v, r.GetValue(input), r.GetValue(output), r.GetValue(batch), r.GetValue(threads));
+            using var m = OnnxNextTokenModel.Open(r.GetValue(model)!, v, r.GetValue(input), r.GetValue(output), r.GetValue(batch), r.GetValue(threads), Cli.Policy(r, allowLinks));
             var measured = Exposure.Measure(m, v, options);
             var e = r.GetValue(showCandidates) ? measured : Masked(measured, options);
             if (r.GetValue(json))

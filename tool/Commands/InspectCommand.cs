@@ -12,11 +12,13 @@ public static class InspectCommand
         var model = Cli.ModelArgument();
         var json = Cli.JsonFlag();
         var output = Cli.Output();
+        var allowLinks = Cli.AllowLinks();
+        var noVerify = new Option<bool>("--no-verify") { Description = "list the model without checking its tensors (shapes, value counts, external data files and ranges)" };
         var c = new Command("inspect", "Show a model's IR, opsets, inputs/outputs, ops, parameters (trainable or not, and why) and ops without a gradient rule.");
-        c.Arguments.Add(model); c.Options.Add(output); c.Options.Add(json);
+        c.Arguments.Add(model); c.Options.Add(output); c.Options.Add(json); c.Options.Add(allowLinks); c.Options.Add(noVerify);
         c.SetAction(r => Cli.Guard(() =>
         {
-            var summary = ModelSummary.Of(ModelFile.Load(r.GetValue(model)!), r.GetValue(output));
+            var summary = ModelSummary.Of(ModelFile.Load(r.GetValue(model)!, Cli.Policy(r, allowLinks), verify: !r.GetValue(noVerify)), r.GetValue(output));
             summary = summary with { Parameters = summary.Parameters.Select(p => p with { Reason = p.Reason is { } why ? Cli.Describe(why) : null }).ToList() };
             if (r.GetValue(json)) { Cli.WriteJson(summary); return Cli.Ok; }
             Print(summary);

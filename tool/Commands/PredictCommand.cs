@@ -21,12 +21,13 @@ public static class PredictCommand
         var batchSize = Cli.BatchSize();
         var threads = Cli.Threads();
         var json = Cli.JsonFlag();
+        var allowLinks = Cli.AllowLinks();
         var c = new Command("predict", "Run the model on a data file and write its predicted classes (argmax of the output).");
         c.Arguments.Add(model);
-        foreach (Option o in new Option[] { data, output, name, logits, batchSize, threads, json }) c.Options.Add(o);
+        foreach (Option o in new Option[] { data, output, name, logits, batchSize, threads, json, allowLinks }) c.Options.Add(o);
         c.SetAction(r => Cli.Guard(() =>
         {
-            var (preds, raw, shape) = Run(r.GetValue(model)!, r.GetValue(data)!, r.GetValue(name), r.GetValue(batchSize), r.GetValue(threads));
+            var (preds, raw, shape) = Run(r.GetValue(model)!, r.GetValue(data)!, r.GetValue(name), r.GetValue(batchSize), r.GetValue(threads), Cli.Policy(r, allowLinks));
             var arrays = new Dictionary<string, NdArray> { ["pred"] = NdArray.FromInt64(preds, shape[..^1]) };
             if (r.GetValue(logits)) arrays["logits"] = NdArray.FromFloat(raw, shape);
             using (var d = Dataset.Load(r.GetValue(data)!))
@@ -43,11 +44,11 @@ public static class PredictCommand
     }
 
     /// <summary>Argmax over the last axis of <paramref name="outputName"/> (default: the first output), batched; also the raw output and its shape.</summary>
-    public static (long[] Preds, float[] Raw, long[] Shape) Run(string modelPath, string dataPath, string? outputName, int batchSize, int threads)
+    public static (long[] Preds, float[] Raw, long[] Shape) Run(string modelPath, string dataPath, string? outputName, int batchSize, int threads, ExternalDataPolicy? policy = null)
     {
-        var file = ModelFile.Load(modelPath);
+        var file = ModelFile.Load(modelPath, policy);
         var m = file.Model.Clone();
-        foreach (var t in m.Graph.Initializer) t.Inline(file.Folder);
+        foreach (var t in m.Graph.Initializer) t.Inline(file);
         string output = outputName ?? m.Graph.Output.FirstOrDefault()?.Name ?? throw new UserError($"model '{modelPath}' has no outputs");
         if (m.Graph.Output.All(o => o.Name != output))
             throw new UserError($"model '{modelPath}' has no output '{output}'; it has {string.Join(", ", m.Graph.Output.Select(o => o.Name))}");
