@@ -11,9 +11,20 @@ public interface IModelWriter
 }
 
 /// <summary>The model file on disk patched into <paramref name="output"/> (null: measure only, write nothing); its external
-/// data read under <paramref name="policy"/>.</summary>
-public sealed class FileModelWriter(string input, string? output, ExternalDataPolicy? policy = null) : IModelWriter
+/// data read under <paramref name="policy"/>. The output is checked when the writer is made (<see cref="WeightPatch.CheckOutput"/>),
+/// so a job that could not write its result fails before it starts.</summary>
+public sealed class FileModelWriter : IModelWriter
 {
+    readonly string input;
+    readonly string? output;
+    readonly ExternalDataPolicy? policy;
+
+    public FileModelWriter(string input, string? output, ExternalDataPolicy? policy = null)
+    {
+        (this.input, this.output, this.policy) = (input, output, policy);
+        if (output is not null) WeightPatch.CheckOutput(input, output, policy: policy);
+    }
+
     public bool HasOutput => output is not null;
 
     public PatchSummary Measure(IReadOnlyDictionary<string, TensorPatch> patches) => WeightPatch.Measure(input, patches, policy);

@@ -34,11 +34,74 @@ public static class WeightPatch
     /// <summary>
     /// Writes <paramref name="outputPath"/> = <paramref name="inputPath"/> with <paramref name="patches"/> applied, plus a
     /// copy of each external data file at the same relative location next to it. Every file is written to a temporary
-    /// name and renamed into place, so no reader sees a half-written file.
-    /// <paramref name="inPlace"/> allows overwriting the input model and its data files. The input is read under <paramref name="policy"/>.
+    /// name and renamed into place, so no reader sees a half-written file; temporary files never outlive a failure.
+    /// <paramref name="inPlace"/> allows overwriting the input model and its data files. An existing data file in the output
+    /// folder is overwritten only when it is the output model's own (the model now at <paramref name="outputPath"/> refers to
+    /// it and no other model in that folder does). The input is read under <paramref name="policy"/>.
     /// </summary>
     public static PatchSummary Write(string inputPath, string outputPath, IReadOnlyDictionary<string, TensorPatch> patches,
         bool inPlace = false, ExternalDataPolicy? policy = null)
+    {
+        var (output, model, plans, copies) = Prepare(inputPath, outputPath, patches, inPlace, policy);
+        var outputFolder = Path.GetDirectoryName(output)!;
+
+        var results = new List<TensorPatchResult>();
+        var temps = new List<AtomicFile.Temp>();
+        var writing = output;
+        try
+        {
+            // The model is patched in memory first: its errors (varint widths) surface before any data file is copied.
+            using (var stream = new MemoryStream(model, writable: true))
+                results.AddRange(plans.Where(p => p.Location.DataFile is null).Select(p => Apply(p, stream, output)));
+
+            foreach (var (source, target, filePlans) in copies)
+            {
+                writing = target;
+                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                var temp = AtomicFile.Temp.Create(target, bufferSize: 0);
+                temps.Add(temp);
+                // Copied through the temporary file's own handle: if a signal handler deletes the name, nothing is left behind.
+                using (var from = OpenSource(source))
+                    from.CopyTo(temp.Stream, Window);
+                results.AddRange(filePlans.Select(p => Apply(p, temp.Stream, target)));
+            }
+
+            writing = output;
+            Directory.CreateDirectory(outputFolder);
+            var modelTemp = AtomicFile.Temp.Create(output);
+            temps.Add(modelTemp);
+            modelTemp.Stream.Write(model);
+
+            // Data files before the model, so the new model never points at data that is not there yet.
+            foreach (var temp in temps)
+            {
+                writing = temp.Target;
+                temp.Commit();
+            }
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UserError($"cannot write '{writing}': {e.Message.TrimEnd('.', ' ')}; check that folder '{Path.GetDirectoryName(writing)}' is writable and has free space, " +
+                                "or write the output to another folder");
+        }
+        finally
+        {
+            // Committed temps no longer exist, so this only cleans up after a failure.
+            foreach (var temp in temps) temp.Dispose();
+        }
+        return new PatchSummary(output, results.OrderBy(r => r.Name, StringComparer.Ordinal).ToList());
+    }
+
+    /// <summary>
+    /// Checks, writing nothing, that <see cref="Write"/> could write <paramref name="outputPath"/> from
+    /// <paramref name="inputPath"/>: the input's tensors and external data, the output folder, and that no file there which
+    /// the output does not own would be overwritten. A long job checks before it starts.
+    /// </summary>
+    public static void CheckOutput(string inputPath, string outputPath, bool inPlace = false, ExternalDataPolicy? policy = null) =>
+        Prepare(inputPath, outputPath, new Dictionary<string, TensorPatch>(), inPlace, policy);
+
+    static (string Output, byte[] Model, List<PlannedPatch> Plans, List<(string Source, string Target, List<PlannedPatch> Plans)> Copies) Prepare(
+        string inputPath, string outputPath, IReadOnlyDictionary<string, TensorPatch> patches, bool inPlace, ExternalDataPolicy? policy)
     {
         var input = Path.GetFullPath(inputPath);
         var output = Path.GetFullPath(outputPath);
@@ -50,16 +113,21 @@ public static class WeightPatch
         var inputFolder = Path.GetDirectoryName(input)!;
         var outputFolder = Path.GetDirectoryName(output)!;
 
-        var model = File.ReadAllBytes(input);
+        var model = ReadModel(input, inputPath);
         var layout = WireLayout.Read(model, inputFolder, inputPath, policy);
         var plans = Plan(layout, patches, inputPath);
+        CheckFolder(outputFolder, outputPath);
 
         var copies = new List<(string Source, string Target, List<PlannedPatch> Plans)>();
+        var owner = new Lazy<OutputFolder>(() => OutputFolder.Scan(outputFolder, output));
         foreach (var dataFile in layout.DataFiles)
         {
             var source = Path.Combine(inputFolder, dataFile);
-            var target = Path.Combine(outputFolder, dataFile);
+            var target = Path.GetFullPath(Path.Combine(outputFolder, dataFile));
             var filePlans = plans.Where(p => p.Location.DataFile == dataFile).ToList();
+            if (string.Equals(target, output, OperatingSystem.IsWindows() ? StringComparison.OrdinalIgnoreCase : StringComparison.Ordinal))
+                throw new UserError($"model file {inputPath} keeps tensor data in '{dataFile}', the name of the output model {outputPath}; " +
+                                    "give the output model another name.");
             if (SameFile(source, target))
             {
                 if (!inPlace)
@@ -67,41 +135,88 @@ public static class WeightPatch
                                         "write the output to another folder or request an in-place write.");
                 if (filePlans.Count == 0) continue; // in place and untouched: the existing file is already right
             }
+            else CheckTarget(target, dataFile, outputFolder, outputPath, owner);
             copies.Add((source, target, filePlans));
         }
+        return (output, model, plans, copies);
+    }
 
-        var results = new List<TensorPatchResult>();
-        var temps = new List<(string Temp, string Target)>();
-        try
+    static byte[] ReadModel(string path, string name)
+    {
+        try { return File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new UserError($"cannot read model file '{name}': {e.Message}"); }
+    }
+
+    static FileStream OpenSource(string path)
+    {
+        try { return new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, Window); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        { throw new UserError($"cannot read external data file '{path}': {e.Message}"); }
+    }
+
+    /// <summary>The output folder, or its nearest existing ancestor, must be a folder (not a file).</summary>
+    static void CheckFolder(string folder, string outputPath)
+    {
+        for (var dir = folder; dir is not null; dir = Path.GetDirectoryName(dir))
         {
-            // The model is patched in memory first: its errors (varint widths) surface before any data file is copied.
-            using (var stream = new MemoryStream(model, writable: true))
-                results.AddRange(plans.Where(p => p.Location.DataFile is null).Select(p => Apply(p, stream, output)));
+            if (Directory.Exists(dir)) return;
+            if (File.Exists(dir))
+                throw new UserError($"cannot write {outputPath}: '{dir}' is a file, not a folder; choose an output path in a folder.");
+        }
+    }
 
-            foreach (var (source, target, filePlans) in copies)
+    /// <summary>
+    /// A data file the output would write: its folder must not lead outside the output folder through a symlink, and an
+    /// existing file there is overwritten only when the output model owns it.
+    /// </summary>
+    static void CheckTarget(string target, string dataFile, string outputFolder, string outputPath, Lazy<OutputFolder> owner)
+    {
+        var realFolder = ExternalData.RealPath(outputFolder);
+        var realParent = ExternalData.RealPath(Path.GetDirectoryName(target)!);
+        if (realParent != realFolder && !ExternalData.IsInside(realParent, realFolder))
+            throw new UserError($"writing {outputPath} would write its data file '{dataFile}' through a symlink to '{realParent}', outside the output folder " +
+                                $"'{outputFolder}'; write the output to another folder.");
+        if (Directory.Exists(target))
+            throw new UserError($"writing {outputPath} needs to write its data file '{target}', but a folder of that name exists there; write the output to another folder.");
+        var info = new FileInfo(target);
+        if (!info.Exists && info.LinkTarget is null) return;
+        var o = owner.Value;
+        if (o.Users.GetValueOrDefault(dataFile) is { } other)
+            throw new UserError($"writing {outputPath} would overwrite '{target}', the external data of the model {other} in that folder; " +
+                                "write the output to another folder (its data files keep the input's names).");
+        if (!o.Own.Contains(dataFile))
+            throw new UserError($"writing {outputPath} would overwrite '{target}', which exists and is not the data file of an earlier {Path.GetFileName(outputPath)}; " +
+                                "write the output to another folder, or move that file away first.");
+    }
+
+    /// <summary>Who in an output folder refers to which data file: the output model as it is now, and every other .onnx file.</summary>
+    sealed record OutputFolder(HashSet<string> Own, Dictionary<string, string> Users)
+    {
+        public static OutputFolder Scan(string folder, string output)
+        {
+            var own = new HashSet<string>(References(output, folder) ?? [], StringComparer.Ordinal);
+            var users = new Dictionary<string, string>(StringComparer.Ordinal);
+            if (Directory.Exists(folder))
+                foreach (var model in Directory.EnumerateFiles(folder, "*.onnx", new EnumerationOptions { MatchCasing = MatchCasing.CaseInsensitive }))
+                {
+                    if (Path.GetFullPath(model) == output) continue;
+                    foreach (var file in References(model, folder) ?? []) users.TryAdd(file, Path.GetFileName(model));
+                }
+            return new OutputFolder(own, users);
+        }
+
+        /// <summary>The data files a model refers to; null when it is absent, unreadable, too large or not a model.</summary>
+        static IReadOnlyList<string>? References(string path, string folder)
+        {
+            try
             {
-                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-                var temp = TempPath(target);
-                temps.Add((temp, target));
-                File.Copy(source, temp);
-                using var stream = new FileStream(temp, FileMode.Open, FileAccess.ReadWrite, FileShare.None, bufferSize: 0);
-                results.AddRange(filePlans.Select(p => Apply(p, stream, target)));
+                var info = new FileInfo(path);
+                if (!info.Exists || info.Length > int.MaxValue) return null;
+                return WireLayout.References(File.ReadAllBytes(path), folder, path);
             }
-
-            Directory.CreateDirectory(outputFolder);
-            var modelTemp = TempPath(output);
-            temps.Add((modelTemp, output));
-            File.WriteAllBytes(modelTemp, model);
-
-            // Data files before the model, so the new model never points at data that is not there yet.
-            foreach (var (temp, target) in temps) File.Move(temp, target, overwrite: true);
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException or UserError) { return null; }
         }
-        finally
-        {
-            // Moved temps no longer exist, so this only cleans up after a failure.
-            foreach (var (temp, _) in temps) File.Delete(temp);
-        }
-        return new PatchSummary(output, results.OrderBy(r => r.Name, StringComparer.Ordinal).ToList());
     }
 
     /// <summary>
@@ -114,7 +229,7 @@ public static class WeightPatch
         var input = Path.GetFullPath(inputPath);
         if (!File.Exists(input)) throw new UserError($"model file {inputPath} does not exist.");
         var folder = Path.GetDirectoryName(input)!;
-        var model = File.ReadAllBytes(input);
+        var model = ReadModel(input, inputPath);
         var layout = WireLayout.Read(model, folder, inputPath, policy);
         var plans = Plan(layout, patches, inputPath);
         var results = new List<TensorPatchResult>();
@@ -123,8 +238,13 @@ public static class WeightPatch
         foreach (var group in plans.Where(p => p.Location.DataFile is not null).GroupBy(p => p.Location.DataFile!))
         {
             var path = Path.Combine(folder, group.Key);
-            using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
-            results.AddRange(group.Select(p => Apply(p, stream, path, write: false)));
+            try
+            {
+                using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 0);
+                results.AddRange(group.Select(p => Apply(p, stream, path, write: false)));
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            { throw new UserError($"cannot read external data file '{path}': {e.Message}"); }
         }
         return new PatchSummary(input, results.OrderBy(r => r.Name, StringComparer.Ordinal).ToList());
     }
@@ -323,8 +443,4 @@ public static class WeightPatch
 
     static bool SameFile(string a, string b) =>
         File.Exists(a) && File.Exists(b) && ExternalData.RealPath(a) == ExternalData.RealPath(b);
-
-    /// <summary>Temporary name in the target's own folder, so the final rename stays on one file system.</summary>
-    static string TempPath(string target) =>
-        Path.Combine(Path.GetDirectoryName(target)!, $".{Path.GetFileName(target)}.{Guid.NewGuid():N}.tmp");
 }
