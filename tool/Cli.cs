@@ -49,8 +49,8 @@ public static class Cli
     static Func<string, string?, string> Flags(IReadOnlyDictionary<string, string>? flags) =>
         (setting, value) => (flags?.GetValueOrDefault(setting) ?? Flag(setting)) + (value is null ? "" : " " + value);
 
-    /// <summary>The flag of a library setting: Probes → --probes, HessianSamples → --hessian-samples.</summary>
-    public static string Flag(string setting) => "--" + Kebab(setting);
+    /// <summary>The flag of a library setting: Probes → --probes, HessianSamples → --hessian-samples (AllowNonFinite → --allow-nonfinite).</summary>
+    public static string Flag(string setting) => setting == "AllowNonFinite" ? "--allow-nonfinite" : "--" + Kebab(setting);
 
     /// <summary>PascalCase or camelCase to kebab-case ("LastLayer" → "last-layer").</summary>
     public static string Kebab(string name) => string.Concat(name.Select((ch, i) => char.IsUpper(ch) && i > 0 ? "-" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString()));
@@ -82,6 +82,14 @@ public static class Cli
     public static Option<int> Threads() => new("--threads") { Description = "ONNX Runtime intra-op threads: 1 gives bit-identical results run after run; 0 = all cores (faster on large models, last bits may differ between runs)", DefaultValueFactory = _ => 1 };
     public static Option<long?> IgnoreIndex() => new("--ignore-index") { Description = "label value excluded from ce/nll (padding)" };
     public static Option<bool> JsonFlag() => new("--json") { Description = "print a stable JSON document instead of tables" };
+    public static Option<bool> AllowNonFinite() => new("--allow-nonfinite") { Description = "feed NaN and infinite values of float inputs and targets as they are (by default they are refused)" };
+    public static Option<bool> Verbose() => new("--verbose") { Description = "show ONNX Runtime's own warnings and errors on stderr" };
+
+    /// <summary>With --verbose, ONNX Runtime's log lines (warnings and above) go to stderr; without, none are shown.</summary>
+    public static void ReadVerbose(ParseResult r, Option<bool> verbose)
+    {
+        if (r.GetValue(verbose)) Runtime.OrtSessions.Log = (level, message) => Console.Error.WriteLine($"onnxruntime {level.ToString().Replace("ORT_LOGGING_LEVEL_", "").ToLowerInvariant()}: {UserError.Escape(message)}");
+    }
 
     public static string Shape(IEnumerable<long> dims) => "[" + string.Join(", ", dims) + "]";
 
@@ -103,13 +111,22 @@ public sealed class LossOptions
     public Option<int> BatchSize { get; } = Cli.BatchSize();
     public Option<int> Threads { get; } = Cli.Threads();
     public Option<long?> IgnoreIndex { get; } = Cli.IgnoreIndex();
+    public Option<bool> AllowNonFinite { get; } = Cli.AllowNonFinite();
+    public Option<bool> Verbose { get; } = Cli.Verbose();
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Loss, Output, Params, Frozen, BatchSize, Threads, IgnoreIndex }) c.Options.Add(o);
+        foreach (Option o in new Option[] { Loss, Output, Params, Frozen, BatchSize, Threads, IgnoreIndex, AllowNonFinite, Verbose }) c.Options.Add(o);
     }
 
-    public Runtime.LossSettings Read(ParseResult r) => new()
+    /// <summary>The settings (and, with --verbose, ONNX Runtime's log lines routed to stderr).</summary>
+    public Runtime.LossSettings Read(ParseResult r)
+    {
+        Cli.ReadVerbose(r, Verbose);
+        return ReadSettings(r);
+    }
+
+    Runtime.LossSettings ReadSettings(ParseResult r) => new()
     {
         Loss = Autodiff.LossHead.Parse(r.GetValue(Loss)!),
         Output = r.GetValue(Output),
@@ -118,5 +135,6 @@ public sealed class LossOptions
         BatchSize = r.GetValue(BatchSize),
         Threads = r.GetValue(Threads),
         IgnoreIndex = r.GetValue(IgnoreIndex),
+        AllowNonFinite = r.GetValue(AllowNonFinite),
     };
 }
