@@ -163,8 +163,8 @@ public static class Cli
     static Func<string, string?, string> Flags(IReadOnlyDictionary<string, string>? flags) =>
         (setting, value) => (flags?.GetValueOrDefault(setting) ?? Flag(setting)) + (value is null ? "" : " " + value);
 
-    /// <summary>The flag of a library setting: Probes → --probes, HessianSamples → --hessian-samples.</summary>
-    public static string Flag(string setting) => "--" + Kebab(setting);
+    /// <summary>The flag of a library setting: Probes → --probes, HessianSamples → --hessian-samples (AllowNonFinite → --allow-nonfinite).</summary>
+    public static string Flag(string setting) => setting == "AllowNonFinite" ? "--allow-nonfinite" : "--" + Kebab(setting);
 
     /// <summary>PascalCase or camelCase to kebab-case ("LastLayer" → "last-layer").</summary>
     public static string Kebab(string name) => string.Concat(name.Select((ch, i) => char.IsUpper(ch) && i > 0 ? "-" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString()));
@@ -201,6 +201,14 @@ public static class Cli
 
     /// <summary>The external-data policy of <see cref="AllowLinks"/>.</summary>
     public static Onnx.ExternalDataPolicy Policy(ParseResult r, Option<bool> allowLinks) => new() { AllowLinks = r.GetValue(allowLinks) };
+    public static Option<bool> AllowNonFinite() => new("--allow-nonfinite") { Description = "feed NaN and infinite values of float inputs and targets as they are (by default they are refused)" };
+    public static Option<bool> Verbose() => new("--verbose") { Description = "show ONNX Runtime's own warnings and errors on stderr" };
+
+    /// <summary>With --verbose, ONNX Runtime's log lines (warnings and above) go to stderr; without, none are shown.</summary>
+    public static void ReadVerbose(ParseResult r, Option<bool> verbose)
+    {
+        if (r.GetValue(verbose)) Runtime.OrtSessions.Log = (level, message) => Console.Error.WriteLine($"onnxruntime {level.ToString().Replace("ORT_LOGGING_LEVEL_", "").ToLowerInvariant()}: {UserError.Escape(message)}");
+    }
 
     public static string Shape(IEnumerable<long> dims) => "[" + string.Join(", ", dims) + "]";
 
@@ -223,13 +231,22 @@ public sealed class LossOptions
     public Option<int> Threads { get; } = Cli.Threads();
     public Option<long?> IgnoreIndex { get; } = Cli.IgnoreIndex();
     public Option<bool> AllowLinks { get; } = Cli.AllowLinks();
+    public Option<bool> AllowNonFinite { get; } = Cli.AllowNonFinite();
+    public Option<bool> Verbose { get; } = Cli.Verbose();
 
     public void AddTo(Command c)
     {
-        foreach (Option o in new Option[] { Loss, Output, Params, Frozen, BatchSize, Threads, IgnoreIndex, AllowLinks }) c.Options.Add(o);
+        foreach (Option o in new Option[] { Loss, Output, Params, Frozen, BatchSize, Threads, IgnoreIndex, AllowLinks, AllowNonFinite, Verbose }) c.Options.Add(o);
     }
 
-    public Runtime.LossSettings Read(ParseResult r) => new()
+    /// <summary>The settings (and, with --verbose, ONNX Runtime's log lines routed to stderr).</summary>
+    public Runtime.LossSettings Read(ParseResult r)
+    {
+        Cli.ReadVerbose(r, Verbose);
+        return ReadSettings(r);
+    }
+
+    Runtime.LossSettings ReadSettings(ParseResult r) => new()
     {
         Loss = Autodiff.LossHead.Parse(r.GetValue(Loss)!),
         Output = r.GetValue(Output),
@@ -239,5 +256,6 @@ public sealed class LossOptions
         Threads = r.GetValue(Threads),
         IgnoreIndex = r.GetValue(IgnoreIndex),
         ExternalData = Cli.Policy(r, AllowLinks),
+        AllowNonFinite = r.GetValue(AllowNonFinite),
     };
 }

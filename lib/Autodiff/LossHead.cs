@@ -60,6 +60,17 @@ public static class LossHead
         _ => throw new UserError($"unknown loss '{name}'; choose one of ce, ce-prob, bce, mse, nll"),
     };
 
+    /// <summary>The name <see cref="Parse"/> takes for a loss (derived kinds: that of the loss they are chosen for, ce).</summary>
+    public static string Name(LossKind k) => k switch
+    {
+        LossKind.CrossEntropyProb => "ce-prob",
+        LossKind.BinaryCrossEntropy => "bce",
+        LossKind.MeanSquaredError => "mse",
+        LossKind.NegativeLogLikelihood => "nll",
+        LossKind.Dot => "dot",
+        _ => "ce",
+    };
+
     public static bool HasClasses(LossKind k) => k is LossKind.CrossEntropy or LossKind.NegativeLogLikelihood or LossKind.CrossEntropyProb
         or LossKind.CrossEntropyOfSigmoids or LossKind.SigmoidLogLoss or LossKind.BinarySigmoidLogLoss;
 

@@ -19,6 +19,15 @@ public sealed record ModelSummary(
         var g = file.Graph;
         var inits = g.Initializer.Select(t => t.Name).ToHashSet();
         var parameters = TrainableParameters.Discover(file, output);
+        // Dims come from the file: a damaged one may declare counts that overflow (refused, naming the tensor).
+        long trainable = 0;
+        foreach (var p in parameters)
+        {
+            long n = Data.NdArray.CheckedElementCount(p.Shape, $"tensor {UserError.Quote(p.Name)} of '{file.Path}'");
+            if (p.Trainable && (trainable = n <= long.MaxValue - trainable ? trainable + n : -1) < 0)
+                throw new UserError($"the trainable tensors of '{file.Path}' hold more elements than an int64 can count (tensor {UserError.Quote(p.Name)} " +
+                    $"has shape {Data.NdArray.FormatShape(p.Shape)}); the model file is damaged: re-export it.");
+        }
         var tensors = parameters.Select(p => new Tensor(p.Name, DataTypes.Name(p.DataType), p.Shape, p.Elements,
             p.Storage switch { ParameterStorage.Constant => "constant-node", ParameterStorage.Attribute => "node-attribute", _ => p.External ? "external" : "embedded" },
             p.Trainable, p.WhyNot)).ToList();
@@ -35,7 +44,7 @@ public sealed record ModelSummary(
             g.Input.Where(i => !inits.Contains(i.Name)).Select(Describe).ToList(),
             g.Output.Select(Describe).ToList(),
             g.Node.GroupBy(n => Domains.OpName(n.Domain, n.OpType)).OrderByDescending(x => x.Count()).ThenBy(x => x.Key).ToDictionary(x => x.Key, x => x.Count()),
-            tensors, parameters.Where(p => p.Trainable).Sum(p => p.Elements), missing);
+            tensors, trainable, missing);
     }
 
     static long OpsetOf(ModelProto m, string domain) =>

@@ -51,7 +51,8 @@ public sealed class NdArray
         foreach (long d in shape)
         {
             if (d < 0) throw new ArgumentException($"Shape {FormatShape(shape)} has a negative dimension.");
-            count = checked(count * d);
+            if (d != 0 && count > long.MaxValue / d) throw new ArgumentException($"Shape {FormatShape(shape)} has more elements than an int64 can count.");
+            count *= d;
         }
         return count;
     }
@@ -70,6 +71,32 @@ public sealed class NdArray
         }
         return count <= Array.MaxLength;
     }
+
+    /// <summary>
+    /// Element count of a shape declared by a model (a tensor's dims): a negative dimension, or a product beyond
+    /// int64 (or beyond <paramref name="max"/>), is refused as a damaged file naming <paramref name="what"/>.
+    /// </summary>
+    internal static long CheckedElementCount(IReadOnlyList<long> shape, string what, long max = long.MaxValue)
+    {
+        long count = 1;
+        foreach (long d in shape)
+        {
+            if (d < 0) throw new UserError($"{what} has shape {FormatShape(shape)} with a negative dimension; the model file is damaged: re-export it.");
+            if (d != 0 && count > long.MaxValue / d)
+                throw new UserError($"{what} has shape {FormatShape(shape)}, whose element count overflows int64; the model file is damaged: re-export it.");
+            count *= d;
+        }
+        if (count > max)
+            throw new UserError($"{what} has shape {FormatShape(shape)}: {count} elements, more than the {max} one tensor may hold here; the model file is damaged, or the tensor is too large.");
+        return count;
+    }
+
+    /// <summary>numpy's name of an element type (float32, int64, bool, ...).</summary>
+    public static string Dtype(ElementType type) => type switch
+    {
+        ElementType.Float32 => "float32", ElementType.Float64 => "float64", ElementType.Int64 => "int64", ElementType.Int32 => "int32",
+        ElementType.UInt8 => "uint8", ElementType.Bool => "bool", _ => type.ToString(),
+    };
 
     public static string FormatShape(IReadOnlyList<long> shape) => "(" + string.Join(", ", shape) + ")";
 

@@ -32,7 +32,23 @@ public static partial class Npy
     /// <summary>Reads one array. <paramref name="nameForErrors"/> names the file (and key) in error messages.</summary>
     public static NdArray Read(Stream s, string nameForErrors)
     {
-        string name = nameForErrors;
+        var header = ReadHeader(s, nameForErrors);
+        // Checking before allocating stops a damaged header from requesting gigabytes.
+        if (s.CanSeek && s.Length - s.Position < header.DataBytes)
+            throw Truncated(nameForErrors, header.Shape, header.DataBytes, s.Length - s.Position);
+        DataLimits.Check(header.DataBytes, nameForErrors, $"array of shape {NdArray.FormatShape(header.Shape)}");
+        return ReadData(s, header, nameForErrors);
+    }
+
+    /// <summary>What an .npy header declares: element type, shape, the bytes of the header itself and of the data after it.</summary>
+    internal readonly record struct Header(ElementType Type, long[] Shape, long HeaderBytes, long DataBytes)
+    {
+        public long TotalBytes => HeaderBytes + DataBytes;
+    }
+
+    /// <summary>Reads and checks the header only (the stream is left at the first data byte).</summary>
+    internal static Header ReadHeader(Stream s, string name)
+    {
         Span<byte> prefix = stackalloc byte[8];
         if (s.ReadAtLeast(prefix, prefix.Length, throwOnEndOfStream: false) < prefix.Length || !prefix[..6].SequenceEqual(Magic))
             throw new UserError($"{name}: not a .npy array (it does not start with the NumPy magic bytes); save it with numpy.save.");
@@ -58,14 +74,25 @@ public static partial class Npy
 
         if (!NdArray.TryElementCount(shape, out long count))
             throw new UserError($"{name}: array of shape {NdArray.FormatShape(shape)} has more elements than .NET can hold ({Array.MaxLength}); split it into smaller files.");
-        long byteCount = count * NdArray.ElementSize(type);
-        // Checking before allocating stops a damaged header from requesting gigabytes.
-        if (s.CanSeek && s.Length - s.Position < byteCount)
-            throw Truncated(name, shape, byteCount, s.Length - s.Position);
+        // count <= Array.MaxLength, so the product cannot overflow.
+        return new Header(type, shape, prefix.Length + lengthSize + headerLength, count * NdArray.ElementSize(type));
+    }
 
-        var array = NdArray.Zeros(type, shape);
+    /// <summary>
+    /// Reads the data a header declared: exactly <see cref="Header.DataBytes"/> bytes, never more, so a stream that
+    /// holds (or decompresses to) more cannot make it read or allocate beyond what was declared and checked.
+    /// </summary>
+    internal static NdArray ReadData(Stream s, Header header, string name)
+    {
+        NdArray array;
+        try { array = NdArray.Zeros(header.Type, header.Shape); }
+        catch (OutOfMemoryException)
+        {
+            throw new UserError($"{name}: not enough memory for an array of shape {NdArray.FormatShape(header.Shape)} " +
+                $"({DataLimits.Format(header.DataBytes)}); split the file or run where more memory is available.");
+        }
         long read = RawBytes.Read(s, array.Data);
-        if (read < byteCount) throw Truncated(name, shape, byteCount, read);
+        if (read < header.DataBytes) throw Truncated(name, header.Shape, header.DataBytes, read);
         return array;
     }
 
@@ -93,7 +120,7 @@ public static partial class Npy
         var fortran = FortranPattern().Match(text);
         var shapeMatch = ShapePattern().Match(text);
         if (!descr.Success || !fortran.Success || !shapeMatch.Success)
-            throw new UserError($"{name}: .npy header is malformed ({Shorten(text.Trim())}); re-save it with numpy.save.");
+            throw new UserError($"{name}: .npy header is malformed ({UserError.Escape(Shorten(text.Trim()))}); re-save it with numpy.save.");
 
         if (descr.Groups["structured"].Success)
             throw new UserError($"{name}: structured (record) dtypes are not supported; save each field as its own array with one of {Supported}.");
@@ -108,7 +135,7 @@ public static partial class Npy
         {
             // Files written by Python 2 spell dimensions as long literals, e.g. "3L".
             if (!long.TryParse(dims[i].TrimEnd('L'), out shape[i]) || shape[i] < 0)
-                throw new UserError($"{name}: .npy header has an invalid shape ({shapeMatch.Groups["dims"].Value}); re-save it with numpy.save.");
+                throw new UserError($"{name}: .npy header has an invalid shape ({UserError.Escape(Shorten(shapeMatch.Groups["dims"].Value))}); re-save it with numpy.save.");
         }
         return (type, shape);
     }
@@ -118,7 +145,7 @@ public static partial class Npy
     private static ElementType ParseDescr(string descr, string name)
     {
         if (descr.Length >= 2 && descr[1] == 'O')
-            throw new UserError($"{name}: array has dtype object ('{descr}'), which holds pickled Python objects; convert it to a numeric array, e.g. arr.astype('<f4'), and re-save it.");
+            throw new UserError($"{name}: array has dtype object ({UserError.Quote(descr)}), which holds pickled Python objects; convert it to a numeric array, e.g. arr.astype('<f4'), and re-save it.");
         if (descr.Length >= 3 && Types.TryGetValue(descr[1..], out var type))
         {
             char order = descr[0];
@@ -126,9 +153,9 @@ public static partial class Npy
             if (order == '<' || (singleByte && order is '|' or '>'))
                 return type;
             if (order == '>')
-                throw new UserError($"{name}: array is big-endian ('{descr}'); convert it with arr.astype('<{descr[1..]}') and re-save it.");
+                throw new UserError($"{name}: array is big-endian ({UserError.Quote(descr)}); convert it with arr.astype('<{descr[1..]}') and re-save it.");
         }
-        throw new UserError($"{name}: dtype '{descr}' is not supported; convert the array to one of {Supported}, e.g. arr.astype('<f4'), and re-save it.");
+        throw new UserError($"{name}: dtype {UserError.Quote(Shorten(descr))} is not supported; convert the array to one of {Supported}, e.g. arr.astype('<f4'), and re-save it.");
     }
 
     /// <summary>Writes a little-endian, C-order array as format version 1.0 (2.0 if the header needs more than 64 KiB).</summary>

@@ -25,7 +25,15 @@ public static class TensorFile
         {
             throw new UserError($"{path}: not a serialized ONNX TensorProto ({e.Message}); write it with onnx.numpy_helper.from_array(...).SerializeToString().", e);
         }
-        return (t.Name, ToNdArray(t, $"{path}: tensor '{t.Name}'"));
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new UserError($"{path}: cannot read the file ({e.Message}); check that it is readable.", e);
+        }
+        catch (OutOfMemoryException e)
+        {
+            throw new UserError($"{path}: not enough memory to read the tensor file; the file is damaged or too large.", e);
+        }
+        return (t.Name, ToNdArray(t, $"{path}: tensor {UserError.Quote(t.Name)}"));
     }
 
     /// <summary>Writes the array as a TensorProto with its values in raw_data, as onnx.numpy_helper.from_array does.</summary>
@@ -35,7 +43,7 @@ public static class TensorFile
         ToTensorProto(name, a).WriteTo(stream);
     }
 
-    public static NdArray ToNdArray(TensorProto t) => ToNdArray(t, $"tensor '{t.Name}'");
+    public static NdArray ToNdArray(TensorProto t) => ToNdArray(t, $"tensor {UserError.Quote(t.Name)}");
 
     public static TensorProto ToTensorProto(string name, NdArray a)
     {

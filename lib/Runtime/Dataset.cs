@@ -1,3 +1,4 @@
+using System.Numerics.Tensors;
 using Microsoft.ML.OnnxRuntime.Tensors;
 using Microsoft.ML.OnnxRuntime;
 using OnnxUnlearn.Data;
@@ -14,23 +15,46 @@ public sealed class Dataset : IDisposable
     public IReadOnlyDictionary<string, NdArray> Arrays { get; }
     public long Rows { get; }
     readonly Dictionary<(long, long), Dictionary<string, OrtValue>> batches = [];
+    /// <summary>The value checks this data has passed (<see cref="CheckFinite"/>, <see cref="CheckClassLabels"/>), so each runs once.</summary>
+    readonly HashSet<string> passed = [];
 
     public Dataset(IReadOnlyDictionary<string, NdArray> arrays, string source)
     {
         Source = source;
         Arrays = arrays;
-        if (arrays.Count == 0) throw new UserError($"'{source}' holds no arrays");
-        var rows = arrays.Select(kv => (kv.Key, Rows: kv.Value.Shape.Length == 0 ? -1 : kv.Value.Rows)).ToList();
-        if (rows.Any(r => r.Rows < 0)) throw new UserError($"'{source}': array '{rows.First(r => r.Rows < 0).Key}' is a scalar; every array needs samples on axis 0");
-        if (rows.Select(r => r.Rows).Distinct().Count() > 1)
-            throw new UserError($"'{source}': arrays disagree on the number of samples ({string.Join(", ", rows.Select(r => $"{r.Key}: {r.Rows}"))}); axis 0 must be the sample axis of every array");
-        Rows = rows[0].Rows;
+        Rows = CheckRows(arrays.Select(kv => (kv.Key, kv.Value.Shape)), source);
     }
 
-    public static Dataset Load(string path) => new(Npz.Read(path), path);
+    /// <summary>Every array needs samples on axis 0, the same number in each; returns that number.</summary>
+    static long CheckRows(IEnumerable<(string Key, long[] Shape)> arrays, string source)
+    {
+        var rows = arrays.Select(a => (a.Key, Rows: a.Shape.Length == 0 ? -1 : a.Shape[0])).ToList();
+        if (rows.Count == 0) throw new UserError($"'{source}' holds no arrays");
+        if (rows.Any(r => r.Rows < 0)) throw new UserError($"'{source}': array {UserError.Quote(rows.First(r => r.Rows < 0).Key)} is a scalar; every array needs samples on axis 0");
+        if (rows.Select(r => r.Rows).Distinct().Count() > 1)
+            throw new UserError($"'{source}': arrays disagree on the number of samples ({string.Join(", ", rows.Select(r => $"{UserError.Quote(r.Key)}: {r.Rows}"))}); axis 0 must be the sample axis of every array");
+        return rows[0].Rows;
+    }
+
+    /// <summary>Loads an .npz; the arrays' shapes (samples on axis 0 of each) are checked from the headers, before any data is read.</summary>
+    public static Dataset Load(string path) => new(Npz.Read(path, members => CheckRows(members.Select(m => (m.Key, m.Shape)), path)), path);
+
+    /// <summary>
+    /// Loads an .npz for a model: the arrays' ranks and fixed dimensions are checked against <paramref name="inputs"/>
+    /// (<see cref="CheckShapes"/>) from the headers, before any data is read.
+    /// </summary>
+    public static Dataset Load(string path, IEnumerable<global::Onnx.ValueInfoProto> inputs, string model)
+    {
+        var wanted = inputs.ToList();
+        return new(Npz.Read(path, members =>
+        {
+            CheckRows(members.Select(m => (m.Key, m.Shape)), path);
+            CheckShapes(members.ToDictionary(m => m.Key, m => m.Shape), wanted, model, path);
+        }), path);
+    }
 
     /// <summary>An .npz read from a stream; <paramref name="name"/> labels messages.</summary>
-    public static Dataset Load(Stream npz, string name) => new(Npz.Read(npz, name), name);
+    public static Dataset Load(Stream npz, string name) => new(Npz.Read(npz, name, members => CheckRows(members.Select(m => (m.Key, m.Shape)), name)), name);
 
     public bool Has(string key) => Arrays.ContainsKey(key);
 
@@ -39,22 +63,87 @@ public sealed class Dataset : IDisposable
     {
         var missing = names.Where(n => !Arrays.ContainsKey(n)).ToList();
         if (missing.Count > 0)
-            throw new UserError($"'{Source}' has no array named {string.Join(", ", missing.Select(m => $"'{m}'"))} ({why}); it holds {string.Join(", ", Arrays.Keys)}. Keys of a data file are the model's input names plus 'label'.");
+            throw new UserError($"'{Source}' has no array named {string.Join(", ", missing.Select(UserError.Quote))} ({why}); it holds {string.Join(", ", Arrays.Keys.Select(k => UserError.Escape(k)))}. Keys of a data file are the model's input names plus 'label'.");
     }
 
     /// <summary>Checks ranks and fixed dimensions of the arrays against the graph's declared input shapes.</summary>
-    public void CheckShapes(IEnumerable<global::Onnx.ValueInfoProto> inputs, string model)
+    public void CheckShapes(IEnumerable<global::Onnx.ValueInfoProto> inputs, string model) =>
+        CheckShapes(Arrays.ToDictionary(kv => kv.Key, kv => kv.Value.Shape), inputs, model, Source);
+
+    static void CheckShapes(IReadOnlyDictionary<string, long[]> arrays, IEnumerable<global::Onnx.ValueInfoProto> inputs, string model, string source)
     {
         foreach (var input in inputs)
         {
-            if (!Arrays.TryGetValue(input.Name, out var a) || input.Type?.TensorType?.Shape is not { } shape) continue;
+            if (!arrays.TryGetValue(input.Name, out var a) || input.Type?.TensorType?.Shape is not { } shape) continue;
             var dims = shape.Dim.Select(d => d.ValueCase == global::Onnx.TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : -1).ToArray();
             string want = "[" + string.Join(", ", dims.Select(d => d < 0 ? "?" : d.ToString())) + "]";
             // axis 0 is the sample axis: a model with a fixed batch of 1 is fed one sample at a time.
-            bool ok = dims.Length == a.Shape.Length && dims.Select((d, i) => d < 0 || i == 0 || d == a.Shape[i]).All(x => x);
+            bool ok = dims.Length == a.Length && dims.Select((d, i) => d < 0 || i == 0 || d == a[i]).All(x => x);
             if (!ok)
-                throw new UserError($"'{Source}': array '{input.Name}' has shape {NdArray.FormatShape(a.Shape)} but model '{model}' expects {want} for input '{input.Name}' (axis 0 = samples); reshape the data to match");
+                throw new UserError($"'{source}': array {UserError.Quote(input.Name)} has shape {NdArray.FormatShape(a)} but model '{model}' expects {want} for input {UserError.Quote(input.Name)} (axis 0 = samples); reshape the data to match");
         }
+    }
+
+    /// <summary>
+    /// Refuses NaN and infinite values in the named float arrays (those present; integer arrays hold none), naming the
+    /// array, the first bad sample (row) and its position within the row, unless <paramref name="allow"/>.
+    /// </summary>
+    /// <param name="why">What the arrays are for, e.g. "inputs of 'model.onnx'".</param>
+    public void CheckFinite(IEnumerable<string> names, bool allow, string why)
+    {
+        if (allow) return;
+        foreach (var name in names)
+        {
+            if (!Arrays.TryGetValue(name, out var a) || passed.Contains("finite:" + name)) continue;
+            long bad = a.Data switch
+            {
+                float[] f => TensorPrimitives.IsFiniteAll<float>(f) ? -1 : Array.FindIndex(f, v => !float.IsFinite(v)),
+                double[] d => TensorPrimitives.IsFiniteAll<double>(d) ? -1 : Array.FindIndex(d, v => !double.IsFinite(v)),
+                _ => -1,
+            };
+            if (bad >= 0)
+            {
+                double value = a.Data is float[] f ? f[bad] : ((double[])a.Data)[bad];
+                string what = double.IsNaN(value) ? "NaN" : value > 0 ? "+Inf" : "-Inf";
+                throw new UserError($"'{Source}': array {UserError.Quote(name)} ({why}) holds {what} at {Position(a, bad)}; a loss or gradient through it " +
+                    $"is NaN. Repair or drop that sample, or set {UserError.Setting("AllowNonFinite")} to feed such values as they are");
+            }
+            passed.Add("finite:" + name);
+        }
+    }
+
+    /// <summary>
+    /// Checks the targets of a class loss: an integer array (bool and float arrays are refused, naming the dtype),
+    /// every value in [0, <paramref name="classes"/>) except <paramref name="ignoreIndex"/>. With <paramref name="classes"/>
+    /// null (not known) only negative labels are refused.
+    /// </summary>
+    /// <param name="loss">The loss and output, for messages: e.g. "ce of output 'logits'".</param>
+    public void CheckClassLabels(string key, long? classes, long? ignoreIndex, string loss)
+    {
+        string check = $"classes:{key}:{classes}:{ignoreIndex}";
+        if (!Arrays.TryGetValue(key, out var a) || passed.Contains(check)) return;
+        if (a.Type is not (ElementType.Int64 or ElementType.Int32 or ElementType.UInt8))
+            throw new UserError($"'{Source}': array {UserError.Quote(key)} has dtype {NdArray.Dtype(a.Type)}, but the loss {loss} takes integer class indices " +
+                $"{(classes is { } c ? $"in [0, {c})" : "(0, 1, ...)")}; save the labels as integers, e.g. y.astype('int64')" +
+                (a.Type == ElementType.Bool ? "" : $", or choose a loss for float targets ({UserError.Setting("Loss", "bce")} or {UserError.Setting("Loss", "mse")})"));
+        var values = a.Data as long[] ?? a.ToInt64();
+        for (long i = 0; i < values.LongLength; i++)
+        {
+            long v = values[i];
+            if (v == ignoreIndex || (v >= 0 && (classes is not { } n || v < n))) continue;
+            string range = classes is { } k ? $"outside the {k} classes [0, {k})" : "a negative class";
+            throw new UserError($"'{Source}': array {UserError.Quote(key)} holds {v} at {Position(a, i)}, {range} of the loss {loss}; fix the label" +
+                (ignoreIndex is { } ii ? $" (only {ii}, the ignore index, may lie outside)" : $", or leave such labels out with {UserError.Setting("IgnoreIndex", v.ToString())}"));
+        }
+        passed.Add(check);
+    }
+
+    /// <summary>"row 3, column 7" (the flat position within the row) or, for one value per row, "row 3"; rows counted from <paramref name="firstRow"/>.</summary>
+    internal static string Position(NdArray a, long flat, long firstRow = 0)
+    {
+        if (a.Shape.Length == 0) return "its only element";
+        long perRow = a.Rows == 0 ? 1 : a.Length / a.Rows;
+        return perRow == 1 ? $"row {firstRow + flat}" : $"row {firstRow + flat / perRow}, column {flat % perRow} (index within the row of shape {NdArray.FormatShape(a.Shape[1..])})";
     }
 
     /// <summary>Rows [start, start+count) of the named arrays as OrtValues of the given element types (converted when the file's type differs).</summary>
@@ -63,13 +152,17 @@ public sealed class Dataset : IDisposable
         if (batches.TryGetValue((start, count), out var cached)) return cached;
         var feed = new Dictionary<string, OrtValue>();
         foreach (var (name, type) in types)
-            feed[name] = OrtFeeds.Create(Arrays[name].SliceRows(start, count), type, $"'{Source}' array '{name}'");
+            feed[name] = OrtFeeds.Create(Arrays[name].SliceRows(start, count), type, $"'{Source}' array {UserError.Quote(name)}", start);
         return batches[(start, count)] = feed;
     }
 
-    /// <summary>A subset of rows (e.g. a seeded sample) as a new dataset.</summary>
-    public Dataset Take(IReadOnlyList<long> rows, string source) =>
-        new(Arrays.ToDictionary(kv => kv.Key, kv => kv.Value.TakeRows(rows)), source);
+    /// <summary>A subset of rows (e.g. a seeded sample) as a new dataset; the value checks this one passed hold for it too.</summary>
+    public Dataset Take(IReadOnlyList<long> rows, string source)
+    {
+        var taken = new Dataset(Arrays.ToDictionary(kv => kv.Key, kv => kv.Value.TakeRows(rows)), source);
+        taken.passed.UnionWith(passed);
+        return taken;
+    }
 
     public void Dispose()
     {
@@ -80,15 +173,38 @@ public sealed class Dataset : IDisposable
 
 public static class OrtFeeds
 {
-    public static OrtValue Create(NdArray a, TensorElementType type, string what) => type switch
+    /// <summary>The array as an OrtValue of <paramref name="type"/>; values the type cannot hold (a fraction or NaN for an
+    /// integer input, an integer beyond its range) are refused naming <paramref name="what"/> and the position.</summary>
+    /// <param name="firstRow">The row of the data set that is the array's first, for messages.</param>
+    public static OrtValue Create(NdArray a, TensorElementType type, string what, long firstRow = 0)
     {
-        TensorElementType.Float => OrtValue.CreateTensorValueFromMemory(a.ToFloat(), a.Shape),
-        TensorElementType.Double => OrtValue.CreateTensorValueFromMemory(a.ToDouble(), a.Shape),
-        TensorElementType.Int64 => OrtValue.CreateTensorValueFromMemory(a.ToInt64(), a.Shape),
-        TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(a.ToInt64().Select(v => (int)v).ToArray(), a.Shape),
-        TensorElementType.UInt8 => OrtValue.CreateTensorValueFromMemory(a.ToInt64().Select(v => (byte)v).ToArray(), a.Shape),
-        TensorElementType.Bool => OrtValue.CreateTensorValueFromMemory(a.ToInt64().Select(v => v != 0).ToArray(), a.Shape),
-        TensorElementType.Float16 => OrtValue.CreateTensorValueFromMemory(a.ToFloat().Select(v => (Float16)v).ToArray(), a.Shape),
-        _ => throw new UserError($"{what}: the model wants element type {type}, which data files cannot feed yet"),
-    };
+        OrtSessions.Initialize();
+        return type switch
+        {
+            TensorElementType.Float => OrtValue.CreateTensorValueFromMemory(a.ToFloat(), a.Shape),
+            TensorElementType.Double => OrtValue.CreateTensorValueFromMemory(a.ToDouble(), a.Shape),
+            TensorElementType.Int64 => OrtValue.CreateTensorValueFromMemory(Integers(a, type, what, firstRow, long.MinValue, long.MaxValue), a.Shape),
+            TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(Integers(a, type, what, firstRow, int.MinValue, int.MaxValue).Select(v => (int)v).ToArray(), a.Shape),
+            TensorElementType.UInt8 => OrtValue.CreateTensorValueFromMemory(Integers(a, type, what, firstRow, 0, 255).Select(v => (byte)v).ToArray(), a.Shape),
+            TensorElementType.Bool => OrtValue.CreateTensorValueFromMemory(Integers(a, type, what, firstRow, long.MinValue, long.MaxValue).Select(v => v != 0).ToArray(), a.Shape),
+            TensorElementType.Float16 => OrtValue.CreateTensorValueFromMemory(a.ToFloat().Select(v => (Float16)v).ToArray(), a.Shape),
+            _ => throw new UserError($"{what}: the model wants element type {type}, which data files cannot feed yet"),
+        };
+    }
+
+    static long[] Integers(NdArray a, TensorElementType type, string what, long firstRow, long min, long max)
+    {
+        long[] values;
+        try { values = a.ToInt64(); }
+        catch (InvalidOperationException)
+        {
+            var d = a.ToDouble();
+            long i = Array.FindIndex(d, v => Math.Floor(v) != v || v < long.MinValue || v >= 9223372036854775808.0);
+            throw new UserError($"{what} holds {d[i]} at {Dataset.Position(a, i, firstRow)}, but the model takes {type} values there; save whole numbers as integers, e.g. arr.astype('int64')");
+        }
+        long bad = Array.FindIndex(values, v => v < min || v > max);
+        if (bad >= 0)
+            throw new UserError($"{what} holds {values[bad]} at {Dataset.Position(a, bad, firstRow)}, outside the range of {type} [{min}, {max}] the model takes there; fix the data");
+        return values;
+    }
 }

@@ -20,6 +20,9 @@ public sealed record LossSettings
     public int Threads { get; init; } = 1;
     /// <summary>How far the model's external data may reach (<see cref="ExternalDataPolicy.AllowLinks"/>).</summary>
     public ExternalDataPolicy ExternalData { get; init; } = ExternalDataPolicy.Strict;
+    /// <summary>Feed NaN and infinite values of float inputs and targets as they are (by default they are refused, naming the
+    /// array, row and column: a loss or gradient through them is NaN).</summary>
+    public bool AllowNonFinite { get; init; }
 }
 
 /// <summary>Mean loss over a dataset, with the number of labelled elements and (class losses) the accuracy.</summary>
@@ -73,17 +76,26 @@ public sealed class Evaluator : IDisposable
     /// <summary>Shape probes by the model probed (the forward graph, or one with recurrent ops unrolled) and the data probed with.</summary>
     readonly List<(ModelProto Model, Dataset Data, TensorShapes Shapes)> probes = [];
     readonly Dictionary<ArtifactKind, ArtifactSession> sessions = [];
+    /// <summary>The data the evaluator was opened with, until its targets are checked (when the first artifact is built: the
+    /// class count comes from the probe). Subsets taken from it afterwards inherit the check.</summary>
+    Dataset? uncheckedTargets;
+    /// <summary>Classes along the model output's last axis, as probed (null before the first probe, or where it varies).</summary>
+    long? classes;
 
     Evaluator(ModelFile file, LossSettings settings, Dataset probe)
     {
         File = file; Settings = settings;
         ModelOutput = Parameters.OutputOrDefault(file, settings.Output);
         AllParameters = TrainableParameters.Discover(file, ModelOutput, settings.Params, settings.Frozen);
+        CheckParameterSizes(AllParameters.Where(p => p.Trainable), file.Path);
         Layout = new ParameterLayout(AllParameters.Where(p => p.Trainable).ToList());
         forward = Autodiff.Lowering.LinearScores.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
         dataInputs = DataInputs(forward.Graph);
+        CheckInputTypes(forward.Graph, dataInputs, file.Path);
         probe.Require(dataInputs, $"inputs of '{file.Path}'");
         probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
+        probe.CheckFinite(dataInputs, settings.AllowNonFinite, $"an input of '{file.Path}'");
+        uncheckedTargets = probe;
         FixedBatch = FixedBatchOf(forward.Graph, dataInputs);
         // Probe rows are copied: the caller may dispose its dataset while artifacts are still built lazily.
         this.probe = new Dataset(probe.Arrays.Where(kv => dataInputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value.TakeRows(
@@ -99,11 +111,11 @@ public sealed class Evaluator : IDisposable
     public ParameterVector ReadParameters() => ParameterVector.Read(Layout, File);
 
     /// <summary>Mean loss and accuracy at <paramref name="theta"/>, forward only.</summary>
-    public LossResult Loss(ParameterVector theta, Dataset data) => Session(ArtifactKind.LossOnly).Run(data, theta, [], null, Settings.BatchSize, FixedBatch);
+    public LossResult Loss(ParameterVector theta, Dataset data) => Checked(ArtifactKind.LossOnly, data).Run(data, theta, [], null, Settings.BatchSize, FixedBatch);
 
     /// <summary>Mean loss at <paramref name="theta"/> and its gradient, written to <paramref name="into"/>.</summary>
     public LossResult Gradient(ParameterVector theta, Dataset data, Span<float> into) =>
-        Session(ArtifactKind.Gradient).Run(data, theta, into, null, Settings.BatchSize, FixedBatch);
+        Checked(ArtifactKind.Gradient, data).Run(data, theta, into, null, Settings.BatchSize, FixedBatch);
 
     /// <summary>
     /// The gradient at <paramref name="theta"/> of the loss whose piecewise-linear decisions are those of
@@ -111,8 +123,32 @@ public sealed class Evaluator : IDisposable
     /// gradient when no decision depends on the parameters.
     /// </summary>
     public LossResult SmoothGradient(ParameterVector theta, ParameterVector reference, Dataset data, Span<float> into) => HasDecisions
-        ? Session(ArtifactKind.FrozenDecisions).Run(data, theta, into, reference, Settings.BatchSize, FixedBatch)
+        ? Checked(ArtifactKind.FrozenDecisions, data).Run(data, theta, into, reference, Settings.BatchSize, FixedBatch)
         : Gradient(theta, data, into);
+
+    /// <summary>
+    /// Checks the values of <paramref name="data"/> for the loss (once per data set; subsets taken afterwards inherit it):
+    /// no NaN or infinite float inputs or targets (unless <see cref="LossSettings.AllowNonFinite"/>), and for class losses
+    /// integer labels in [0, classes) but for <see cref="LossSettings.IgnoreIndex"/>. Loss and gradient calls check their
+    /// data themselves; a caller feeding batches of its own (<see cref="GradientBatch"/>) checks their data set with this.
+    /// </summary>
+    public void Check(Dataset data) => Check(data, (sessions.Values.FirstOrDefault() ?? Session(ArtifactKind.LossOnly)).Artifact);
+
+    void Check(Dataset data, TrainingArtifact artifact)
+    {
+        data.CheckFinite(dataInputs, Settings.AllowNonFinite, $"an input of '{File.Path}'");
+        string loss = $"{LossHead.Name(Settings.Loss)} of output {UserError.Quote(ModelOutput)}";
+        if (LossHead.HasClasses(artifact.Loss)) data.CheckClassLabels(LossHead.LabelInput, classes, Settings.IgnoreIndex, loss);
+        else data.CheckFinite([LossHead.LabelInput], Settings.AllowNonFinite, $"the targets of the loss {loss}");
+    }
+
+    /// <summary>The session of a kind, with <paramref name="data"/> checked for it.</summary>
+    ArtifactSession Checked(ArtifactKind kind, Dataset data)
+    {
+        var s = Session(kind);
+        Check(data, s.Artifact);
+        return s;
+    }
 
     /// <summary>One batch's mean-loss gradient (per-sample scores feed one row at a time).</summary>
     public (double Loss, long Count, double Correct) GradientBatch(ParameterVector theta, IReadOnlyDictionary<string, OrtValue> feed, Span<float> into) =>
@@ -132,6 +168,11 @@ public sealed class Evaluator : IDisposable
         if (sessions.TryGetValue(kind, out var s)) return s;
         var what = kind == ArtifactKind.LossOnly ? $"loss graph of '{File.Path}'" : $"gradient graph of '{File.Path}'";
         var artifact = Build(kind, probe);
+        if (uncheckedTargets is { } opened)
+        {
+            Check(opened, artifact);
+            uncheckedTargets = null;
+        }
         return sessions[kind] = new ArtifactSession(artifact, what, Settings.Threads, d => Build(kind, d));
     }
 
@@ -146,6 +187,8 @@ public sealed class Evaluator : IDisposable
         builds[kind] = builds.GetValueOrDefault(kind) + 1;
         var artifact = TrainingArtifact.Build(File, forward, m => Probe(m, data), Layout.Parameters, Settings.Loss, ModelOutput,
             Settings.IgnoreIndex, withGradients, embedDefaults, kind == ArtifactKind.FrozenDecisions);
+        // The class count of class losses: the model output's last axis, as probed (every probed model holds the output).
+        classes ??= probes.Select(p => p.Shapes[ModelOutput]).FirstOrDefault(v => v is { Rank: > 0 }) is { } output && output.Dims[^1] > 0 ? output.Dims[^1] : null;
         if (artifact.Parameters.Count != Layout.Count || artifact.Parameters.Zip(Layout.Parameters).Any(p => p.First.Name != p.Second.Name))
             throw new InvalidOperationException($"the {kind} artifact has other parameters than the layout");
         return artifact;
@@ -168,6 +211,35 @@ public sealed class Evaluator : IDisposable
         return result;
     }
 
+    /// <summary>The trainable tensors' dims (from the file) must count elements that θ, one float array, can hold.</summary>
+    static void CheckParameterSizes(IEnumerable<Parameter> trainable, string model)
+    {
+        long total = 0;
+        foreach (var p in trainable)
+        {
+            total += Data.NdArray.CheckedElementCount(p.Shape, $"tensor {UserError.Quote(p.Name)} of '{model}'", Array.MaxLength);
+            if (total > Array.MaxLength)
+                throw new UserError($"the trainable tensors of '{model}' hold more than {Array.MaxLength} elements together (up to tensor {UserError.Quote(p.Name)}), " +
+                    $"more than one parameter vector can hold; train fewer tensors ({UserError.Setting("Params")}, {UserError.Setting("Frozen")})");
+        }
+    }
+
+    /// <summary>Every data input needs a tensor type with an element type: the probe and the feeds are made from it.</summary>
+    static void CheckInputTypes(GraphProto g, List<string> inputs, string model)
+    {
+        foreach (var i in g.Input.Where(i => inputs.Contains(i.Name)))
+        {
+            if (i.Type is null || i.Type.ValueCase == TypeProto.ValueOneofCase.None)
+                throw new UserError($"input {UserError.Quote(i.Name)} of '{model}' has no type; the model is damaged or incomplete: declare the input's " +
+                    "element type and shape (e.g. onnx.helper.make_tensor_value_info) and re-save it");
+            if (i.Type.TensorType is not { } t)
+                throw new UserError($"input {UserError.Quote(i.Name)} of '{model}' is a {DataTypes.Describe(i.Type)}, not a tensor; only tensor inputs can be fed from data files");
+            if (t.ElemType == 0)
+                throw new UserError($"input {UserError.Quote(i.Name)} of '{model}' is a tensor of undefined element type; declare its element type " +
+                    "(e.g. onnx.helper.make_tensor_value_info) and re-save the model");
+        }
+    }
+
     /// <summary>Graph inputs that must be fed (initializers listed as inputs are parameters with defaults).</summary>
     public static List<string> DataInputs(GraphProto g)
     {
@@ -183,17 +255,26 @@ public sealed class Evaluator : IDisposable
     {
         var rng = new Random(seed);
         var arrays = new Dictionary<string, Data.NdArray>();
-        foreach (var name in DataInputs(g))
+        var inputs = DataInputs(g);
+        CheckInputTypes(g, inputs, "the model");
+        foreach (var name in inputs)
         {
-            var t = g.Input.First(i => i.Name == name).Type?.TensorType ?? throw new UserError($"input '{name}' is not a tensor; only tensor inputs are supported");
+            var t = g.Input.First(i => i.Name == name).Type.TensorType;
             var dims = t.Shape?.Dim.Select((d, a) => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d.DimValue > 0 ? d.DimValue : a == 0 ? 3 : 1).ToArray() ?? [3];
-            long n = dims.Aggregate(1L, (x, y) => x * y);
+            long n = 1;
+            foreach (long d in dims)
+                if ((n = d <= SyntheticElements / n ? n * d : long.MaxValue) > SyntheticElements)
+                    throw new UserError($"input {UserError.Quote(name)} declares shape [{string.Join(", ", dims)}], more than the {SyntheticElements} elements " +
+                        "made-up probe inputs may hold; give a data file to probe with");
             arrays[name] = DataTypes.IsFloat(t.ElemType)
                 ? Data.NdArray.FromFloat(Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), dims)
                 : Data.NdArray.FromInt64(new long[n], dims);
         }
         return new Dataset(arrays, "synthetic inputs");
     }
+
+    /// <summary>Most elements of one made-up input (64 Mi floats, 256 MiB).</summary>
+    const long SyntheticElements = 1L << 26;
 
     static int FixedBatchOf(GraphProto g, List<string> inputs) =>
         g.Input.Where(i => inputs.Contains(i.Name)).Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } d && d[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d[0].DimValue == 1) ? 1 : 0;

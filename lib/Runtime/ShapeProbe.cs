@@ -27,7 +27,7 @@ public static class ShapeProbe
         foreach (var o in g.Output) names.Add(o.Name);
 
         Dictionary<string, ValueInfo>? merged = null;
-        using var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL, LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR };
+        using var options = OrtSessions.Options(GraphOptimizationLevel.ORT_DISABLE_ALL, threads: 0);
         using var session = OrtSessions.Create(probe.ToByteArray(), options, "shape probe");
         foreach (var feed in feeds)
         {
