@@ -10,8 +10,8 @@ public interface IModelWriter
     PatchSummary Write(IReadOnlyDictionary<string, TensorPatch> patches);
 }
 
-/// <summary>The model file on disk patched into <paramref name="output"/> (null: measure only, write nothing); its external
-/// data read under <paramref name="policy"/>. The output is checked when the writer is made (<see cref="WeightPatch.CheckOutput"/>),
+/// <summary>The model file on disk patched into an output file (null: measure only, write nothing); its external
+/// data read under an <see cref="ExternalDataPolicy"/>. The output is checked when the writer is made (<see cref="WeightPatch.CheckOutput"/>),
 /// so a job that could not write its result fails before it starts.</summary>
 public sealed class FileModelWriter : IModelWriter
 {

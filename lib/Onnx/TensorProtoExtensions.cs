@@ -142,7 +142,7 @@ public static class TensorProtoExtensions
 
     public static bool IsExternal(this TensorProto t) => ExternalData.IsExternal(t);
 
-    /// <summary>The values as float32 (see <see cref="ReadFloats(TensorProto, string, ExternalDataPolicy?)"/>), external data
+    /// <summary>The values as float32 (see <see cref="ReadFloats(TensorProto, string, ExternalDataPolicy, string)"/>), external data
     /// resolved against the model's folder under its policy.</summary>
     public static float[] ReadFloats(this TensorProto t, ModelFile file) => t.ReadFloats(file.Folder, file.Policy, file.Path);
 
@@ -199,7 +199,7 @@ public static class TensorProtoExtensions
         return null;
     }
 
-    /// <summary>Moves external data into raw_data (see <see cref="Inline(TensorProto, string, ExternalDataPolicy?)"/>), under the model's policy.</summary>
+    /// <summary>Moves external data into raw_data (see <see cref="Inline(TensorProto, string, ExternalDataPolicy, string)"/>), under the model's policy.</summary>
     public static void Inline(this TensorProto t, ModelFile file) => t.Inline(file.Folder, file.Policy, file.Path);
 
     /// <summary>Moves external data into raw_data, so the tensor can travel in a model loaded from memory.</summary>

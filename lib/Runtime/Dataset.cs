@@ -41,7 +41,7 @@ public sealed class Dataset : IDisposable
 
     /// <summary>
     /// Loads an .npz for a model: the arrays' ranks and fixed dimensions are checked against <paramref name="inputs"/>
-    /// (<see cref="CheckShapes"/>) from the headers, before any data is read.
+    /// (<see cref="CheckShapes(IEnumerable{global::Onnx.ValueInfoProto}, string)"/>) from the headers, before any data is read.
     /// </summary>
     public static Dataset Load(string path, IEnumerable<global::Onnx.ValueInfoProto> inputs, string model)
     {
