@@ -185,6 +185,14 @@ public class DataCheckTests
         bias.Dims.Clear(); bias.Dims.Add(1L << 62); bias.Dims.Add(8);
         e = Assert.Throws<UserError>(() => ModelSummary.Of(ModelFile.FromBytes(m.ToByteArray(), "wrap.onnx")));
         Assert.Contains("tensor 'fc2.bias' of 'wrap.onnx' has shape (4611686018427387904, 8), whose element count overflows int64", e.Message);
+        // Dims that disagree with the data the file holds (found by the fuzz test: 10 → 10485760 with the framing intact)
+        // are refused before anything is allocated for them.
+        bias.Dims.Clear(); bias.Dims.Add(10);
+        var weight = m.Graph.Initializer.First(t => t.Name == "fc2.weight");
+        weight.Dims[0] = 10485760;
+        e = Assert.Throws<UserError>(() => Evaluator.Open(ModelFile.FromBytes(m.ToByteArray(), "dims.onnx"), new LossSettings(), data));
+        Assert.Contains("tensor 'fc2.weight' of 'dims.onnx' declares shape (10485760, 32) (335544320 elements of float32) but holds 1280 bytes of raw data", e.Message);
+        weight.Dims[0] = 10;
         var input = m.Graph.Input[0].Type.TensorType.Shape.Dim;
         input[1].DimValue = long.MaxValue;
         Assert.Contains("more than the 67108864 elements", Assert.Throws<UserError>(() => Evaluator.SyntheticInputs(m.Graph)).Message);
