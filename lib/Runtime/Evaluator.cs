@@ -87,7 +87,7 @@ public sealed class Evaluator : IDisposable
         File = file; Settings = settings;
         ModelOutput = Parameters.OutputOrDefault(file, settings.Output);
         AllParameters = TrainableParameters.Discover(file, ModelOutput, settings.Params, settings.Frozen);
-        CheckParameterSizes(AllParameters.Where(p => p.Trainable), file.Path);
+        CheckParameterSizes(file, AllParameters.Where(p => p.Trainable).ToList());
         Layout = new ParameterLayout(AllParameters.Where(p => p.Trainable).ToList());
         forward = Autodiff.Lowering.LinearScores.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
         dataInputs = DataInputs(forward.Graph);
@@ -211,16 +211,35 @@ public sealed class Evaluator : IDisposable
         return result;
     }
 
-    /// <summary>The trainable tensors' dims (from the file) must count elements that θ, one float array, can hold.</summary>
-    static void CheckParameterSizes(IEnumerable<Parameter> trainable, string model)
+    /// <summary>
+    /// The trainable tensors' dims (from the file) must count elements that θ, one float array, can hold, and (for data held
+    /// in the file itself) as many as the tensor holds: checked before any of them is read, so damaged dims cost no memory.
+    /// </summary>
+    static void CheckParameterSizes(ModelFile file, IReadOnlyList<Parameter> trainable)
     {
         long total = 0;
+        var tensors = Parameters.Candidates(file.Graph).GroupBy(c => c.Name).ToDictionary(g => g.Key, g => g.First().Tensor);
         foreach (var p in trainable)
         {
-            total += Data.NdArray.CheckedElementCount(p.Shape, $"tensor {UserError.Quote(p.Name)} of '{model}'", Array.MaxLength);
+            string what = $"tensor {UserError.Quote(p.Name)} of '{file.Path}'";
+            long n = Data.NdArray.CheckedElementCount(p.Shape, what, Array.MaxLength);
+            total += n;
             if (total > Array.MaxLength)
-                throw new UserError($"the trainable tensors of '{model}' hold more than {Array.MaxLength} elements together (up to tensor {UserError.Quote(p.Name)}), " +
+                throw new UserError($"the trainable tensors of '{file.Path}' hold more than {Array.MaxLength} elements together (up to tensor {UserError.Quote(p.Name)}), " +
                     $"more than one parameter vector can hold; train fewer tensors ({UserError.Setting("Params")}, {UserError.Setting("Frozen")})");
+            if (!tensors.TryGetValue(p.Name, out var t) || t.IsExternal() || p.Storage == ParameterStorage.Attribute) continue;
+            int size = DataTypes.Size(t.DataType);
+            long values = t.DataType switch
+            {
+                DataTypes.Float => t.FloatData.Count,
+                DataTypes.Double => t.DoubleData.Count,
+                DataTypes.Int64 => t.Int64Data.Count,
+                DataTypes.UInt32 or DataTypes.UInt64 => t.Uint64Data.Count,
+                _ => t.Int32Data.Count,
+            };
+            if (t.RawData.IsEmpty ? values != n : t.RawData.Length != n * size)
+                throw new UserError($"{what} declares shape {Data.NdArray.FormatShape(p.Shape)} ({n} elements of {DataTypes.Name(t.DataType)}) but holds " +
+                    $"{(t.RawData.IsEmpty ? $"{values} values" : $"{t.RawData.Length} bytes of raw data")}; the model file is damaged: re-export it.");
         }
     }
 

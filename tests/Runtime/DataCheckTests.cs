@@ -182,6 +182,16 @@ public class DataCheckTests
         bias.Dims.Clear(); bias.Dims.Add(1L << 62); bias.Dims.Add(8);
         e = Assert.Throws<UserError>(() => ModelFile.FromBytes(m.ToByteArray(), "wrap.onnx"));
         Assert.Contains("tensor 'fc2.bias' in model file 'wrap.onnx'", e.Message);
+        // Dims that disagree with the data the file holds (found by the fuzz test: 10 → 10485760 with the framing intact)
+        // are refused before anything is allocated for them.
+        bias.Dims.Clear(); bias.Dims.Add(10);
+        var weight = m.Graph.Initializer.First(t => t.Name == "fc2.weight");
+        weight.Dims[0] = 10485760;
+        using var data = new Dataset(Mlp, "d.npz");
+        e = Assert.Throws<UserError>(() => Evaluator.Open(ModelFile.FromBytes(m.ToByteArray(), "dims.onnx"), new LossSettings(), data));
+        Assert.Contains("tensor 'fc2.weight'", e.Message);
+        Assert.Contains("dims.onnx", e.Message);
+        weight.Dims[0] = 10;
         var input = m.Graph.Input[0].Type.TensorType.Shape.Dim;
         input[1].DimValue = long.MaxValue;
         Assert.Contains("more than the 67108864 elements", Assert.Throws<UserError>(() => Evaluator.SyntheticInputs(m.Graph)).Message);
