@@ -32,13 +32,13 @@ public static class InspectCommand
         var console = AnsiConsole.Console;
         console.MarkupLine($"[bold]{Markup.Escape(s.Path)}[/]  IR {s.IrVersion}, opsets {Markup.Escape(string.Join(", ", s.Opsets.Select(o => $"{o.Key} {o.Value}")))}, producer {Markup.Escape(s.Producer.Length > 0 ? s.Producer : "(none)")}");
         var io = Cli.Table("", "name", "type", "shape");
-        foreach (var v in s.Inputs) io.AddRow("input", Markup.Escape(v.Name), v.Type, Markup.Escape("[" + string.Join(", ", v.Shape) + "]"));
-        foreach (var v in s.Outputs) io.AddRow("output", Markup.Escape(v.Name), v.Type, Markup.Escape("[" + string.Join(", ", v.Shape) + "]"));
+        foreach (var v in s.Inputs) io.AddRow("input", Markup.Escape(UserError.Escape(v.Name)), v.Type, Markup.Escape("[" + string.Join(", ", v.Shape) + "]"));
+        foreach (var v in s.Outputs) io.AddRow("output", Markup.Escape(UserError.Escape(v.Name)), v.Type, Markup.Escape("[" + string.Join(", ", v.Shape) + "]"));
         console.Write(io);
         console.MarkupLine("ops: " + Markup.Escape(string.Join(", ", s.Ops.Select(o => $"{o.Key} ×{o.Value}"))));
         var t = Cli.Table("parameter", "type", "shape", "elements", "storage", "trainable");
         foreach (var p in s.Parameters)
-            t.AddRow(Markup.Escape(p.Name), p.Type, Markup.Escape(Cli.Shape(p.Shape)), p.Elements.ToString("N0"), p.Storage, p.Trainable ? "yes" : Markup.Escape("no: " + p.Reason));
+            t.AddRow(Markup.Escape(UserError.Escape(p.Name)), p.Type, Markup.Escape(Cli.Shape(p.Shape)), p.Elements.ToString("N0"), p.Storage, p.Trainable ? "yes" : Markup.Escape("no: " + p.Reason));
         console.Write(t);
         console.MarkupLine($"trainable elements: [bold]{s.TrainableElements:N0}[/] in {s.Parameters.Count(p => p.Trainable)} tensors");
         if (s.OpsWithoutGradient.Count > 0)
