@@ -89,7 +89,7 @@ public class ArtifactCheckerTests
         // Every output is declared with a type (the checker's first complaint before), the gradients with their parameter's shape.
         var m = global::Onnx.ModelProto.Parser.ParseFrom(File.ReadAllBytes(path));
         Assert.All(m.Graph.Output, o => Assert.NotEqual(0, o.Type.TensorType.ElemType));
-        Assert.Equal(0, m.Graph.Output.Single(o => o.Name == TrainingArtifact.LossOutput).Type.TensorType.Shape.Dim.Count);
+        Assert.Empty(m.Graph.Output.Single(o => o.Name == TrainingArtifact.LossOutput).Type.TensorType.Shape.Dim);
         var grad = m.Graph.Output.First(o => o.Name.StartsWith(TrainingArtifact.GradPrefix));
         var parameter = m.Graph.Input.Single(i => TrainingArtifact.GradName(i.Name) == grad.Name);
         Assert.Equal(parameter.Type.TensorType.Shape.Dim.Select(d => d.DimValue), grad.Type.TensorType.Shape.Dim.Select(d => d.DimValue));

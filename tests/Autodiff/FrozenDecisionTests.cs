@@ -50,7 +50,7 @@ public class FrozenDecisionTests
         var r = s.Gradient(theta, data, plain);
         var rs = s.SmoothGradient(theta, theta, data, smooth);
         Assert.Equal(r.Loss, rs.Loss, 1e-6);
-        Assert.True(plain.Any(v => v != 0));
+        Assert.Contains(plain, v => v != 0);
         double err = Numerics.RelativeL2(plain, smooth);
         Assert.True(err < 1e-6, $"{fixture}: relative error {err:E2}");
     }

@@ -109,7 +109,7 @@ public class OutcomeTests
         Assert.Equal("auto", settings.GetProperty("steps").GetString());
         Assert.Equal(30, settings.GetProperty("maxSteps").GetInt32());
         Assert.Equal("cauchy", settings.GetProperty("tau").GetString());
-        Assert.Equal(r.GetProperty("seed").GetInt32(), 0);
+        Assert.Equal(0, r.GetProperty("seed").GetInt32());
         // what the selection saw: per-tensor sizes and the scores' distribution
         Assert.Equal(2410, r.GetProperty("tensorElements").EnumerateObject().Sum(p => p.Value.GetInt64()));
         var hist = r.GetProperty("scoreHistogram");

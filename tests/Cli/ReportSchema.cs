@@ -11,7 +11,7 @@ public static class ReportSchema
     public static void AssertValid(string reportJson)
     {
         var result = Schema.Evaluate(System.Text.Json.JsonDocument.Parse(reportJson).RootElement, new EvaluationOptions { OutputFormat = OutputFormat.List, RequireFormatValidation = true });
-        var errors = result.Details.Where(d => d.Errors is { Count: > 0 }).SelectMany(d => d.Errors!.Select(e => $"{d.InstanceLocation}: {e.Value}")).ToList();
+        var errors = (result.Details ?? []).Where(d => d.Errors is { Count: > 0 }).SelectMany(d => d.Errors!.Select(e => $"{d.InstanceLocation}: {e.Value}")).ToList();
         Assert.True(result.IsValid, "the report does not match docs/report.schema.json:\n" + string.Join("\n", errors));
     }
 }
