@@ -2,12 +2,13 @@ namespace OnnxUnlearn.Onnx;
 
 /// <summary>
 /// Where a new model goes. <see cref="Measure"/> says what writing would change without writing (so a run can decide
-/// whether an update is effective, and whether to write at all); <see cref="Write"/> writes it.
+/// whether an update is effective, and whether to write at all); <see cref="Write"/> writes it, or returns null for a
+/// writer that only measures.
 /// </summary>
 public interface IModelWriter
 {
     PatchSummary Measure(IReadOnlyDictionary<string, TensorPatch> patches);
-    PatchSummary Write(IReadOnlyDictionary<string, TensorPatch> patches);
+    PatchSummary? Write(IReadOnlyDictionary<string, TensorPatch> patches);
 }
 
 /// <summary>The model file on disk patched into an output file (null: measure only, write nothing); its external
@@ -25,12 +26,10 @@ public sealed class FileModelWriter : IModelWriter
         if (output is not null) WeightPatch.CheckOutput(input, output, policy: policy);
     }
 
-    public bool HasOutput => output is not null;
-
     public PatchSummary Measure(IReadOnlyDictionary<string, TensorPatch> patches) => WeightPatch.Measure(input, patches, policy);
 
-    public PatchSummary Write(IReadOnlyDictionary<string, TensorPatch> patches) =>
-        output is null ? throw new InvalidOperationException("no output file to write") : WeightPatch.Write(input, output, patches, policy: policy);
+    public PatchSummary? Write(IReadOnlyDictionary<string, TensorPatch> patches) =>
+        output is null ? null : WeightPatch.Write(input, output, patches, policy: policy);
 }
 
 /// <summary>A model held in memory: <see cref="Result"/> holds the new model's bytes once written.</summary>
@@ -40,7 +39,7 @@ public sealed class MemoryModelWriter(byte[] model, string name) : IModelWriter
 
     public PatchSummary Measure(IReadOnlyDictionary<string, TensorPatch> patches) => WeightPatch.Apply(model, patches, name).Summary;
 
-    public PatchSummary Write(IReadOnlyDictionary<string, TensorPatch> patches)
+    public PatchSummary? Write(IReadOnlyDictionary<string, TensorPatch> patches)
     {
         var (bytes, summary) = WeightPatch.Apply(model, patches, name);
         Result = bytes;

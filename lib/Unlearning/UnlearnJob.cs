@@ -138,7 +138,7 @@ public static class UnlearnJob
         }
         var outcome = noChange is not null ? UnlearnOutcome.NoChange : missed.Count > 0 ? UnlearnOutcome.TargetMissed : UnlearnOutcome.Updated;
         bool write = outcome == UnlearnOutcome.Updated || outcome == UnlearnOutcome.TargetMissed && targets.WriteOnMiss;
-        var written = write && writer is FileModelWriter { HasOutput: false } ? null : write ? writer?.Write(patches) : null;
+        var written = write ? writer?.Write(patches) : null;
         var changes = written ?? measured;
         string? Hmac(string text) => exposure?.AuditKey is { } key ? Report.HmacSha256(key, text) : null;
         return new Report
@@ -201,7 +201,7 @@ public static class UnlearnJob
         {
             ["loss"] = loss.Loss.ToString(), ["output"] = model.ModelOutput,
             ["params"] = loss.Params is { } p ? p : "all trainable", ["frozen"] = loss.Frozen is { } f ? f : "none",
-            ["select"] = o.MaskFile is not null || o.Mask is not null ? "Mask" : o.Select.ToString(),
+            ["select"] = o.MaskFile is not null ? "Mask" : o.Select.ToString(),
             ["order"] = o.Smallest ? "smallest" : "largest",
             ["count"] = selected, ["fraction"] = o.Fraction ?? (o.Count is null ? Masks.DefaultFraction : selected / (double)Math.Max(1, model.Layout.Size)),
             ["perTensor"] = o.PerTensor, ["update"] = o.Update.ToString(),

@@ -58,8 +58,6 @@ public sealed record UnlearnOptions
     public long? TrainSize { get; init; }
     /// <summary>A given selection: .npz of 0/1 masks keyed by parameter name (as written by <c>select</c>); replaces <see cref="Select"/>.</summary>
     public string? MaskFile { get; init; }
-    /// <summary>A given selection as flat element indices over the evaluator's layout (in memory); replaces <see cref="Select"/>.</summary>
-    public int[]? Mask { get; init; }
 
     /// <summary>The score a scored selection ranks by, or null (all, last layer, random).</summary>
     public ScoreKind? Score => Select switch
@@ -162,8 +160,6 @@ public static class Unlearner
     static (int[] Selected, float[]? Scores) Select(Evaluator model, ParameterVector theta, Dataset hessianData, float[] dg, UnlearnOptions o, ProgressCallback? progress)
     {
         var layout = model.Layout;
-        if (o.Mask is { } given) return (given.Length > 0 && given.All(i => i >= 0 && i < layout.Size) ? given.Order().ToArray()
-            : throw new SettingError(nameof(UnlearnOptions.Mask), $"must hold at least one element index in [0, {layout.Size})"), null);
         if (o.MaskFile is { } maskFile) return (FromMaskFile(layout, maskFile), null);
         int k = Masks.Count(o.Fraction, o.Count, layout.Size);
         if (o.Score is { } score)

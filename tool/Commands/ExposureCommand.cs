@@ -44,10 +44,10 @@ public static class ExposureCommand
                 Samples = r.GetValue(candidates), Seed = r.GetValue(seed), Budget = r.GetValue(budget), Top = r.GetValue(top), BatchNodes = r.GetValue(batch),
             };
             // checks the secret, format and vocabulary before loading the model
-            SecretSpace.Parse(options.Format, options.Secret, options.Alphabet);
+            var secretSpace = SecretSpace.Parse(options.Format, options.Secret, options.Alphabet);
             using var m = OnnxNextTokenModel.Open(r.GetValue(model)!, v, r.GetValue(input), r.GetValue(output), r.GetValue(batch), r.GetValue(threads), Cli.Policy(r, allowLinks));
             var measured = Exposure.Measure(m, v, options);
-            var e = r.GetValue(showCandidates) ? measured : Masked(measured, options);
+            var e = r.GetValue(showCandidates) ? measured : Masked(measured, options, secretSpace);
             if (r.GetValue(json))
             {
                 Cli.WriteJson(new { model = r.GetValue(model), input = m.InputName, output = m.OutputName, sequenceLength = m.FixedLength, candidatesMasked = !r.GetValue(showCandidates), result = e });
@@ -88,9 +88,8 @@ public static class ExposureCommand
     /// The result with each candidate's characters and a format derived from the secret masked (its literal characters are
     /// the secret's): ranks and log-likelihoods stay, so the list still shows how the secret compares.
     /// </summary>
-    static ExposureResult Masked(ExposureResult e, ExposureOptions o)
+    static ExposureResult Masked(ExposureResult e, ExposureOptions o, SecretSpace space)
     {
-        var space = SecretSpace.Parse(o.Format, o.Secret, o.Alphabet);
         string Mask(string text) => string.Concat(Vocabulary.Characters(text).Select((ch, i) => o.Format is not null && i < space.Slots.Count && space.Slots[i] is not null ? ch : "*"));
         return e with
         {
