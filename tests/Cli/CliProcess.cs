@@ -23,17 +23,8 @@ public static class CliProcess
     /// terabytes fails inside the process instead of exhausting the machine.</param>
     public static CliResult Run(TimeSpan timeout, IReadOnlyDictionary<string, string>? environment, long? addressSpaceKiB, params string[] args)
     {
-        var psi = new ProcessStartInfo(addressSpaceKiB is null ? "dotnet" : "/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true };
-        if (addressSpaceKiB is { } cap)
-            foreach (var a in new[] { "-c", $"ulimit -v {cap} && exec dotnet \"$@\"", "sh" }) psi.ArgumentList.Add(a);
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "onnx-unlearn.dll"));
-        foreach (var a in args) psi.ArgumentList.Add(a);
-        // Plain output: no colours or terminal-width tables from the child.
-        psi.Environment["NO_COLOR"] = "1";
-        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
-        foreach (var (k, v) in environment ?? new Dictionary<string, string>()) psi.Environment[k] = v;
         var clock = Stopwatch.StartNew();
-        using var p = Process.Start(psi)!;
+        using var p = Start(environment, addressSpaceKiB, args);
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEndAsync();
         long peak = 0;
@@ -50,6 +41,21 @@ public static class CliProcess
         }
         p.WaitForExit();
         return new CliResult(p.ExitCode, stdout.Result, stderr.Result, peak, clock.Elapsed);
+    }
+
+    /// <summary>Starts the CLI with its output redirected, for a test that acts on the process while it runs.</summary>
+    public static Process Start(IReadOnlyDictionary<string, string>? environment, long? addressSpaceKiB, params string[] args)
+    {
+        var psi = new ProcessStartInfo(addressSpaceKiB is null ? "dotnet" : "/bin/sh") { RedirectStandardOutput = true, RedirectStandardError = true };
+        if (addressSpaceKiB is { } cap)
+            foreach (var a in new[] { "-c", $"ulimit -v {cap} && exec dotnet \"$@\"", "sh" }) psi.ArgumentList.Add(a);
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "onnx-unlearn.dll"));
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        // Plain output: no colours or terminal-width tables from the child.
+        psi.Environment["NO_COLOR"] = "1";
+        psi.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        foreach (var (k, v) in environment ?? new Dictionary<string, string>()) psi.Environment[k] = v;
+        return Process.Start(psi)!;
     }
 
     static long PeakRss(string status)

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using Google.Protobuf;
 using OnnxUnlearn.Data;
 using static OnnxUnlearn.Tests.Data.HostileFiles;
@@ -198,5 +199,54 @@ public class HardeningCliTests
         });
         var line = OneLineRefusal(Run("eval", model, "--data", Mlp("data.npz"), "--output", "nope"));
         Assert.Contains(@"lo\tgi\nts\u001b[31m", line);
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    static extern int kill(int pid, int signal);
+
+    /// <summary>
+    /// SIGTERM and SIGINT caught inside the write-back (a temporary data file exists in the output folder) leave no
+    /// temporary file and no output model behind: the handler removes what the write had created before the process ends
+    /// with the signal's exit code. The data file is padded to 256 MiB so that its copy is a window the signal can hit; a
+    /// run whose write finished before the signal landed is retried.
+    /// </summary>
+    [Theory]
+    [InlineData(15)] // SIGTERM
+    [InlineData(2)]  // SIGINT
+    public void ASignalDuringWriteBackLeavesNoTemporaryFile(int signal)
+    {
+        using var dir = new TempDir();
+        foreach (var f in new[] { "model.onnx", "model.onnx.data", "data.npz" }) File.Copy(Fixtures.File("mlp_external", f), dir.File(f));
+        using (var s = File.OpenWrite(dir.File("model.onnx.data"))) s.SetLength(s.Length + (256L << 20));
+        var rows = Npz.Read(dir.File("data.npz"));
+        Npz.Write(dir.File("forget.npz"), rows.ToDictionary(kv => kv.Key, kv => kv.Value.TakeRows([0, 1, 2, 3])));
+        var corrected = Label(Npz.Read(dir.File("forget.npz")), 0, (rows["label"].ToInt64()[0] + 1) % 10);
+        Npz.Write(dir.File("corrected.npz"), corrected);
+        var outDir = Directory.CreateDirectory(dir.File("out")).FullName;
+
+        int caught = 0;
+        for (int attempt = 0; attempt < 5 && caught == 0; attempt++)
+        {
+            using var p = CliProcess.Start(null, null, "unlearn", dir.File("model.onnx"), "--train", dir.File("data.npz"), "--forget", dir.File("forget.npz"),
+                "--corrected", dir.File("corrected.npz"), "--out", Path.Combine(outDir, "new.onnx"), "--quiet");
+            var stderr = p.StandardError.ReadToEndAsync();
+            var stdout = p.StandardOutput.ReadToEndAsync();
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            while (!p.HasExited && clock.Elapsed < Timeout && Directory.GetFiles(outDir, "*.tmp").Length == 0) Thread.Sleep(2);
+            if (!p.HasExited) Assert.Equal(0, kill(p.Id, signal));
+            Assert.True(p.WaitForExit(Timeout), "the process did not end after the signal");
+            Assert.Empty(Directory.GetFiles(outDir, "*.tmp"));
+            if (p.ExitCode == 128 + signal)
+            {
+                caught++;
+                Assert.False(File.Exists(Path.Combine(outDir, "new.onnx")), "a model was written although the write was interrupted");
+            }
+            else
+            {
+                Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}: {stderr.Result}");
+                foreach (var f in Directory.GetFiles(outDir)) File.Delete(f);
+            }
+        }
+        Assert.True(caught == 1, "no signal landed inside the write in 5 runs");
     }
 }
