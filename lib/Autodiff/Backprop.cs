@@ -15,37 +15,7 @@ public static class Backprop
     public static Dictionary<string, string?> Build(GraphProto graph, long opset, GraphBuilder b, TensorShapes shapes,
         IReadOnlyDictionary<string, string> seeds, IReadOnlyCollection<string> wrt, Func<string, long[]?> constInts)
     {
-        var nodes = graph.Node;
-        // What each node reads: its inputs, and for If/Loop/Scan also the outer values its bodies read by name.
-        var outerReads = nodes.Where(ControlFlow.Is).ToDictionary(n => n, ControlFlow.OuterReads);
-        IEnumerable<string> Reads(NodeProto n) => outerReads.TryGetValue(n, out var r) ? n.Input.Concat(r) : n.Input;
-        HashSet<string> Requires(IEnumerable<string> from)
-        {
-            // Forward: values that depend differentiably on `from`.
-            var requires = new HashSet<string>(from);
-            foreach (var node in nodes)
-            {
-                var entry = GradientRegistry.Find(node.OpType, node.Domain);
-                bool flows = node.Input.Select((x, i) => (x, i)).Any(p => requires.Contains(p.x) && (entry is null || entry.Differentiable(p.i)))
-                    || outerReads.TryGetValue(node, out var r) && r.Any(requires.Contains);
-                if (flows) foreach (var o in node.Output) if (o.Length > 0) requires.Add(o);
-            }
-            return requires;
-        }
-        var requires = Requires(wrt);
-        // Backward: values the seeded outputs depend on.
-        var reaches = new HashSet<string>(seeds.Keys);
-        for (int n = nodes.Count - 1; n >= 0; n--)
-            if (nodes[n].Output.Any(reaches.Contains))
-                foreach (var x in Reads(nodes[n])) if (x.Length > 0) reaches.Add(x);
-
-        var active = nodes.Where(n => n.Output.Any(o => requires.Contains(o) && reaches.Contains(o))).ToList();
-        if (active.FirstOrDefault(ControlFlow.Is) is { } branch)
-            throw ControlFlow.OnLossPath(branch, opset, wrt.Where(w => Requires([w]).Overlaps(branch.Output)).ToList());
-        var missing = active.Where(n => GradientRegistry.Find(n.OpType, n.Domain) is null).ToList();
-        if (missing.Count > 0)
-            throw new UserError("no gradient rule for " + string.Join("; ", missing.Select(n => Describe(n, opset))) +
-                $". These ops lie between the trainable parameters and the loss; freeze the parameters before them ({Setting("Frozen")}) or file an issue asking for the rule.");
+        var (active, requires) = Active(graph, opset, seeds.Keys, wrt, _ => false);
 
         var contributions = new Dictionary<string, List<string>>();
         var summed = new Dictionary<string, string>();
@@ -71,6 +41,49 @@ public static class Backprop
             GradientRegistry.Find(node.OpType, node.Domain)!.Rule(ctx);
         }
         return wrt.ToDictionary(w => w, GradOf);
+    }
+
+    /// <summary>
+    /// The nodes between <paramref name="wrt"/> and <paramref name="outputs"/> (in graph order) and the values that depend
+    /// differentiably on <paramref name="wrt"/>. Refuses control flow and ops without a rule on that path, naming them;
+    /// <paramref name="lowered"/> says which rule-less ops a later stage rewrites into ones with rules (for a check made
+    /// before that rewrite).
+    /// </summary>
+    public static (List<NodeProto> Active, HashSet<string> Requires) Active(GraphProto graph, long opset, IEnumerable<string> outputs,
+        IReadOnlyCollection<string> wrt, Func<NodeProto, bool> lowered)
+    {
+        var nodes = graph.Node;
+        // What each node reads: its inputs, and for If/Loop/Scan also the outer values its bodies read by name.
+        var outerReads = nodes.Where(ControlFlow.Is).ToDictionary(n => n, ControlFlow.OuterReads);
+        IEnumerable<string> Reads(NodeProto n) => outerReads.TryGetValue(n, out var r) ? n.Input.Concat(r) : n.Input;
+        HashSet<string> Requires(IEnumerable<string> from)
+        {
+            // Forward: values that depend differentiably on `from`.
+            var requires = new HashSet<string>(from);
+            foreach (var node in nodes)
+            {
+                var entry = GradientRegistry.Find(node.OpType, node.Domain);
+                bool flows = node.Input.Select((x, i) => (x, i)).Any(p => requires.Contains(p.x) && (entry is null || entry.Differentiable(p.i)))
+                    || outerReads.TryGetValue(node, out var r) && r.Any(requires.Contains);
+                if (flows) foreach (var o in node.Output) if (o.Length > 0) requires.Add(o);
+            }
+            return requires;
+        }
+        var requires = Requires(wrt);
+        // Backward: values the seeded outputs depend on.
+        var reaches = new HashSet<string>(outputs);
+        for (int n = nodes.Count - 1; n >= 0; n--)
+            if (nodes[n].Output.Any(reaches.Contains))
+                foreach (var x in Reads(nodes[n])) if (x.Length > 0) reaches.Add(x);
+
+        var active = nodes.Where(n => n.Output.Any(o => requires.Contains(o) && reaches.Contains(o))).ToList();
+        if (active.FirstOrDefault(ControlFlow.Is) is { } branch)
+            throw ControlFlow.OnLossPath(branch, opset, wrt.Where(w => Requires([w]).Overlaps(branch.Output)).ToList());
+        var missing = active.Where(n => GradientRegistry.Find(n.OpType, n.Domain) is null && !lowered(n)).ToList();
+        if (missing.Count > 0)
+            throw new UserError("no gradient rule for " + string.Join("; ", missing.Select(n => Describe(n, opset))) +
+                $". These ops lie between the trainable parameters and the loss; freeze the parameters before them ({Setting("Frozen")}) or file an issue asking for the rule.");
+        return (active, requires);
     }
 
     public static string Describe(NodeProto n, long opset) =>

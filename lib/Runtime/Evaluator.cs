@@ -89,7 +89,7 @@ public sealed class Evaluator : IDisposable
         AllParameters = TrainableParameters.Discover(file, ModelOutput, settings.Params, settings.Frozen);
         CheckParameterSizes(file, AllParameters.Where(p => p.Trainable).ToList());
         Layout = new ParameterLayout(AllParameters.Where(p => p.Trainable).ToList());
-        forward = Autodiff.Lowering.LinearScores.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
+        forward = Forward(file);
         dataInputs = DataInputs(forward.Graph);
         CheckInputTypes(forward.Graph, dataInputs, file.Path);
         probe.Require(dataInputs, $"inputs of '{file.Path}'");
@@ -101,6 +101,27 @@ public sealed class Evaluator : IDisposable
         this.probe = new Dataset(probe.Arrays.Where(kv => dataInputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value.TakeRows(
             Enumerable.Range(0, (int)Math.Min(3, probe.Rows)).Select(i => (long)i).ToArray())), probe.Source);
     }
+
+    /// <summary>The model as the artifacts differentiate it: upgraded to one opset, its linear ai.onnx.ml nodes lowered.</summary>
+    static ModelProto Forward(ModelFile file) => Autodiff.Lowering.LinearScores.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
+
+    /// <summary>
+    /// What the model alone says about its gradient graph, checked before any data is loaded or forward pass run (probing
+    /// a large model takes minutes): a float output, trainable parameters, and no control flow or op without a gradient
+    /// rule between them and the loss (recurrent ops count as differentiable: they are unrolled once shapes are known).
+    /// </summary>
+    public static void Preflight(ModelFile file, LossSettings settings)
+    {
+        var output = Parameters.OutputOrDefault(file, settings.Output);
+        var trainable = TrainableParameters.Discover(file, output, settings.Params, settings.Frozen).Where(p => p.Trainable).Select(p => p.Name).ToList();
+        if (trainable.Count == 0) throw NoTrainableParameters(file, output, settings);
+        var m = Forward(file);
+        Autodiff.Backprop.Active(m.Graph, m.DefaultOpset(), [output], trainable,
+            n => Autodiff.Lowering.Recurrent.Is(n.OpType, n.Domain));
+    }
+
+    static UserError NoTrainableParameters(ModelFile file, string output, LossSettings settings) =>
+        new($"model '{file.Path}' has no trainable parameters for output '{output}'" + (settings.Params is null ? "" : " matching the parameter globs"));
 
     /// <summary>Loads a model and compiles it for <paramref name="settings"/>, probing shapes on <paramref name="probe"/>'s first rows.</summary>
     public static Evaluator Open(string modelPath, LossSettings settings, Dataset probe) => Open(ModelFile.Load(modelPath, settings.ExternalData), settings, probe);
@@ -182,7 +203,7 @@ public sealed class Evaluator : IDisposable
     {
         bool withGradients = kind != ArtifactKind.LossOnly;
         if (withGradients && Layout.Count == 0)
-            throw new UserError($"model '{File.Path}' has no trainable parameters for output '{ModelOutput}'" + (Settings.Params is null ? "" : " matching the parameter globs"));
+            throw NoTrainableParameters(File, ModelOutput, Settings);
         var data = probeData ?? probe;
         builds[kind] = builds.GetValueOrDefault(kind) + 1;
         var artifact = TrainingArtifact.Build(File, forward, m => Probe(m, data), Layout.Parameters, Settings.Loss, ModelOutput,

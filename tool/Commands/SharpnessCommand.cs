@@ -1,6 +1,7 @@
 using System.CommandLine;
 using OnnxUnlearn.Curvature;
 using OnnxUnlearn.Data;
+using OnnxUnlearn.Onnx;
 using OnnxUnlearn.Runtime;
 using OnnxUnlearn.Selection;
 using Spectre.Console;
@@ -30,8 +31,11 @@ public static class SharpnessCommand
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
         {
+            var settings = loss.Read(r);
+            var file = ModelFile.Load(r.GetValue(model)!, settings.ExternalData);
+            Evaluator.Preflight(file, settings);
             using var d = Dataset.Load(r.GetValue(data)!);
-            using var s = Evaluator.Open(r.GetValue(model)!, loss.Read(r), d);
+            using var s = Evaluator.Open(file, settings, d);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             string kind = r.GetValue(score)!;
             var scoreKind = Cli.ParseEnum<ScoreKind>(kind, "--score");
