@@ -1,4 +1,4 @@
-"""Example unlearning request for the README: relabel 6 samples of the mlp fixture (numpy only).
+"""A small unlearning request on the mlp fixture for the tests and samples/InMemoryUnlearn: relabel 6 samples (numpy only).
 
 Z  = 6 training samples as the model was trained on them (true labels);
 Z~ = the same samples with a different label ((y + 1) mod 10), i.e. a label correction request.
