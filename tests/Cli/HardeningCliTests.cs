@@ -213,7 +213,7 @@ public class HardeningCliTests
     [Theory]
     [InlineData(15)] // SIGTERM
     [InlineData(2)]  // SIGINT
-    public void ASignalDuringWriteBackLeavesNoTemporaryFile(int signal)
+    public async Task ASignalDuringWriteBackLeavesNoTemporaryFile(int signal)
     {
         using var dir = new TempDir();
         foreach (var f in new[] { "model.onnx", "model.onnx.data", "data.npz" }) File.Copy(Fixtures.File("mlp_external", f), dir.File(f));
@@ -243,7 +243,7 @@ public class HardeningCliTests
             }
             else
             {
-                Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}: {stderr.Result}");
+                Assert.True(p.ExitCode == 0, $"exit {p.ExitCode}: {await stderr}");
                 foreach (var f in Directory.GetFiles(outDir)) File.Delete(f);
             }
         }
