@@ -43,7 +43,7 @@ public class HostileModelTests
         File.WriteAllBytes(Path.Combine(folder, "data.bin"), Data());
         File.WriteAllBytes(dir.File("outside/secret.bin"), Data());
         File.WriteAllBytes(dir.File("outside/data.bin"), Data());
-        string location = "data.bin", offset = "0";
+        string? location = "data.bin"; string offset = "0";
         string? length = null;
         var w = (TensorProto?)null;
         var b = External("B", [2], "data.bin", WBytes.ToString());
