@@ -93,6 +93,7 @@ public sealed class Evaluator : IDisposable
         dataInputs = DataInputs(forward.Graph);
         CheckInputTypes(forward.Graph, dataInputs, file.Path);
         probe.Require(dataInputs, $"inputs of '{file.Path}'");
+        if (probe.Rows == 0) throw new UserError($"'{probe.Source}' holds no samples (its arrays have 0 rows on axis 0); give a data file with at least one sample");
         probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
         probe.CheckFinite(dataInputs, settings.AllowNonFinite, $"an input of '{file.Path}'");
         uncheckedTargets = probe;
@@ -223,9 +224,12 @@ public sealed class Evaluator : IDisposable
         var probeModel = model.Clone();
         foreach (var t in probeModel.Graph.Initializer) t.Inline(File);
         var types = model.Graph.Input.Where(i => dataInputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
-        // Two batch sizes tell batch-dependent dimensions apart from fixed ones.
-        var sizes = FixedBatch == 1 ? [1L] : new[] { Math.Min(2, data.Rows), Math.Min(3, data.Rows) }.Distinct().ToArray();
-        using var probeData = new Dataset(data.Arrays.Where(kv => dataInputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value), data.Source);
+        // Two batch sizes tell batch-dependent dimensions apart from fixed ones: batches of 2 and 3 rows, repeating rows of a
+        // smaller file (one probe size would leave the batch axis fixed, and batches of another size would be refused).
+        long[] sizes = FixedBatch == 1 ? [1L] : [2L, 3L];
+        var inputs = data.Arrays.Where(kv => dataInputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
+        using var probeData = data.Rows >= 3 ? new Dataset(inputs, data.Source)
+            : new Dataset(inputs.ToDictionary(kv => kv.Key, kv => kv.Value.TakeRows([0, 1 % data.Rows, 2 % data.Rows])), data.Source);
         var feeds = sizes.Select(n => probeData.Batch(0, n, types)).ToList();
         var result = ShapeProbe.Run(probeModel, feeds);
         probes.Add((model, data, result.Copy()));

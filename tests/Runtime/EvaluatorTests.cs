@@ -69,4 +69,36 @@ public class EvaluatorTests
         Assert.Equal(g0, again);
         Assert.Equal(model.ReadParameters().Span.ToArray(), theta.Span.ToArray());
     }
+
+    /// <summary>
+    /// An evaluator opened on a file of one or two rows probes shapes at two batch sizes all the same (rows repeated), so
+    /// its batch axis stays dynamic: batches of one give the gradient an evaluator opened on all 64 rows gives those rows.
+    /// </summary>
+    [Theory]
+    [InlineData("mlp", 1)]
+    [InlineData("mlp", 2)]
+    [InlineData("cnn", 2)]
+    [InlineData("charlstm", 2)]
+    public void ASmallFileKeepsTheBatchAxisDynamic(string fixture, int rows)
+    {
+        using var all = Dataset.Load(Fixtures.File(fixture, "data.npz"));
+        using var few = all.Take(Enumerable.Range(0, rows).Select(i => (long)i).ToList(), "few");
+        using var reference = Evaluator.Open(Fixtures.File(fixture, "model.onnx"), new LossSettings(), all);
+        using var small = Evaluator.Open(Fixtures.File(fixture, "model.onnx"), new LossSettings { BatchSize = 1 }, few);
+        var expected = new float[reference.Layout.Size];
+        var actual = new float[small.Layout.Size];
+        double lossExpected = reference.Gradient(reference.ReadParameters(), few, expected).Loss;
+        double lossActual = small.Gradient(small.ReadParameters(), few, actual).Loss;
+        Assert.Equal(lossExpected, lossActual, 5);
+        Assert.True(Numerics.RelativeL2(expected, actual) < 1e-5, $"relative L2 {Numerics.RelativeL2(expected, actual):E2}");
+    }
+
+    [Fact]
+    public void AFileWithoutSamplesIsRefused()
+    {
+        using var all = Dataset.Load(Fixtures.File("mlp", "data.npz"));
+        using var none = all.Take([], "empty.npz");
+        var e = Assert.Throws<UserError>(() => Evaluator.Open(Fixtures.File("mlp", "model.onnx"), new LossSettings(), none));
+        Assert.Contains("'empty.npz' holds no samples", e.Message);
+    }
 }
