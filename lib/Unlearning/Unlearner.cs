@@ -54,6 +54,12 @@ public sealed record UnlearnOptions
     public double UtilityBudget { get; init; } = 0.02;
     /// <summary>Rows of the training set (seeded sample) that measure utility during iterative steps.</summary>
     public int RetainSamples { get; init; } = 256;
+    /// <summary>
+    /// With corrected samples and a class loss: once a step has moved a prediction of Z or Z̃ toward the request, iterative
+    /// steps stop when this many steps in a row moved none further, keeping the update of the step that moved the most.
+    /// 0 turns the rule off.
+    /// </summary>
+    public int DecisionPatience { get; init; } = 3;
     /// <summary>Number of training samples n in Δg = (1/n)(Σ∇ℓ(z̃) − Σ∇ℓ(z)); null = rows of the training file.</summary>
     public long? TrainSize { get; init; }
     /// <summary>A given selection: .npz of 0/1 masks keyed by parameter name (as written by <c>select</c>); replaces <see cref="Select"/>.</summary>
@@ -82,6 +88,11 @@ public enum StepOutcome
     NoImprovement,
     /// <summary>Conjugate gradients gave no usable direction (see <see cref="UnlearnStep.Cg"/>): the step is not taken.</summary>
     CgFailed,
+    /// <summary>
+    /// The last <see cref="UnlearnOptions.DecisionPatience"/> steps moved no prediction of Z or Z̃ further toward the request:
+    /// the update of the step that moved the most (<see cref="UnlearnStep.Kept"/>) is kept, the later ones undone.
+    /// </summary>
+    DecisionsSettled,
 }
 
 /// <param name="Scores">The scores the selection ranked (scored selections only).</param>
@@ -93,8 +104,10 @@ public sealed record UnlearnResult(int[] Selected, float[] Update, double Tau, C
 }
 
 /// <summary>One update step: its size, the objective J = (|Z̃|·L(Z̃) − |Z|·L(Z))/n after it, the retain loss, and its cost.</summary>
+/// <param name="Moved">Decisions moved toward the request, |Z̃|·acc(Z̃) − |Z|·acc(Z) in labelled elements (class losses with Z̃).</param>
+/// <param name="Kept">With <see cref="StepOutcome.DecisionsSettled"/>: the step whose update is kept.</param>
 public sealed record UnlearnStep(int Step, double Tau, double Objective, double RetainLoss, double UpdateNorm, long GradientEvaluations, StepOutcome Outcome,
-    double? Exposure = null, CgStop? Cg = null);
+    double? Exposure = null, CgStop? Cg = null, double? Moved = null, int? Kept = null);
 
 /// <summary>
 /// A measurement after each accepted iterative step, at parameters θ (only the <c>selected</c> elements differ from the
@@ -263,12 +276,22 @@ public static class Unlearner
             return train.Take(picked, $"{train.Source} (retain sample)");
         }
 
-        /// <summary>J = (|Z̃|·L(Z̃) − |Z|·L(Z))/n at the current θ.</summary>
-        double Objective()
+        /// <summary>
+        /// J = (|Z̃|·L(Z̃) − |Z|·L(Z))/n at the current θ, and the decisions moved toward the request: correct predictions of
+        /// Z̃ less those of Z (null without Z̃ or without accuracies: deletions, regression losses).
+        /// </summary>
+        (double J, double? Moved) Objective()
         {
-            double j = -q.Forget.Rows * model.Loss(theta, q.Forget).Loss;
-            if (q.Corrected is { } corrected) j += corrected.Rows * model.Loss(theta, corrected).Loss;
-            return j / q.N;
+            var f = model.Loss(theta, q.Forget);
+            double j = -q.Forget.Rows * f.Loss;
+            double? moved = null;
+            if (q.Corrected is { } corrected)
+            {
+                var c = model.Loss(theta, corrected);
+                j += corrected.Rows * c.Loss;
+                if (c.Accuracy is { } ac && f.Accuracy is { } af) moved = ac * c.Count - af * f.Count;
+            }
+            return (j / q.N, moved);
         }
 
         void Set(float[] u) => TensorPrimitives.Add(q.Theta0.Span, u, theta.Span);
@@ -284,8 +307,12 @@ public static class Unlearner
             double stepTau = o.Update == UpdateKind.FirstOrder && tau > 0 ? tau : 1;
             TensorPrimitives.Multiply(single, (float)(-1 / stepTau), dir);
             Set(update);
-            double j = Objective(), r = retainStart;
-            steps.Add(new UnlearnStep(0, 0, j, r, 0, model.GradientEvaluations, StepOutcome.Start));
+            var (j, moved) = Objective();
+            double r = retainStart;
+            steps.Add(new UnlearnStep(0, 0, j, r, 0, model.GradientEvaluations, StepOutcome.Start, Moved: moved));
+            // The step that moved the most decisions so far, and its update: J falls without bound as L(Z) grows, long after
+            // every prediction has moved, and those later steps only cost held-out accuracy.
+            var kept = (Step: 0, Moved: moved ?? double.NaN, J: j, R: r, Update: (float[])update.Clone());
 
             for (int k = 1; k <= maxSteps; k++)
             {
@@ -297,14 +324,15 @@ public static class Unlearner
                 }
                 ProtectRetain(dir);
                 var current = (float[])update.Clone();
-                (double J, double R, double Tau)? best = null;
+                (double J, double R, double Tau, double? Moved)? best = null;
                 foreach (var f in StepFactors)
                 {
                     TensorPrimitives.MultiplyAdd(dir, (float)(-f * stepTau), current, tmp);
                     Set(tmp);
-                    double jj = Objective(), rr = model.Loss(theta, retain).Loss;
+                    var (jj, mm) = Objective();
+                    double rr = model.Loss(theta, retain).Loss;
                     // a step may spend at most half the budget left, so the early large steps do not exhaust it
-                    if (rr <= r + 0.5 * (retainLimit - r) && jj < j - 1e-3 * Math.Abs(j) && (best is null || jj < best.Value.J)) best = (jj, rr, f * stepTau);
+                    if (rr <= r + 0.5 * (retainLimit - r) && jj < j - 1e-3 * Math.Abs(j) && (best is null || jj < best.Value.J)) best = (jj, rr, f * stepTau, mm);
                 }
                 if (best is not { } b)
                 {
@@ -318,8 +346,19 @@ public static class Unlearner
                 if (o.Update == UpdateKind.FirstOrder) stepTau = b.Tau;
                 var (value, done) = check?.Invoke(selected, theta) ?? (double.NaN, false);
                 steps.Add(new UnlearnStep(k, b.Tau, j, r, Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), model.GradientEvaluations,
-                    done ? StepOutcome.TargetReached : StepOutcome.Accepted, check is null ? null : value));
+                    done ? StepOutcome.TargetReached : StepOutcome.Accepted, check is null ? null : value, Moved: b.Moved));
                 if (done) break;
+                if (b.Moved is { } m && !(m <= kept.Moved)) kept = (k, m, j, r, (float[])update.Clone());
+                // (only once some decision has moved: a memorised forget set, a backdoor's, takes steps before any does)
+                else if (b.Moved is not null && o.DecisionPatience > 0 && kept.Step > 0 && k - kept.Step >= o.DecisionPatience)
+                {
+                    update = kept.Update;
+                    Set(update);
+                    (j, r) = (kept.J, kept.R);
+                    steps.Add(new UnlearnStep(k, 0, j, r, Math.Sqrt(TensorPrimitives.SumOfSquares<float>(update)), model.GradientEvaluations,
+                        StepOutcome.DecisionsSettled, Moved: kept.Moved, Kept: kept.Step));
+                    break;
+                }
             }
             return (update, steps);
         }

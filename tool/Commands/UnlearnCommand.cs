@@ -38,6 +38,7 @@ public static class UnlearnCommand
         var requireAccuracy = new Option<double?>("--require-accuracy") { Description = "a target: accuracy on the corrected set (or forget set) after unlearning, in [0, 1]; missed: exit 3 and no model written (unless --write-on-miss)" };
         var writeOnMiss = new Option<bool>("--write-on-miss") { Description = "write the new model to --out even when a target (--require-accuracy, --target-exposure) is missed; the exit code is still 3" };
         var steps = new Option<string>("--steps") { Description = $"update steps: 1 = the method's single update; K or auto (at most {UnlearnOptions.AutoSteps}) = repeat it, recomputing Δg (and curvature) and searching the step size each time, until the objective stops improving, --utility-budget binds or --target-exposure is reached", DefaultValueFactory = _ => "auto" };
+        var patience = new Option<int>("--decision-patience") { Description = "with --corrected and a class loss: once steps have moved predictions of the forget or corrected samples, stop after this many steps in a row that move none further, keeping the step that moved the most (0: off)", DefaultValueFactory = _ => new UnlearnOptions().DecisionPatience };
         var budget = new Option<double>("--utility-budget") { Description = "largest relative rise of the loss on a retain sample of --train during iterative steps", DefaultValueFactory = _ => 0.02 };
         var targetExposure = new Option<double?>("--target-exposure") { Description = "stop the steps as soon as the secret's exposure (bits, measured on the patched model) is below this; needs --vocab, --prefix, --secret" };
         var vocab = new Option<string?>("--vocab") { Description = "VOCAB.json of a next-token model: with --prefix and --secret, the secret's exposure is measured before and after" };
@@ -53,7 +54,7 @@ public static class UnlearnCommand
         var loss = new LossOptions();
         var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically. Exit codes: 0 an effective update, 2 bad input, 3 a stated target missed (no model written unless --write-on-miss), 4 no effective change (nothing written).");
         c.Arguments.Add(model);
-        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, writeOnMiss, steps, budget, targetExposure, vocab, prefix, secret, secretFile, auditKey, format, alphabet, candidates, exposureBudget, json })
+        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, writeOnMiss, steps, patience, budget, targetExposure, vocab, prefix, secret, secretFile, auditKey, format, alphabet, candidates, exposureBudget, json })
             c.Options.Add(opt);
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
@@ -67,7 +68,7 @@ public static class UnlearnCommand
                 Tau = r.GetValue(tau), Damping = r.GetValue(damping), Probes = r.GetValue(probes), Estimator = Cli.ParseEstimator(r.GetValue(estimator)!), Seed = r.GetValue(seed),
                 MaxIterations = r.GetValue(iterations), Tolerance = r.GetValue(tolerance),
                 HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize), MaskFile = r.GetValue(mask),
-                Steps = ParseSteps(r.GetValue(steps)!), UtilityBudget = r.GetValue(budget),
+                Steps = ParseSteps(r.GetValue(steps)!), DecisionPatience = r.GetValue(patience) >= 0 ? r.GetValue(patience) : throw new UserError($"--decision-patience must be 0 or more, got {r.GetValue(patience)}"), UtilityBudget = r.GetValue(budget),
             };
             var lossSettings = loss.Read(r);
             ExposureTarget? exposure = null;
@@ -138,6 +139,7 @@ public static class UnlearnCommand
         StepOutcome.TargetReached => "accepted; target reached",
         StepOutcome.NoImprovement => "stopped: no step size lowers the objective within the utility budget",
         StepOutcome.CgFailed => $"stopped: CG {(x.Cg is { } c ? Describe(c) : "failed")}",
+        StepOutcome.DecisionsSettled => $"stopped: the last steps moved no prediction of the forget or corrected samples; kept step {x.Kept}",
         _ => x.Outcome.ToString(),
     };
 

@@ -1,0 +1,9 @@
+#!/bin/sh
+# Forgetting with the defaults (docs/benchmarks/forgetting.md): `unlearn` with no tuning flag on the digits label flips
+# and backdoors of testdata/experiments/ (CNN and MLP), against the retrained models PyTorch trained next to them.
+# Writes docs/benchmarks/forgetting.{md,json}. Usage: benchmarks/forgetting.sh [extra unlearn flags, e.g. --decision-patience 0]
+# Needs the .NET 10 SDK and Debian's /usr/bin/python3 with numpy (no torch).
+set -eu
+cd "$(dirname "$0")/.."
+dotnet build tool -c Release -v quiet -nologo >/dev/null
+exec /usr/bin/python3 benchmarks/forgetting.py "$@"
