@@ -88,9 +88,13 @@ public static class Contrib
             }
             case "FusedMatMul":
             {   // Y = α·op(A)·op(B); op moves axis 0 behind the batch axes (transBatch) and swaps the last two (trans).
-                var a = MatMulOperand(b, X, Int(n, "transA"), Int(n, "transBatchA"), ranks, what, "A");
-                var bb = MatMulOperand(b, In(1)!, Int(n, "transB"), Int(n, "transBatchB"), ranks, what, "B");
-                var y = b.MatMul(a, bb);
+                long ta = Int(n, "transA"), tb = Int(n, "transB"), tba = Int(n, "transBatchA"), tbb = Int(n, "transBatchB");
+                string y;
+                if ((ta != 0 && !ranks.ContainsKey(X) || tb != 0 && !ranks.ContainsKey(In(1)!)) && tba == 0 && tbb == 0)
+                    // Ranks unrecorded (ONNX Runtime saves no value_info): swap the last two axes whatever the rank.
+                    y = b.Op("Einsum", [X, In(1)!], ("equation", (ta != 0 ? "...ji" : "...ij") + "," + (tb != 0 ? "...kj" : "...jk") + "->...ik"));
+                else
+                    y = b.MatMul(MatMulOperand(b, X, ta, tba, ranks, what, "A"), MatMulOperand(b, In(1)!, tb, tbb, ranks, what, "B"));
                 float alpha = Float(n, "alpha", 1f);
                 return [alpha == 1f ? y : b.Mul(y, b.Scalar(alpha, y))];
             }
