@@ -166,3 +166,23 @@ public class OrtOptimizedFixtureTests(ITestOutputHelper log)
         return sum / labels.Length;
     }
 }
+
+/// <summary>Level all on x86 writes the blocked-layout com.microsoft.nchwc ops: refused with the level to save at instead.</summary>
+public class OrtLevelAllTests
+{
+    [Fact]
+    public void NchwcOpsFromLevelAllAreRefusedByTheCli()
+    {
+        using var dir = new TempDir();
+        using (var options = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL, OptimizedModelFilePath = dir.File("all.onnx") })
+        using (new InferenceSession(Fixtures.File("cnn", "model.onnx"), options)) { }
+        var nchwc = ModelFile.Load(dir.File("all.onnx")).Graph.Node.FirstOrDefault(n => n.Domain == Contrib.Domain + ".nchwc");
+        if (System.Runtime.InteropServices.RuntimeInformation.ProcessArchitecture != System.Runtime.InteropServices.Architecture.X64) return;
+        Assert.NotNull(nchwc);   // x86-64: ONNX Runtime's NCHWc transformer always applies to this conv net
+        var (code, _, err) = CliRunner.Run("grad", dir.File("all.onnx"), "--data", Fixtures.File("cnn", "data.npz"), "--out", dir.File("g.npz"));
+        Assert.Equal(2, code);
+        Assert.Contains($"com.microsoft.nchwc.{nchwc.OpType}", err);
+        Assert.Contains("ORT_ENABLE_EXTENDED", err);
+        Assert.Single(err.Trim().Split('\n'));
+    }
+}
