@@ -151,6 +151,10 @@ public class ContribLoweringTests(ITestOutputHelper log)
     [Fact] public void FusedGemmSigmoid() => FusedGemm("Sigmoid", 1);
     [Fact] public void FusedGemmHardSigmoid() => FusedGemm("HardSigmoid", 0, ("activation_alpha", 0.25f), ("activation_beta", 0.6f));
     [Fact] public void FusedGemmElu() => FusedGemm("Elu", 0, ("activation_alpha", 0.8f));
+    [Fact] public void FusedGemmSelu() => FusedGemm("Selu", 1, ("activation_alpha", 1.5f), ("activation_gamma", 1.1f));
+    [Fact] public void FusedGemmSoftplus() => FusedGemm("Softplus");
+    [Fact] public void FusedGemmSoftsign() => FusedGemm("Softsign", 1);
+    [Fact] public void FusedGemmThresholdedRelu() => FusedGemm("ThresholdedRelu", 0, ("activation_alpha", 0.4f));
     [Fact] public void FusedGemmTransA() => Check(new NodeModel
     {
         Op = "FusedGemm", Domain = MS, Inputs = [("a", [5, 3]), ("b", [5, 4]), ("c", [3, 4])], Attrs = [("activation", "Relu"), ("transA", 1L)],
@@ -199,14 +203,15 @@ public class ContribLoweringTests(ITestOutputHelper log)
     [Fact] public void SkipSimplifiedLayerNormalization() => SkipSimplified(bias: true);   // mean (output 1) is zeros, as the kernel writes it
     [Fact] public void SkipSimplifiedLayerNormalizationNoBiasNoSum() => SkipSimplified(bias: false, unused: [1, 2, 3]);
 
-    void Simplified(long axis, long[] x, long[] scale, int outputs = 1) => Check(new NodeModel
+    void Simplified(long axis, long[] x, long[] scale, int outputs = 1, long opset = 17) => Check(new NodeModel
     {
-        Op = "SimplifiedLayerNormalization", Outputs = outputs, Attrs = [("axis", axis), ("epsilon", 1e-5f)], Inputs = [("x", x), ("scale", scale)],
+        Op = "SimplifiedLayerNormalization", Outputs = outputs, Opset = opset, Attrs = [("axis", axis), ("epsilon", 1e-5f)], Inputs = [("x", x), ("scale", scale)],
     }, 2e-5);
 
     [Fact] public void SimplifiedLayerNormalization() => Simplified(-1, [2, 3, 8], [8]);
     [Fact] public void SimplifiedLayerNormalizationInvStd() => Simplified(-1, [4, 6], [6], outputs: 2);
     [Fact] public void SimplifiedLayerNormalizationTwoAxes() => Simplified(-2, [2, 3, 4], [3, 4]);
+    [Fact] public void SimplifiedLayerNormalizationOpset13() => Simplified(-1, [2, 3, 8], [8], opset: 13);   // upgraded to 16 first, then lowered
     [Fact] public void SimplifiedLayerNormalizationPositiveAxis() => Simplified(1, [2, 3, 4], [3, 4], outputs: 2);
 
     // ---- BiasAdd and BiasSoftmax: ONNX Runtime has no CPU kernel for them (CUDA only), so the reference is computed here ----
