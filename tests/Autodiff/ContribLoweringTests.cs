@@ -194,6 +194,22 @@ public class ContribLoweringTests(ITestOutputHelper log)
     [Fact] public void SkipLayerNormalizationNoBetaNoBias() => SkipLayerNorm(beta: false, bias: false, unused: [1, 2, 3]);
     [Fact] public void SkipLayerNormalizationBroadcastSkip() => SkipLayerNorm(beta: true, bias: false, skip: [3, 8], unused: [1]);
 
+    /// <summary>Pre-LN residual streams read the sum (output 3) in the next layer: both outputs feed the loss.</summary>
+    [Fact]
+    public void SkipLayerNormalizationSumFeedsTheNextLayer() => Check(() =>
+    {
+        var (model, feeds, wrt) = new NodeModel
+        {
+            Op = "SkipLayerNormalization", Domain = MS, Outputs = 4, Attrs = [("epsilon", 1e-5f)],
+            Inputs = [("x", [2, 3, 8]), ("skip", [2, 3, 8]), ("gamma", [8]), ("beta", [8]), ("bias", [8])],
+        }.Build();
+        foreach (var o in new[] { 1, 2 }) Drop(model, o);
+        model.Graph.Node.Add(new NodeProto { OpType = "Mul", Name = "next", Input = { "y0", "y3" }, Output = { "z" } });
+        model.Graph.Output.Clear();
+        model.Graph.Output.Add(new global::Onnx.ValueInfoProto { Name = "z" });
+        return (model, feeds, wrt);
+    }, "SkipLayerNormalization", tolerance: 2e-5);
+
     void SkipSimplified(bool bias, params int[] unused) => Check(new NodeModel
     {
         Op = "SkipSimplifiedLayerNormalization", Domain = MS, Outputs = 4, Attrs = [("epsilon", 1e-5f)],
@@ -288,5 +304,13 @@ public class ContribLoweringTests(ITestOutputHelper log)
         var (model, _, _) = new NodeModel { Op = "FusedConv", Domain = MS, Inputs = [("x", [1, 2, 4, 4]), ("w", [3, 2, 3, 3])], Attrs = [("activation", "Gelu")] }.Build();
         var e = Assert.Throws<UserError>(() => Contrib.Lower(OpsetUpgrade.Apply(model), "m.onnx"));
         Assert.Contains("FusedConv 'FusedConv_0' of 'm.onnx' has activation 'Gelu'", e.Message);
+    }
+
+    [Fact]
+    public void ExtraOutputsAreRefused()
+    {
+        var (model, _, _) = new NodeModel { Op = "Gelu", Domain = MS, Inputs = [("x", [2, 3])], Outputs = 2 }.Build();
+        var e = Assert.Throws<UserError>(() => Contrib.Lower(OpsetUpgrade.Apply(model), "m.onnx"));
+        Assert.Equal("Gelu 'Gelu_0' of 'm.onnx' has 2 outputs; the op has 1: the file is damaged, re-export it", e.Message);
     }
 }

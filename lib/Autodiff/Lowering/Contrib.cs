@@ -55,9 +55,10 @@ public static class Contrib
             for (int i = 0; i < n.Output.Count; i++)
             {
                 if (n.Output[i].Length == 0) continue;
-                if (i >= outs.Length || outs[i] is not { } value)
-                    throw new UserError($"{what} has output {i} ('{n.Output[i]}') in use, which ONNX Runtime's CPU kernel does not compute; re-export the model without it");
-                b.Nodes.Add(new NodeProto { OpType = "Identity", Name = b.Fresh("contrib_Identity"), Input = { value }, Output = { n.Output[i] } });
+                if (i >= outs.Length)
+                    throw new UserError($"{what} has {n.Output.Count} outputs; the op has {outs.Length}: the file is damaged, re-export it");
+                // An Identity keeps the output's name (other nodes and the graph outputs read it).
+                b.Nodes.Add(new NodeProto { OpType = "Identity", Name = b.Fresh("contrib_Identity"), Input = { outs[i] }, Output = { n.Output[i] } });
             }
             g.Node.AddRange(b.Nodes.Skip(start));
         }
@@ -67,8 +68,8 @@ public static class Contrib
 
     static string Name(NodeProto n) => UserError.Quote(n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault() ?? "");
 
-    /// <summary>The values of each output of one node, in standard ops (null: an output the CPU kernel does not compute).</summary>
-    static string?[] Emit(GraphBuilder b, NodeProto n, string what, Dictionary<string, int> ranks)
+    /// <summary>The values of each output of one node, in standard ops.</summary>
+    static string[] Emit(GraphBuilder b, NodeProto n, string what, Dictionary<string, int> ranks)
     {
         string? In(int i) => i < n.Input.Count && n.Input[i].Length > 0 ? n.Input[i] : null;
         string X = In(0) ?? throw new UserError($"{what} has no input 0");
@@ -173,7 +174,7 @@ public static class Contrib
         float P(int i, float def) => i < p.Length ? p[i] : def;
         return act switch
         {
-            null or "" or "Identity" => y,
+            null or "" => y,
             "Relu" or "Tanh" or "Sigmoid" => b.Op(act, [y]),
             "LeakyRelu" => b.Op("LeakyRelu", [y], ("alpha", P(0, 0.01f))),
             "HardSigmoid" => b.Op("HardSigmoid", [y], ("alpha", P(0, 0.2f)), ("beta", P(1, 0.5f))),
