@@ -31,10 +31,11 @@ public sealed record ModelSummary(
         var tensors = parameters.Select(p => new Tensor(p.Name, DataTypes.Name(p.DataType), p.Shape, p.Elements,
             p.Storage switch { ParameterStorage.Constant => "constant-node", ParameterStorage.Attribute => "node-attribute", _ => p.External ? "external" : "embedded" },
             p.Trainable, p.WhyNot)).ToList();
-        // Linear ai.onnx.ml nodes are lowered to standard ops and recurrent ops unrolled for gradients: they need no rule of
-        // their own. A ZipMap only repackages probabilities as maps for callers; no loss is taken through it.
+        // Linear ai.onnx.ml nodes and ONNX Runtime's fused ops are lowered to standard ops and recurrent ops unrolled for
+        // gradients: they need no rule of their own. A ZipMap only repackages probabilities as maps for callers; no loss is
+        // taken through it.
         var missing = g.Node.Where(n => GradientRegistry.Find(n.OpType, n.Domain) is null && !Lowering.Recurrent.Is(n.OpType, n.Domain)
-                && !LinearModels.Is(n) && !ZipMap.Is(n))
+                && !LinearModels.Is(n) && !ZipMap.Is(n) && !Lowering.Contrib.Is(n))
             .Select(n => new MissingRule(Domains.OpName(n.Domain, n.OpType), n.Name.Length > 0 ? n.Name : n.Output.FirstOrDefault() ?? "", OpsetOf(file.Model, n.Domain)))
             .ToList();
         return new ModelSummary(

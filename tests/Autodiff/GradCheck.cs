@@ -78,7 +78,7 @@ public static class GradCheck
         var file = new ModelFile(m, "<gradcheck>", Path.GetTempPath());
         var all = TrainableParameters.Discover(file, output, wrt.ToList());
         var trainable = all.Where(p => wrt.Contains(p.Name)).ToList();
-        var forward = OpsetUpgrade.Apply(m);
+        var forward = OnnxUnlearn.Autodiff.Lowering.Contrib.Lower(OpsetUpgrade.Apply(m), "<gradcheck>");
 
         var dataInputs = Evaluator.DataInputs(forward.Graph);
         var types = forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
