@@ -187,7 +187,9 @@ public static class OrtFeeds
             TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(Integers(a, type, what, firstRow, int.MinValue, int.MaxValue).Select(v => (int)v).ToArray(), a.Shape),
             TensorElementType.UInt8 => OrtValue.CreateTensorValueFromMemory(Integers(a, type, what, firstRow, 0, 255).Select(v => (byte)v).ToArray(), a.Shape),
             TensorElementType.Bool => OrtValue.CreateTensorValueFromMemory(Integers(a, type, what, firstRow, long.MinValue, long.MaxValue).Select(v => v != 0).ToArray(), a.Shape),
+            // Rounded to nearest even, as the model's own Cast would round them.
             TensorElementType.Float16 => OrtValue.CreateTensorValueFromMemory(a.ToFloat().Select(v => (Float16)v).ToArray(), a.Shape),
+            TensorElementType.BFloat16 => OrtValue.CreateTensorValueFromMemory(a.ToFloat().Select(v => (BFloat16)v).ToArray(), a.Shape),
             _ => throw new UserError($"{what}: the model wants element type {type}, which data files cannot feed yet"),
         };
     }
