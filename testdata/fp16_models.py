@@ -65,6 +65,10 @@ def fp16_cnn():
     onnx.save(m, os.path.join(out, "model.onnx"))
     x16 = data["x"].astype(np.float16)
     save_npz(os.path.join(out, "data.npz"), {"x": x16, "label": data["label"]})
+    # as testdata/make_examples.py does for mlp: 8 samples to unlearn, and the same samples relabelled (label + 1) mod 10
+    rows = np.arange(8)
+    save_npz(os.path.join(out, "forget.npz"), {"x": x16[rows], "label": data["label"][rows]})
+    save_npz(os.path.join(out, "corrected.npz"), {"x": x16[rows], "label": (data["label"][rows] + 1) % 10})
     model = load_weights(CNN(), m, torch.float16)
     ref = grads(model, torch.from_numpy(x16.astype(np.float64)), torch.from_numpy(data["label"]))
     save_npz(os.path.join(out, "reference.npz"), ref)

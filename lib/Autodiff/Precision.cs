@@ -63,6 +63,33 @@ public static class Precision
         return m;
     }
 
+    /// <summary>A float32 value rounded to a stored type as the write-back rounds it (to nearest even), back in float32.</summary>
+    public static float Round(float value, int type) => type switch
+    {
+        DataTypes.Float16 => (float)(Half)value,
+        DataTypes.BFloat16 => OnnxUnlearn.Onnx.TensorProtoExtensions.BFloat16ToFloat(WeightPatch.ToBFloat16(value)),
+        _ => value,
+    };
+
+    /// <summary>
+    /// θ with each float16/bfloat16 parameter's elements rounded to its stored type: the values the model holds once θ is
+    /// written. The loss-only artifact casts its float32 parameter inputs to the stored type itself, but ONNX Runtime's CPU
+    /// provider may drop a float32→float16→float32 Cast pair it inserted around a float16 node, so θ is rounded here.
+    /// Null when no parameter is stored in a reduced type.
+    /// </summary>
+    public static float[]? RoundedToStored(ParameterLayout layout, ReadOnlySpan<float> theta)
+    {
+        if (!layout.Parameters.Any(p => IsReduced(p.DataType))) return null;
+        var rounded = theta.ToArray();
+        for (int t = 0; t < layout.Count; t++)
+        {
+            int type = layout.Parameters[t].DataType;
+            if (!IsReduced(type)) continue;
+            foreach (ref var v in layout.Of(rounded.AsSpan(), t)) v = Round(v, type);
+        }
+        return rounded;
+    }
+
     /// <summary>The tensor as float32 (float16 and bfloat16 values are exactly float32 values), same name and shape.</summary>
     static TensorProto Widened(TensorProto t, ModelFile file)
     {

@@ -18,8 +18,8 @@ public static class EvalCommand
             using var d = Dataset.Load(r.GetValue(data)!);
             using var m = Evaluator.Open(r.GetValue(model)!, loss.Read(r), d);
             var result = m.Loss(m.ReadParameters(), d);
-            if (r.GetValue(json)) Cli.WriteJson(new { model = r.GetValue(model), data = r.GetValue(data), loss = result.Loss, accuracy = result.Accuracy, count = result.Count });
-            else Console.WriteLine($"loss {result.Loss:G6}" + (result.Accuracy is { } a ? $", accuracy {a:P2}" : "") + $" over {result.Count} labelled elements");
+            if (r.GetValue(json)) Cli.WriteJson(new { model = r.GetValue(model), data = r.GetValue(data), loss = result.Loss, accuracy = result.Accuracy, count = result.Count, forward = m.FiguresForward });
+            else Console.WriteLine($"loss {result.Loss:G6}" + (result.Accuracy is { } a ? $", accuracy {a:P2}" : "") + $" over {result.Count} labelled elements ({m.FiguresForward})");
             return Cli.Ok;
         }));
         return c;
