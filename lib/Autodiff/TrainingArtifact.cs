@@ -79,13 +79,14 @@ public sealed class TrainingArtifact
         foreach (var t in initializers)
         {
             t.Inline(file);
-            if (!trainableNames.Contains(t.Name) || embedDefaults) g.Initializer.Add(t);
+            if (!trainableNames.Contains(t.Name)) g.Initializer.Add(t);
+            else if (embedDefaults) g.Initializer.Add(AsFloat32(t, file));
         }
         // Constant-node parameters become initializers (then inputs) of the same name.
         foreach (var node in g.Node.Where(n => n.OpType == "Constant" && trainableNames.Contains(n.Output[0])).ToList())
         {
             g.Node.Remove(node);
-            if (embedDefaults) { var t = node.ConstantValue()!.Clone(); t.Name = node.Output[0]; g.Initializer.Add(t); }
+            if (embedDefaults) { var t = node.ConstantValue()!.Clone(); t.Name = node.Output[0]; g.Initializer.Add(AsFloat32(t, file)); }
         }
         var graphInputs = g.Input.Select(i => i.Name).ToHashSet();
         foreach (var i in g.Input.Where(i => trainableNames.Contains(i.Name)).ToList()) g.Input.Remove(i);
@@ -207,6 +208,15 @@ public sealed class TrainingArtifact
         var shape = new TensorShapeProto();
         foreach (var d in dims) shape.Dim.Add(d >= 0 ? new TensorShapeProto.Types.Dimension { DimValue = d } : new TensorShapeProto.Types.Dimension { DimParam = "d" + shape.Dim.Count });
         return new global::Onnx.ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = type, Shape = shape } } };
+    }
+
+    /// <summary>A parameter's default value as the float32 input it stands for (its stored values widened).</summary>
+    static TensorProto AsFloat32(TensorProto t, ModelFile file)
+    {
+        if (t.DataType == DataTypes.Float) return t;
+        var wide = new TensorProto { Name = t.Name, DataType = DataTypes.Float, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.ReadFloats(file).AsSpan())) };
+        wide.Dims.AddRange(t.Dims);
+        return wide;
     }
 
     /// <summary>Integer values of an initializer or Constant node (axes, pads, shapes given as inputs).</summary>
