@@ -75,6 +75,17 @@ public class ReducedPrecisionCliTests
         Assert.All(outputs[0].GetTensorDataAsSpan<Float16>().ToArray(), v => Assert.True(float.IsFinite((float)v)));
     }
 
+    /// <summary>predict reads float16 logits: all 64 digits right (the fixture's accuracy, as eval gives it).</summary>
+    [Fact]
+    public void PredictReadsFloat16Outputs()
+    {
+        using var dir = new TempDir();
+        var (code, stdout, err) = CliRunner.Run("predict", Fp16("model.onnx"), "--data", Fp16("data.npz"), "--out", dir.File("p.npz"));
+        Assert.True(code == 0, err);
+        Assert.Contains("64 predictions written", stdout);
+        Assert.Contains("accuracy 100.00 %", stdout);
+    }
+
     [Fact]
     public void EvalSaysTheForward()
     {
