@@ -98,6 +98,19 @@ public class ReducedPrecisionTests(ITestOutputHelper log)
         Assert.Equal(s.Loss(theta, half).Loss, s.Loss(theta, single).Loss);
     }
 
+    [Fact]
+    public void DataBeyondTheFloat16RangeIsRefused()
+    {
+        using var half = Dataset.Load(Fixtures.File("fp16_cnn", "data.npz"));
+        var x = (float[])((float[])half.Arrays["x"].Data).Clone();
+        x[64 * 5 + 7] = 70000f;
+        using var data = new Dataset(new Dictionary<string, NdArray> { ["x"] = NdArray.FromFloat(x, half.Arrays["x"].Shape), ["label"] = half.Arrays["label"] }, "big.npz");
+        using var s = Open("fp16_cnn", half);
+        var e = Assert.Throws<UserError>(() => s.Loss(s.ReadParameters(), data));
+        Assert.Contains("'big.npz' array 'x' holds 70000 at row 5, column 7", e.Message);
+        Assert.Contains("float16", e.Message);
+    }
+
     /// <summary>
     /// Loss figures are those of the float16 values as stored, run by ONNX Runtime's float16 CPU kernels (which compute in
     /// float32: its InsertCastTransformer). ONNX Runtime's own run of the model file differs from them by float16 roundings
