@@ -55,6 +55,10 @@ public sealed class TrainingArtifact
     {
         var modelOutput = output;
         List<UnrolledNode> unrolled = [];
+        // Gradients of float16/bfloat16 models are taken of the float32 forward (Precision says why); loss-only artifacts keep
+        // the model's own precision, so the figures a user reads are those of the model as stored.
+        bool upcast = withGradients && trainable.Count > 0 && Precision.HasReduced(forward.Graph);
+        if (upcast) forward = Precision.Upcast(forward, file);
         if (withGradients && trainable.Count > 0)
         {
             var original = forward;
@@ -75,13 +79,14 @@ public sealed class TrainingArtifact
         foreach (var t in initializers)
         {
             t.Inline(file);
-            if (!trainableNames.Contains(t.Name) || embedDefaults) g.Initializer.Add(t);
+            if (!trainableNames.Contains(t.Name)) g.Initializer.Add(t);
+            else if (embedDefaults) g.Initializer.Add(AsFloat32(t, file));
         }
         // Constant-node parameters become initializers (then inputs) of the same name.
         foreach (var node in g.Node.Where(n => n.OpType == "Constant" && trainableNames.Contains(n.Output[0])).ToList())
         {
             g.Node.Remove(node);
-            if (embedDefaults) { var t = node.ConstantValue()!.Clone(); t.Name = node.Output[0]; g.Initializer.Add(t); }
+            if (embedDefaults) { var t = node.ConstantValue()!.Clone(); t.Name = node.Output[0]; g.Initializer.Add(AsFloat32(t, file)); }
         }
         var graphInputs = g.Input.Select(i => i.Name).ToHashSet();
         foreach (var i in g.Input.Where(i => trainableNames.Contains(i.Name)).ToList()) g.Input.Remove(i);
@@ -109,11 +114,12 @@ public sealed class TrainingArtifact
             throw new UserError($"model '{file.Path}' already has a value named '{LossHead.LabelInput}'; the training artifact needs that name for the targets");
         var b = new GraphBuilder(opset, taken.Contains);
 
-        // Non-float32 parameters: a float32 input cast to the stored type, so buffers and gradients are always float32.
+        // Non-float32 parameters: a float32 input cast to the stored type, so buffers and gradients are always float32 (in an
+        // upcast forward the parameters are float32 already; a float64 one is still cast).
         foreach (var p in trainable)
         {
             g.Input.Add(TensorValue(p.Name, DataTypes.Float, p.Shape));
-            if (p.DataType == DataTypes.Float) continue;
+            if (p.DataType == DataTypes.Float || upcast && Precision.IsReduced(p.DataType)) continue;
             var typed = b.Fresh(p.Name + "_typed");
             foreach (var n in g.Node) for (int k = 0; k < n.Input.Count; k++) if (n.Input[k] == p.Name) n.Input[k] = typed;
             g.Node.Insert(0, new NodeProto { OpType = "Cast", Name = typed + "_cast", Input = { p.Name }, Output = { typed }, Attribute = { Attributes.Make("to", (long)p.DataType) } });
@@ -127,6 +133,13 @@ public sealed class TrainingArtifact
 
         (output, loss) = LossHead.Source(g, output, loss, shapes);
         var outInfo = shapes[output] ?? throw new UserError($"output '{output}' of '{file.Path}' produced no tensor when probed");
+        if (Precision.IsReduced(outInfo.ElementType))
+        {
+            // The loss of a float16/bfloat16 output is taken in float32: a float16 log-sum-exp loses 3 digits of the loss.
+            output = b.Op("Cast", [output], ("to", (long)DataTypes.Float));
+            outInfo = outInfo with { ElementType = DataTypes.Float };
+            shapes.Declare(output, outInfo);
+        }
         var (lossName, dOut, correct, count) = LossHead.Build(b, loss, output, LossHead.LabelInput, ignoreIndex);
         g.Input.Add(LabelInput(loss, outInfo));
 
@@ -195,6 +208,15 @@ public sealed class TrainingArtifact
         var shape = new TensorShapeProto();
         foreach (var d in dims) shape.Dim.Add(d >= 0 ? new TensorShapeProto.Types.Dimension { DimValue = d } : new TensorShapeProto.Types.Dimension { DimParam = "d" + shape.Dim.Count });
         return new global::Onnx.ValueInfoProto { Name = name, Type = new TypeProto { TensorType = new TypeProto.Types.Tensor { ElemType = type, Shape = shape } } };
+    }
+
+    /// <summary>A parameter's default value as the float32 input it stands for (its stored values widened).</summary>
+    static TensorProto AsFloat32(TensorProto t, ModelFile file)
+    {
+        if (t.DataType == DataTypes.Float) return t;
+        var wide = new TensorProto { Name = t.Name, DataType = DataTypes.Float, RawData = ByteString.CopyFrom(System.Runtime.InteropServices.MemoryMarshal.AsBytes(t.ReadFloats(file).AsSpan())) };
+        wide.Dims.AddRange(t.Dims);
+        return wide;
     }
 
     /// <summary>Integer values of an initializer or Constant node (axes, pads, shapes given as inputs).</summary>

@@ -27,7 +27,10 @@ public static partial class Npy
         ["b1"] = ElementType.Bool,
     };
 
-    private const string Supported = "'<f4', '<f8', '<i8', '<i4', '|u1', '|b1'";
+    private const string Supported = "'<f2', '<f4', '<f8', '<i8', '<i4', '|u1', '|b1'";
+
+    // float16 arrays (the data of a float16 model) are widened to float32 when read: every float16 value is one exactly.
+    private const string HalfCode = "f2";
 
     /// <summary>Reads one array. <paramref name="nameForErrors"/> names the file (and key) in error messages.</summary>
     public static NdArray Read(Stream s, string nameForErrors)
@@ -41,7 +44,8 @@ public static partial class Npy
     }
 
     /// <summary>What an .npy header declares: element type, shape, the bytes of the header itself and of the data after it.</summary>
-    internal readonly record struct Header(ElementType Type, long[] Shape, long HeaderBytes, long DataBytes)
+    /// <remarks><paramref name="Half"/>: the file holds float16 values (2 bytes each), read into a float32 array.</remarks>
+    internal readonly record struct Header(ElementType Type, long[] Shape, long HeaderBytes, long DataBytes, bool Half = false)
     {
         public long TotalBytes => HeaderBytes + DataBytes;
     }
@@ -70,12 +74,12 @@ public static partial class Npy
 
         // Versions 1 and 2 store the header as latin-1, version 3 as UTF-8.
         string text = major == 3 ? Encoding.UTF8.GetString(header) : Encoding.Latin1.GetString(header);
-        var (type, shape) = ParseHeader(text, name);
+        var (type, shape, half) = ParseHeader(text, name);
 
         if (!NdArray.TryElementCount(shape, out long count))
             throw new UserError($"{name}: array of shape {NdArray.FormatShape(shape)} has more elements than .NET can hold ({Array.MaxLength}); split it into smaller files.");
         // count <= Array.MaxLength, so the product cannot overflow.
-        return new Header(type, shape, prefix.Length + lengthSize + headerLength, count * NdArray.ElementSize(type));
+        return new Header(type, shape, prefix.Length + lengthSize + headerLength, count * (half ? 2 : NdArray.ElementSize(type)), half);
     }
 
     /// <summary>
@@ -90,6 +94,16 @@ public static partial class Npy
         {
             throw new UserError($"{name}: not enough memory for an array of shape {NdArray.FormatShape(header.Shape)} " +
                 $"({DataLimits.Format(header.DataBytes)}); split the file or run where more memory is available.");
+        }
+        if (header.Half)
+        {
+            var bits = new byte[header.DataBytes];
+            int got = s.ReadAtLeast(bits, bits.Length, throwOnEndOfStream: false);
+            if (got < bits.Length) throw Truncated(name, header.Shape, header.DataBytes, got);
+            var wide = (float[])array.Data;
+            var halves = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, Half>(bits);
+            for (int i = 0; i < wide.Length; i++) wide[i] = (float)halves[i];
+            return array;
         }
         long read = RawBytes.Read(s, array.Data);
         if (read < header.DataBytes) throw Truncated(name, header.Shape, header.DataBytes, read);
@@ -114,7 +128,7 @@ public static partial class Npy
     [GeneratedRegex(@"['""]shape['""]\s*:\s*\((?<dims>[^)]*)\)")]
     private static partial Regex ShapePattern();
 
-    private static (ElementType Type, long[] Shape) ParseHeader(string text, string name)
+    private static (ElementType Type, long[] Shape, bool Half) ParseHeader(string text, string name)
     {
         var descr = DescrPattern().Match(text);
         var fortran = FortranPattern().Match(text);
@@ -127,7 +141,9 @@ public static partial class Npy
         if (fortran.Groups["value"].Value == "True")
             throw new UserError($"{name}: array is stored in Fortran (column-major) order; re-save it with numpy.save(path, np.ascontiguousarray(arr)).");
 
-        var type = ParseDescr(descr.Groups["descr"].Value, name);
+        var code = descr.Groups["descr"].Value;
+        bool half = code == "<" + HalfCode;
+        var type = half ? ElementType.Float32 : ParseDescr(code, name);
 
         var dims = shapeMatch.Groups["dims"].Value.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries);
         var shape = new long[dims.Length];
@@ -137,7 +153,7 @@ public static partial class Npy
             if (!long.TryParse(dims[i].TrimEnd('L'), out shape[i]) || shape[i] < 0)
                 throw new UserError($"{name}: .npy header has an invalid shape ({UserError.Escape(Shorten(shapeMatch.Groups["dims"].Value))}); re-save it with numpy.save.");
         }
-        return (type, shape);
+        return (type, shape, half);
     }
 
     private static string Shorten(string text) => text.Length <= 200 ? text : text[..200] + "...";

@@ -433,7 +433,7 @@ public static class WeightPatch
     }
 
     /// <summary>float → bfloat16 with round-to-nearest-even, as ONNX and PyTorch convert.</summary>
-    internal static ushort ToBFloat16(float value)
+    public static ushort ToBFloat16(float value)
     {
         var bits = BitConverter.SingleToUInt32Bits(value);
         // Rounding could carry a NaN's payload into the exponent and make it infinity; keep it a (quiet) NaN instead.

@@ -185,6 +185,8 @@ public sealed class ArtifactSession : IDisposable
             TensorElementType.Int32 => Data.NdArray.FromInt32(v.GetTensorDataAsSpan<int>().ToArray(), shape),
             TensorElementType.UInt8 => Data.NdArray.FromUInt8(v.GetTensorDataAsSpan<byte>().ToArray(), shape),
             TensorElementType.Bool => Data.NdArray.FromBool(v.GetTensorDataAsSpan<bool>().ToArray(), shape),
+            TensorElementType.Float16 => Data.NdArray.FromFloat(v.GetTensorDataAsSpan<Float16>().ToArray().Select(h => (float)h).ToArray(), shape),
+            TensorElementType.BFloat16 => Data.NdArray.FromFloat(v.GetTensorDataAsSpan<BFloat16>().ToArray().Select(h => (float)h).ToArray(), shape),
             var t => throw new UserError($"cannot rebuild the gradient graph for inputs of element type {t}"),
         };
         return a.TakeRows(Enumerable.Range(0, (int)Math.Max(3, a.Rows)).Select(i => i % a.Rows).ToArray());

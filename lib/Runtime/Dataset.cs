@@ -187,9 +187,22 @@ public static class OrtFeeds
             TensorElementType.Int32 => OrtValue.CreateTensorValueFromMemory(Integers(a, type, what, firstRow, int.MinValue, int.MaxValue).Select(v => (int)v).ToArray(), a.Shape),
             TensorElementType.UInt8 => OrtValue.CreateTensorValueFromMemory(Integers(a, type, what, firstRow, 0, 255).Select(v => (byte)v).ToArray(), a.Shape),
             TensorElementType.Bool => OrtValue.CreateTensorValueFromMemory(Integers(a, type, what, firstRow, long.MinValue, long.MaxValue).Select(v => v != 0).ToArray(), a.Shape),
-            TensorElementType.Float16 => OrtValue.CreateTensorValueFromMemory(a.ToFloat().Select(v => (Float16)v).ToArray(), a.Shape),
+            // Rounded to nearest even, as the model's own Cast would round them.
+            TensorElementType.Float16 => OrtValue.CreateTensorValueFromMemory(Halves(a, what, firstRow), a.Shape),
+            TensorElementType.BFloat16 => OrtValue.CreateTensorValueFromMemory(a.ToFloat().Select(v => (BFloat16)v).ToArray(), a.Shape),
             _ => throw new UserError($"{what}: the model wants element type {type}, which data files cannot feed yet"),
         };
+    }
+
+    /// <summary>The values as float16; a finite value beyond float16's range (±65504) would become infinite, and is refused.</summary>
+    static Float16[] Halves(NdArray a, string what, long firstRow)
+    {
+        var values = a.ToFloat();
+        long bad = Array.FindIndex(values, v => float.IsFinite(v) && float.IsInfinity((float)(Half)v));
+        if (bad >= 0)
+            throw new UserError($"{what} holds {values[bad]} at {Dataset.Position(a, bad, firstRow)}, beyond the range of the float16 input the model takes " +
+                "there (±65504): it would be fed as infinity. Scale the data as the model was trained on it");
+        return values.Select(v => (Float16)v).ToArray();
     }
 
     static long[] Integers(NdArray a, TensorElementType type, string what, long firstRow, long min, long max)

@@ -59,6 +59,12 @@ public sealed class Evaluator : IDisposable
     public string ModelOutput { get; }
     /// <summary>1 when the model's batch dimension is fixed to 1 (samples go one at a time), else 0.</summary>
     public int FixedBatch { get; }
+    /// <summary>The forward that losses and accuracies (<see cref="Loss"/>) are measured on: the model as stored, in its own
+    /// precision, e.g. "float16 as stored".</summary>
+    public string FiguresForward { get; }
+    /// <summary>The forward that gradients and curvature are taken of: "float32 artifact (float16 widened)" for a model with
+    /// float16/bfloat16 values (<see cref="Precision"/>), else the model as stored.</summary>
+    public string GradientForward { get; }
 
     /// <summary>Batches run through a gradient graph so far (each one forward and backward pass), the frozen one's included.</summary>
     public long GradientEvaluations => sessions.Values.Sum(s => s.GradientEvaluations);
@@ -90,6 +96,9 @@ public sealed class Evaluator : IDisposable
         CheckParameterSizes(file, AllParameters.Where(p => p.Trainable).ToList());
         Layout = new ParameterLayout(AllParameters.Where(p => p.Trainable).ToList());
         forward = Forward(file);
+        var stored = string.Join("+", AllParameters.Select(p => p.DataType).Where(DataTypes.IsFloat).DefaultIfEmpty(DataTypes.Float).Distinct().Order().Select(DataTypes.Name));
+        FiguresForward = $"{stored} as stored";
+        GradientForward = Precision.HasReduced(forward.Graph) ? $"float32 artifact ({stored} widened)" : FiguresForward;
         dataInputs = DataInputs(forward.Graph);
         CheckInputTypes(forward.Graph, dataInputs, file.Path);
         probe.Require(dataInputs, $"inputs of '{file.Path}'");
@@ -137,8 +146,13 @@ public sealed class Evaluator : IDisposable
     /// <summary>θ as stored in the model file (a new vector each call).</summary>
     public ParameterVector ReadParameters() => ParameterVector.Read(Layout, File);
 
-    /// <summary>Mean loss and accuracy at <paramref name="theta"/>, forward only.</summary>
-    public LossResult Loss(ParameterVector theta, Dataset data) => Checked(ArtifactKind.LossOnly, data).Run(data, theta, [], null, Settings.BatchSize, FixedBatch);
+    /// <summary>Mean loss and accuracy at <paramref name="theta"/>, forward only, on the model as stored: float16/bfloat16
+    /// parameters take θ rounded to their type (<see cref="Precision.RoundedToStored"/>), the values a write-back stores.</summary>
+    public LossResult Loss(ParameterVector theta, Dataset data)
+    {
+        var stored = Precision.RoundedToStored(Layout, theta.Span) is { } rounded ? new ParameterVector(Layout, rounded) : theta;
+        return Checked(ArtifactKind.LossOnly, data).Run(data, stored, [], null, Settings.BatchSize, FixedBatch);
+    }
 
     /// <summary>Mean loss at <paramref name="theta"/> and its gradient, written to <paramref name="into"/>.</summary>
     public LossResult Gradient(ParameterVector theta, Dataset data, Span<float> into) =>

@@ -38,6 +38,12 @@ public sealed record Report
     public required IReadOnlyDictionary<string, long> TensorElements { get; init; }
     /// <summary>The distribution of the scores the selection ranked (scored selections only).</summary>
     public ScoreDistribution? ScoreHistogram { get; init; }
+    /// <summary>The forward gradients and curvature were taken of (<see cref="Runtime.Evaluator.GradientForward"/>), e.g.
+    /// "float32 artifact (float16 widened)"; Δg, τ, the scores and the steps' directions come from it.</summary>
+    public string GradientForward { get; init; } = "";
+    /// <summary>Selected elements the update moved (in float32) whose stored value it leaves as it was: rounded to the stored
+    /// type (float16 and bfloat16 round to nearest even when written) the new value equals the old one.</summary>
+    public long RoundingCancelled { get; init; }
     public required double GradientDifferenceNorm { get; init; }
     public required double UpdateNorm { get; init; }
     public double? Tau { get; init; }
@@ -63,7 +69,9 @@ public sealed record Report
     /// <summary>Counts of |score| in log-spaced bins (Edges: one more than Counts), where selection starts, and the NaN/∞ scores.</summary>
     public sealed record ScoreDistribution(string Score, double[] Edges, long[] Counts, double? Threshold, long NonFinite);
     public sealed record Solver(int Iterations, double RelativeResidual, CgStop Stop, double Damping, double? StopValue = null);
-    public sealed record Metrics(double Loss, double? Accuracy, long Samples);
+    /// <summary>A set's figures and the forward they were measured on (<see cref="Runtime.Evaluator.FiguresForward"/>: the model as
+    /// stored, in its own precision, e.g. "float16 as stored").</summary>
+    public sealed record Metrics(double Loss, double? Accuracy, long Samples, string Forward);
     /// <summary>Elements whose stored value changed, the bytes that differ from the input, and the tensors touched.</summary>
     public sealed record WriteBack(long ElementsChanged, long BytesChanged, int Tensors);
     /// <summary>

@@ -101,7 +101,7 @@ public static class UnlearnJob
         Dictionary<string, Report.Metrics> Measure(ParameterVector theta) => sets.ToDictionary(x => x.Name, x =>
         {
             var r = model.Loss(theta, x.Data);
-            return new Report.Metrics(r.Loss, r.Accuracy, x.Data.Rows);
+            return new Report.Metrics(r.Loss, r.Accuracy, x.Data.Rows, model.FiguresForward);
         });
         var theta0 = model.ReadParameters();
         var before = Measure(theta0);
@@ -160,6 +160,8 @@ public static class UnlearnJob
             SelectedPerTensor = Masks.PerTensor(model.Layout, result.Selected),
             TensorElements = model.Layout.Parameters.ToDictionary(p => p.Name, p => p.Elements),
             ScoreHistogram = result.Scores is { } scores ? Histogram(options.Score!.Value, scores, result.Selected) : null,
+            GradientForward = model.GradientForward,
+            RoundingCancelled = RoundingCancelled(model.Layout, result.Selected, theta0.Span, theta.Span),
             GradientDifferenceNorm = result.DeltaGNorm,
             UpdateNorm = noChange is null ? result.UpdateNorm : 0,
             Tau = options.Update == UpdateKind.FirstOrder ? result.Tau : null,
@@ -177,6 +179,23 @@ public static class UnlearnJob
             NoChange = noChange,
             Missed = missed.Count > 0 ? missed : null,
         };
+    }
+
+    /// <summary>
+    /// Selected elements that <paramref name="after"/> moves away from <paramref name="before"/> but whose stored value stays:
+    /// rounded to the parameter's stored type as the write-back rounds (<see cref="WeightPatch"/>: to nearest even), new
+    /// equals old. <paramref name="before"/> holds the stored values (exact in float32).
+    /// </summary>
+    internal static long RoundingCancelled(ParameterLayout layout, int[] selected, ReadOnlySpan<float> before, ReadOnlySpan<float> after)
+    {
+        long cancelled = 0;
+        foreach (var i in selected)
+        {
+            if (after[i] == before[i]) continue;
+            int type = layout.Parameters[layout.Locate(i).Tensor].DataType;
+            if (Autodiff.Precision.Round(after[i], type) == Autodiff.Precision.Round(before[i], type)) cancelled++;
+        }
+        return cancelled;
     }
 
     /// <summary>40 log-spaced bins of |score| (scores span decades), the selection's threshold and the count of NaN/∞ scores.</summary>

@@ -22,6 +22,20 @@ public class ArtifactTests
         GivesTheReference(session, "mlp_external", "x", "fc1.weight");
     }
 
+    /// <summary>bfloat16 weights (initializers and a Constant node) become float32 parameter inputs whose defaults are the
+    /// stored values widened.</summary>
+    [Fact]
+    public void SavedArtifactOfABFloat16ModelEmbedsFloat32Defaults()
+    {
+        using var dir = new TempDir();
+        var (code, _, stderr) = OnnxUnlearn.Tests.Cli.CliRunner.Run("artifacts", Fixtures.File("bf16_mlp", "model.onnx"), "--out", dir.Path);
+        Assert.True(code == 0, stderr);
+        using var session = new InferenceSession(Path.Combine(dir.Path, "gradient.onnx"));
+        Assert.Equal(Microsoft.ML.OnnxRuntime.Tensors.TensorElementType.Float, session.OverridableInitializerMetadata["fc2.bias"].ElementDataType);
+        GivesTheReference(session, "bf16_mlp", "x", "fc1.weight");
+        GivesTheReference(session, "bf16_mlp", "x", "fc2.bias");
+    }
+
     /// <summary>
     /// A gradient artifact fed the fixture's <paramref name="input"/> and labels alone (parameters at their defaults)
     /// gives the fixture's reference loss and gradient of <paramref name="parameter"/>.

@@ -110,7 +110,7 @@ public class NpyTests
 
     [Theory]
     [InlineData("<c8")]
-    [InlineData("<f2")]
+    [InlineData(">f2")]
     [InlineData("<U5")]
     public void RejectsUnsupportedDtypeByName(string descr)
     {
@@ -118,6 +118,25 @@ public class NpyTests
         var e = Assert.Throws<UserError>(() => Npy.Read(new MemoryStream(bytes), "odd.npy"));
         Assert.Contains("odd.npy", e.Message);
         Assert.Contains($"'{descr}' is not supported", e.Message);
+    }
+
+    [Fact]
+    public void ReadsFloat16WidenedToFloat32()
+    {
+        // 1.0 = 0x3C00, -2.0 = 0xC000, 65504 = 0x7BFF (largest float16), 2^-24 = 0x0001 (smallest subnormal): all exact in float32.
+        byte[] bytes = WithHeader(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 2), }", [0x00, 0x3C, 0x00, 0xC0, 0xFF, 0x7B, 0x01, 0x00]);
+        var a = Npy.Read(new MemoryStream(bytes), "half.npy");
+        Assert.Equal(ElementType.Float32, a.Type);
+        Assert.Equal([2L, 2], a.Shape);
+        Assert.Equal([1f, -2f, 65504f, MathF.Pow(2, -24)], (float[])a.Data);
+    }
+
+    [Fact]
+    public void RejectsTruncatedFloat16Data()
+    {
+        byte[] bytes = WithHeader(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (3,), }", [0x00, 0x3C, 0x00, 0xC0]);
+        var e = Assert.Throws<UserError>(() => Npy.Read(new MemoryStream(bytes), "half.npy"));
+        Assert.Contains("half.npy: file is truncated: shape (3) needs 6 data bytes but only 4", e.Message);
     }
 
     [Fact]

@@ -172,6 +172,49 @@ public class WeightPatchTests
         Assert.Equal(["in.onnx"], Directory.GetFiles(dir.Path).Select(Path.GetFileName));
     }
 
+    /// <summary>
+    /// float32 updates of 2-byte weights in the fixtures: rounded to nearest even when written (expected bit patterns derived
+    /// from the old ones: below half an ulp keeps them, above half goes one up, a tie goes to the even one), only the changed
+    /// elements' 2 bytes differ, an update that rounds away changes nothing, and the model still runs.
+    /// </summary>
+    [Theory]
+    [InlineData("fp16_cnn", "conv.weight")] // float16 initializer (raw_data)
+    [InlineData("fp16_cnn", "fc.bias")]
+    [InlineData("bf16_mlp", "fc1.weight")] // bfloat16 initializer
+    [InlineData("bf16_mlp", "fc2.bias")] // bfloat16 Constant node
+    public void TwoByteWeightsRoundToNearestEvenAndChangeOnlyTheirBytes(string fixture, string name)
+    {
+        using var dir = new TempDir();
+        var input = Fixtures.File(fixture, "model.onnx");
+        var before = File.ReadAllBytes(input);
+        var location = WeightPatch.Locate(before, Path.GetDirectoryName(input)!)[name];
+        bool half = fixture == "fp16_cnn";
+        ushort Bits(byte[] model, long i) => System.Buffers.Binary.BinaryPrimitives.ReadUInt16LittleEndian(model.AsSpan((int)location.ElementRange(i).Offset, 2));
+        float Value(uint bits) => half ? (float)BitConverter.UInt16BitsToHalf((ushort)bits) : BitConverter.UInt32BitsToSingle(bits << 16);
+        // Elements 0-3, each between its stored value b and the next pattern b + 1 (away from zero): 0.25, 0.75, 0.5 of the way, and b + 1 itself.
+        long[] indices = [0, 1, 2, 3];
+        var old = indices.Select(i => (uint)Bits(before, i)).ToArray();
+        float Between(uint b, double share) => (float)(Value(b) + share * ((double)Value(b + 1) - Value(b)));
+        float[] values = [Between(old[0], 0.25), Between(old[1], 0.75), Between(old[2], 0.5), Value(old[3] + 1)];
+        uint[] expected = [old[0], old[1] + 1, (old[2] & 1) == 0 ? old[2] : old[2] + 1, old[3] + 1];
+        Assert.All(values.Take(3), (v, k) => Assert.NotEqual(Value(old[k]), v)); // every update is non-zero in float32
+
+        var summary = WeightPatch.Write(input, dir.File("out.onnx"), Patch(name, indices, values));
+
+        var after = File.ReadAllBytes(dir.File("out.onnx"));
+        Assert.Equal(expected, indices.Select(i => (uint)Bits(after, i)));
+        var changed = indices.Where(i => expected[i] != old[i]).ToArray();
+        AssertOnlyRangesDiffer(before, after, Ranges(location, changed));
+        var result = Assert.Single(summary.Tensors);
+        Assert.Equal((4L, (long)changed.Length), (result.ElementsWritten, result.ElementsChanged));
+        Assert.InRange(result.BytesChanged, changed.Length, 2 * changed.Length);
+        // The parsed model reads the new values, and ONNX Runtime loads it.
+        var file = ModelFile.Load(dir.File("out.onnx"));
+        var stored = Parameters.Candidates(file.Graph).Single(c => c.Name == name).Tensor.ReadFloats(file);
+        Assert.Equal(expected.Select(Value), stored.Take(4));
+        using var session = new Microsoft.ML.OnnxRuntime.InferenceSession(dir.File("out.onnx"));
+    }
+
     [Fact]
     public void BFloat16RoundsToNearestEven()
     {

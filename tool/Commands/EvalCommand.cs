@@ -22,8 +22,8 @@ public static class EvalCommand
             using var m = Evaluator.Open(r.GetValue(model)!, settings, d);
             var result = m.Loss(m.ReadParameters(), d);
             double? success = r.GetValue(target) is { } cls ? AttackSuccess(r.GetValue(model)!, r.GetValue(data)!, d, m.ModelOutput, cls, settings) : null;
-            if (r.GetValue(json)) Cli.WriteJson(new { model = r.GetValue(model), data = r.GetValue(data), loss = result.Loss, accuracy = result.Accuracy, count = result.Count, attackSuccess = success });
-            else Console.WriteLine($"loss {result.Loss:G6}" + (result.Accuracy is { } a ? $", accuracy {a:P2}" : "") + $" over {result.Count} labelled elements" +
+            if (r.GetValue(json)) Cli.WriteJson(new { model = r.GetValue(model), data = r.GetValue(data), loss = result.Loss, accuracy = result.Accuracy, count = result.Count, forward = m.FiguresForward, attackSuccess = success });
+            else Console.WriteLine($"loss {result.Loss:G6}" + (result.Accuracy is { } a ? $", accuracy {a:P2}" : "") + $" over {result.Count} labelled elements ({m.FiguresForward})" +
                 (success is { } s ? $"; attack success {s:P2} (samples of other classes predicted as class {r.GetValue(target)})" : ""));
             return Cli.Ok;
         }));

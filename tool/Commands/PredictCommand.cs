@@ -76,6 +76,8 @@ public static class PredictCommand
             {
                 TensorElementType.Float => results[0].GetTensorDataAsSpan<float>().ToArray(),
                 TensorElementType.Double => results[0].GetTensorDataAsSpan<double>().ToArray().Select(v => (float)v),
+                TensorElementType.Float16 => results[0].GetTensorDataAsSpan<Float16>().ToArray().Select(v => (float)v),
+                TensorElementType.BFloat16 => results[0].GetTensorDataAsSpan<BFloat16>().ToArray().Select(v => (float)v),
                 var t => throw new UserError($"output '{output}' of '{modelPath}' is {t}; predict needs a float output"),
             });
         }

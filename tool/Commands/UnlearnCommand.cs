@@ -170,6 +170,9 @@ public static class UnlearnCommand
             AnsiConsole.MarkupLine(Markup.Escape($"exposure of the secret: {ex.Before.Bits:F2} bits ({ex.Before.Method}) before, "
                 + (ex.After is { } a ? $"{a.Bits:F2} bits ({a.Method}) after" : "unchanged") + (ex.Target is { } goal ? $"; target {goal} bits {(ex.Reached == true ? "reached" : "NOT reached")}" : "")));
         string changes = r.Written is { } w ? $"{w.ElementsChanged:N0} elements, {w.BytesChanged:N0} bytes changed" : "";
+        if (r.RoundingCancelled > 0 || r.GradientForward != r.Before.Values.First().Forward)
+            AnsiConsole.MarkupLine(Markup.Escape($"figures: {r.Before.Values.First().Forward}; gradients: {r.GradientForward}; " +
+                $"{r.RoundingCancelled:N0} of {r.SelectedElements:N0} selected elements unchanged: their update rounds away in the stored type"));
         AnsiConsole.MarkupLine($"{r.GradientEvaluations} gradient evaluations, {r.Seconds:F2} s"
             + (r.OutputModel is { } o ? $"; wrote {Markup.Escape(o)} ({changes})" : r.Written is not null ? $"; nothing written (the update: {changes})" : ""));
     }
