@@ -49,7 +49,10 @@ public enum ArtifactKind
 /// </summary>
 public sealed class Evaluator : IDisposable
 {
+    /// <summary>The model as compiled: the file's, with If nodes whose branch the data decides inlined (<see cref="Inlining"/>).</summary>
     public ModelFile File { get; }
+    /// <summary>Where each data input carries its samples.</summary>
+    public SampleAxes Axes { get; }
     public LossSettings Settings { get; }
     /// <summary>Every float tensor the model reads, trainable or not (with the reason).</summary>
     public IReadOnlyList<Parameter> AllParameters { get; }
@@ -84,22 +87,25 @@ public sealed class Evaluator : IDisposable
 
     Evaluator(ModelFile file, LossSettings settings, Dataset probe)
     {
-        File = file; Settings = settings;
+        Settings = settings;
+        Axes = SampleAxes.For(file.Graph, file.Path);
+        probe = probe.For(Axes);
+        dataInputs = DataInputs(file.Graph);
+        CheckInputTypes(file.Graph, dataInputs, file.Path);
+        probe.Require(dataInputs, $"inputs of '{file.Path}'");
+        probe.CheckShapes(file.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
+        probe.CheckFinite(dataInputs, settings.AllowNonFinite, $"an input of '{file.Path}'");
+        // If nodes whose condition the data fixes (inputs given once, constants) run as their taken branch, so gradients reach its weights.
+        File = file = Inlining.Apply(file, Axes, probe);
         ModelOutput = Parameters.OutputOrDefault(file, settings.Output);
         AllParameters = TrainableParameters.Discover(file, ModelOutput, settings.Params, settings.Frozen);
         CheckParameterSizes(file, AllParameters.Where(p => p.Trainable).ToList());
         Layout = new ParameterLayout(AllParameters.Where(p => p.Trainable).ToList());
         forward = Autodiff.Lowering.LinearScores.Lower(OpsetUpgrade.Apply(file.Model), file.Graph);
-        dataInputs = DataInputs(forward.Graph);
-        CheckInputTypes(forward.Graph, dataInputs, file.Path);
-        probe.Require(dataInputs, $"inputs of '{file.Path}'");
-        probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
-        probe.CheckFinite(dataInputs, settings.AllowNonFinite, $"an input of '{file.Path}'");
         uncheckedTargets = probe;
-        FixedBatch = FixedBatchOf(forward.Graph, dataInputs);
+        FixedBatch = FixedBatchOf(forward.Graph, dataInputs, Axes);
         // Probe rows are copied: the caller may dispose its dataset while artifacts are still built lazily.
-        this.probe = new Dataset(probe.Arrays.Where(kv => dataInputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value.TakeRows(
-            Enumerable.Range(0, (int)Math.Min(3, probe.Rows)).Select(i => (long)i).ToArray())), probe.Source);
+        this.probe = probe.Only(dataInputs).Take(Enumerable.Range(0, (int)Math.Min(3, probe.Rows)).Select(i => (long)i).ToArray(), probe.Source);
     }
 
     /// <summary>Loads a model and compiles it for <paramref name="settings"/>, probing shapes on <paramref name="probe"/>'s first rows.</summary>
@@ -173,7 +179,7 @@ public sealed class Evaluator : IDisposable
             Check(opened, artifact);
             uncheckedTargets = null;
         }
-        return sessions[kind] = new ArtifactSession(artifact, what, Settings.Threads, d => Build(kind, d));
+        return sessions[kind] = new ArtifactSession(artifact, what, Settings.Threads, d => Build(kind, d), Axes);
     }
 
     /// <summary>Builds an artifact of the set from the compiled forward graph (shapes probed once per model and data).</summary>
@@ -182,7 +188,9 @@ public sealed class Evaluator : IDisposable
     {
         bool withGradients = kind != ArtifactKind.LossOnly;
         if (withGradients && Layout.Count == 0)
-            throw new UserError($"model '{File.Path}' has no trainable parameters for output '{ModelOutput}'" + (Settings.Params is null ? "" : " matching the parameter globs"));
+            throw new UserError($"model '{File.Path}' has no trainable parameters for output '{ModelOutput}'" + (Settings.Params is null ? "" : " matching the parameter globs") +
+                // Weights left inside an If's branches: say why that If was not inlined.
+                (AllParameters.Any(p => p.Branch is not null && !File.Inlined.ContainsKey(p.Name)) ? string.Concat(Inlining.Undecided(File.Graph, Axes).Select(why => "; " + why)) : ""));
         var data = probeData ?? probe;
         builds[kind] = builds.GetValueOrDefault(kind) + 1;
         var artifact = TrainingArtifact.Build(File, forward, m => Probe(m, data), Layout.Parameters, Settings.Loss, ModelOutput,
@@ -204,7 +212,7 @@ public sealed class Evaluator : IDisposable
         var types = model.Graph.Input.Where(i => dataInputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
         // Two batch sizes tell batch-dependent dimensions apart from fixed ones.
         var sizes = FixedBatch == 1 ? [1L] : new[] { Math.Min(2, data.Rows), Math.Min(3, data.Rows) }.Distinct().ToArray();
-        using var probeData = new Dataset(data.Arrays.Where(kv => dataInputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value), data.Source);
+        using var probeData = data.Only(dataInputs);
         var feeds = sizes.Select(n => probeData.Batch(0, n, types)).ToList();
         var result = ShapeProbe.Run(probeModel, feeds);
         probes.Add((model, data, result.Copy()));
@@ -276,10 +284,11 @@ public sealed class Evaluator : IDisposable
         var arrays = new Dictionary<string, Data.NdArray>();
         var inputs = DataInputs(g);
         CheckInputTypes(g, inputs, "the model");
+        var axes = SampleAxes.For(g, "the model");
         foreach (var name in inputs)
         {
             var t = g.Input.First(i => i.Name == name).Type.TensorType;
-            var dims = t.Shape?.Dim.Select((d, a) => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d.DimValue > 0 ? d.DimValue : a == 0 ? 3 : 1).ToArray() ?? [3];
+            var dims = t.Shape?.Dim.Select((d, a) => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d.DimValue > 0 ? d.DimValue : a == axes.Of(name) ? 3 : 1).ToArray() ?? [3];
             long n = 1;
             foreach (long d in dims)
                 if ((n = d <= SyntheticElements / n ? n * d : long.MaxValue) > SyntheticElements)
@@ -289,14 +298,15 @@ public sealed class Evaluator : IDisposable
                 ? Data.NdArray.FromFloat(Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), dims)
                 : Data.NdArray.FromInt64(new long[n], dims);
         }
-        return new Dataset(arrays, "synthetic inputs");
+        return new Dataset(arrays, "synthetic inputs", axes);
     }
 
     /// <summary>Most elements of one made-up input (64 Mi floats, 256 MiB).</summary>
     const long SyntheticElements = 1L << 26;
 
-    static int FixedBatchOf(GraphProto g, List<string> inputs) =>
-        g.Input.Where(i => inputs.Contains(i.Name)).Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } d && d[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d[0].DimValue == 1) ? 1 : 0;
+    static int FixedBatchOf(GraphProto g, List<string> inputs, SampleAxes axes) =>
+        g.Input.Where(i => inputs.Contains(i.Name) && axes.Of(i.Name) != SampleAxes.Once).Any(i => i.Type?.TensorType?.Shape?.Dim is { } d && d.Count > axes.Of(i.Name)
+            && d[axes.Of(i.Name)].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d[axes.Of(i.Name)].DimValue == 1) ? 1 : 0;
 
     public void Dispose()
     {

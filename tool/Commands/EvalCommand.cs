@@ -1,3 +1,4 @@
+using OnnxUnlearn.Onnx;
 using System.CommandLine;
 using OnnxUnlearn.Runtime;
 
@@ -15,8 +16,10 @@ public static class EvalCommand
         c.Arguments.Add(model); c.Options.Add(data); c.Options.Add(json); loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
         {
-            using var d = Dataset.Load(r.GetValue(data)!);
-            using var m = Evaluator.Open(r.GetValue(model)!, loss.Read(r), d);
+            var settings = loss.Read(r);
+            var file = ModelFile.Load(r.GetValue(model)!, settings.ExternalData);
+            using var d = Dataset.Load(r.GetValue(data)!, file);
+            using var m = Evaluator.Open(file, settings, d);
             var result = m.Loss(m.ReadParameters(), d);
             if (r.GetValue(json)) Cli.WriteJson(new { model = r.GetValue(model), data = r.GetValue(data), loss = result.Loss, accuracy = result.Accuracy, count = result.Count });
             else Console.WriteLine($"loss {result.Loss:G6}" + (result.Accuracy is { } a ? $", accuracy {a:P2}" : "") + $" over {result.Count} labelled elements");

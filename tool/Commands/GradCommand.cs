@@ -1,3 +1,4 @@
+using OnnxUnlearn.Onnx;
 using System.CommandLine;
 using OnnxUnlearn.Data;
 using OnnxUnlearn.Runtime;
@@ -18,8 +19,10 @@ public static class GradCommand
         c.Arguments.Add(model); c.Options.Add(data); c.Options.Add(output); c.Options.Add(json); loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
         {
-            using var d = Dataset.Load(r.GetValue(data)!);
-            using var s = Evaluator.Open(r.GetValue(model)!, loss.Read(r), d);
+            var settings = loss.Read(r);
+            var file = ModelFile.Load(r.GetValue(model)!, settings.ExternalData);
+            using var d = Dataset.Load(r.GetValue(data)!, file);
+            using var s = Evaluator.Open(file, settings, d);
             var grad = new float[s.Layout.Size];
             var result = s.Gradient(s.ReadParameters(), d, grad);
             Npz.Write(r.GetValue(output)!, s.Layout.Split(grad));

@@ -1,3 +1,4 @@
+using OnnxUnlearn.Onnx;
 using System.CommandLine;
 using OnnxUnlearn.Curvature;
 using OnnxUnlearn.Data;
@@ -30,8 +31,10 @@ public static class SharpnessCommand
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
         {
-            using var d = Dataset.Load(r.GetValue(data)!);
-            using var s = Evaluator.Open(r.GetValue(model)!, loss.Read(r), d);
+            var settings = loss.Read(r);
+            var file = ModelFile.Load(r.GetValue(model)!, settings.ExternalData);
+            using var d = Dataset.Load(r.GetValue(data)!, file);
+            using var s = Evaluator.Open(file, settings, d);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             string kind = r.GetValue(score)!;
             var scoreKind = Cli.ParseEnum<ScoreKind>(kind, "--score");
