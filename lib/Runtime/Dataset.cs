@@ -61,8 +61,9 @@ public sealed class Dataset : IDisposable
     /// </summary>
     public static Dataset Load(string path, SampleAxes axes) => new(Npz.Read(path, members =>
     {
-        CheckRows(members.Select(m => (m.Key, m.Shape)), axes, path);
+        // Shapes first: an array with its samples on the wrong axis is told the shape its input expects.
         CheckShapes(members.ToDictionary(m => m.Key, m => m.Shape), axes.Inputs, axes, axes.Model, path);
+        CheckRows(members.Select(m => (m.Key, m.Shape)), axes, path);
     }), path, axes);
 
     /// <summary>Loads an .npz for a model: samples on each input's sample axis (<see cref="SampleAxes.For"/>), shapes checked from the headers.</summary>
