@@ -18,6 +18,8 @@ public sealed class Dataset : IDisposable
     public long Rows { get; }
     /// <summary>The sample axis of each array (<see cref="SampleAxes.Rows"/>: axis 0 for every one).</summary>
     public SampleAxes Axes { get; }
+    /// <summary>Values made up for probing shapes (<see cref="Evaluator.SyntheticInputs"/>): they decide no If branch.</summary>
+    public bool MadeUp { get; init; }
     readonly Dictionary<(long, long), Dictionary<string, OrtValue>> batches = [];
     /// <summary>The value checks this data has passed (<see cref="CheckFinite"/>, <see cref="CheckClassLabels"/>), so each runs once.</summary>
     readonly HashSet<string> passed = [];

@@ -96,7 +96,7 @@ public sealed class Evaluator : IDisposable
         probe.CheckShapes(file.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
         probe.CheckFinite(dataInputs, settings.AllowNonFinite, $"an input of '{file.Path}'");
         // If nodes whose condition the data fixes (inputs given once, constants) run as their taken branch, so gradients reach its weights.
-        File = file = Inlining.Apply(file, Axes, probe);
+        File = file = Inlining.Apply(file, Axes, probe.MadeUp ? null : probe);
         ModelOutput = Parameters.OutputOrDefault(file, settings.Output);
         AllParameters = TrainableParameters.Discover(file, ModelOutput, settings.Params, settings.Frozen);
         CheckParameterSizes(file, AllParameters.Where(p => p.Trainable).ToList());
@@ -298,7 +298,7 @@ public sealed class Evaluator : IDisposable
                 ? Data.NdArray.FromFloat(Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), dims)
                 : Data.NdArray.FromInt64(new long[n], dims);
         }
-        return new Dataset(arrays, "synthetic inputs", axes);
+        return new Dataset(arrays, "synthetic inputs", axes) { MadeUp = true };
     }
 
     /// <summary>Most elements of one made-up input (64 Mi floats, 256 MiB).</summary>

@@ -94,6 +94,40 @@ public class IfInliningTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public void AConditionOfConstantsIsInlinedToo()
+    {
+        // `sr` made an initializer (8000): the condition folds without data, to the else_branch.
+        var m = ModelFile.Load(Vad()).Model.Clone();
+        m.Graph.Input.Remove(m.Graph.Input.Single(i => i.Name == "sr"));
+        m.Graph.Initializer.Add(new global::Onnx.TensorProto { Name = "sr", DataType = DataTypes.Int64, Int64Data = { 8000 } });
+        using var dir = new TempDir();
+        File.WriteAllBytes(dir.File("model.onnx"), Google.Protobuf.MessageExtensions.ToByteArray(m));
+        var folded = ModelFile.Load(dir.File("model.onnx"));
+        var arrays = Npz.Read(Vad("data8k.npz")).Where(kv => kv.Key != "sr").ToDictionary(kv => kv.Key, kv => kv.Value);
+        using var d = new Dataset(arrays, "data8k without sr", SampleAxes.For(folded.Graph, folded.Path));
+        var settings = new LossSettings { Loss = LossKind.MeanSquaredError, BatchSize = 5 };
+        using var s = Evaluator.Open(folded, settings, d);
+        Assert.All(s.Layout.Parameters, p => Assert.StartsWith("If_0/else_branch/", p.Name));
+        var original = ModelFile.Load(Vad());
+        using var d8k = Dataset.Load(Vad("data8k.npz"), original);
+        using var reference = Evaluator.Open(original, settings, d8k);
+        float[] a = new float[s.Layout.Size], b = new float[reference.Layout.Size];
+        Assert.Equal(reference.Gradient(reference.ReadParameters(), d8k, b).Loss, s.Gradient(s.ReadParameters(), d, a).Loss, 1e-9);
+        Assert.Equal(b, a);
+    }
+
+    [Fact]
+    public void MadeUpInputsDecideNoBranch()
+    {
+        var file = ModelFile.Load(Vad());
+        using var d = Evaluator.SyntheticInputs(file.Graph);
+        Assert.Equal([2L, 3, 4], d.Arrays["state"].Shape);
+        using var s = Evaluator.Open(file, new LossSettings { Loss = LossKind.MeanSquaredError }, d);
+        Assert.Equal(0, s.Layout.Count);
+        Assert.Contains("If_0", s.File.Graph.Node.Select(n => n.Name));
+    }
+
+    [Fact]
     public void AConditionVaryingPerSampleKeepsTheControlFlowError()
     {
         var file = ModelFile.Load(Vad("per_sample.onnx"));
