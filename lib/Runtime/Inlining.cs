@@ -47,6 +47,20 @@ public static class Inlining
         return changed ? file with { Model = model, Inlined = inlined } : file;
     }
 
+    /// <summary>Whether a top-level If's condition reads inputs given once (and no per-sample input): which branch runs, and so
+    /// which weights are trainable, is known only once the data is read.</summary>
+    public static bool NeedsData(GraphProto g, SampleAxes axes)
+    {
+        var inputs = Evaluator.DataInputs(g).ToHashSet();
+        for (int i = 0; i < g.Node.Count; i++)
+        {
+            if (!Branches.IsIf(g.Node[i]) || g.Node[i].Input.Count == 0) continue;
+            var fed = Cone(g, i, g.Node[i].Input[0]).Reads.Where(inputs.Contains).ToList();
+            if (fed.Count > 0 && fed.All(x => axes.Of(x) == SampleAxes.Once)) return true;
+        }
+        return false;
+    }
+
     /// <summary>Why each top-level If still in <paramref name="g"/> was not inlined, for messages.</summary>
     public static IEnumerable<string> Undecided(GraphProto g, SampleAxes axes)
     {

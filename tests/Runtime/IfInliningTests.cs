@@ -120,6 +120,8 @@ public class IfInliningTests(ITestOutputHelper log)
     public void MadeUpInputsDecideNoBranch()
     {
         var file = ModelFile.Load(Vad());
+        Assert.True(Inlining.NeedsData(file.Graph, SampleAxes.For(file.Graph, file.Path)));
+        Assert.False(Inlining.NeedsData(ModelFile.Load(Vad("per_sample.onnx")).Graph, SampleAxes.For(file.Graph, file.Path)));
         using var d = Evaluator.SyntheticInputs(file.Graph);
         Assert.Equal([2L, 3, 4], d.Arrays["state"].Shape);
         using var s = Evaluator.Open(file, new LossSettings { Loss = LossKind.MeanSquaredError }, d);
@@ -200,8 +202,10 @@ public class IfInliningTests(ITestOutputHelper log)
         string model = vad ? Vad() : Merged(), train = vad ? Vad("data.npz") : Merged("data.npz"), forget = vad ? Vad("forget.npz") : Merged("forget.npz");
         using var dir = new TempDir();
         var (code, output, err) = CliRunner.Run(["unlearn", model, "--train", train, "--forget", forget, "--out", dir.File("out.onnx"), "--fraction", "0.2", "--steps", "1",
-            .. loss]);
+            "--json", .. loss]);
         Assert.True(code == 0, output + err);
+        using var json = JsonDocument.Parse(output);
+        var selected = json.RootElement.GetProperty("selectedPerTensor").EnumerateObject().ToDictionary(p => p.Name, p => p.Value.GetInt64());
 
         var diff = ModelDiff.Compare(model, dir.File("out.onnx"));
         Assert.False(diff.StructureDiffers, diff.StructureDifference);
@@ -211,8 +215,10 @@ public class IfInliningTests(ITestOutputHelper log)
             : ["embed", "lm_head", "optimum::if/else_branch/scale"];
         Assert.NotEmpty(diff.Parameters);
         Assert.All(diff.Parameters, p => Assert.Contains(p.Name, allowed));
+        // Only selected elements differ: per tensor at most as many as were selected there, and as many as the write-back reports.
+        Assert.All(diff.Parameters, p => Assert.InRange(p.ElementsDiffering, 1, selected.GetValueOrDefault(p.Name)));
         long changed = diff.Parameters.Sum(p => p.ElementsDiffering);
-        Assert.True(changed > 0);
+        Assert.Equal(json.RootElement.GetProperty("written").GetProperty("elementsChanged").GetInt64(), changed);
         log.WriteLine($"{fixture}: {changed} elements differ in {string.Join(", ", diff.Parameters.Select(p => $"{p.Name} {p.ElementsDiffering}"))}");
 
         // The written model loads and runs in ONNX Runtime (the If still in it) and its output moved.
