@@ -9,6 +9,8 @@ Written with the onnx helper (no torch): /usr/bin/python3 testdata/control_flow.
   subgraph and the rest as Constants. Both branches use the same names (W1, b1, U, Wo, bo).
   data.npz: `input` [12, 16], `state` [2, 12, 4], `sr` = 16000 (rank 0), `label` [12, 1] float 0/1; data8k.npz the same
   with `sr` = 8000; forget.npz its first 3 samples (16 kHz). per_sample.onnx: the same branches under a condition that varies per sample (ReduceMean(input) > 0).
+  lstm.onnx: the same If on `sr` whose branches run an ONNX LSTM (input [batch, 6] as 3 steps of 2 features, (h0, c0) =
+  state [2, batch, 4], weights W, R, B, Wo in Constants), as Silero's exports do; lstm_data.npz: 7 samples.
 - merged_decoder/model.onnx: optimum's merged decoder in miniature: the whole graph is one If on `use_cache_branch`
   bool [1]; both branches read the outer initializers `embed` [11, 4] and `lm_head` [4, 11]: then_branch
   logits = Gather(embed, input_ids)·lm_head, else_branch the same scaled by a branch Constant `scale` [1].
@@ -86,6 +88,44 @@ def vad_model(rng, per_sample):
     return m
 
 
+def lstm_branch(name, rng):
+    """prob = sigmoid(h_T·Wo) of an ONNX LSTM over input [batch, 6] read as 3 steps of 2 features, from (h0, c0) = state."""
+    F, S = 2, 3
+    nodes = [const("W", rng.normal(0, 0.5, (1, 4 * H, F))), const("R", rng.normal(0, 0.5, (1, 4 * H, H))),
+             const("B", rng.normal(0, 0.1, (1, 8 * H))), const("Wo", rng.normal(0, 0.5, (H, 1)))]
+    for k, v in {"steps": [0, S, F], "i0": [0], "i1": [1], "i2": [2]}.items():
+        nodes.append(helper.make_node("Constant", [], [k], value=numpy_helper.from_array(np.array(v, np.int64), k)))
+    nodes += [
+        helper.make_node("Reshape", ["input", "steps"], ["x3"]),
+        helper.make_node("Transpose", ["x3"], ["xs"], perm=[1, 0, 2]),
+        helper.make_node("Slice", ["state", "i0", "i1", "i0"], ["h0"]),
+        helper.make_node("Slice", ["state", "i1", "i2", "i0"], ["c0"]),
+        helper.make_node("LSTM", ["xs", "W", "R", "B", "", "h0", "c0"], ["Y", "Yh", "Yc"], hidden_size=H),
+        helper.make_node("Squeeze", ["Yh", "i0"], ["hN"]),
+        helper.make_node("MatMul", ["hN", "Wo"], ["lo"]),
+        helper.make_node("Sigmoid", ["lo"], ["prob"]),
+        helper.make_node("Concat", ["Yh", "Yc"], ["next"], axis=0),
+    ]
+    outs = [helper.make_tensor_value_info("prob", TensorProto.FLOAT, None), helper.make_tensor_value_info("next", TensorProto.FLOAT, None)]
+    return helper.make_graph(nodes, name, [], outs)
+
+
+def lstm_model(rng):
+    nodes = [helper.make_node("Constant", [], ["sr16000"], value=numpy_helper.from_array(np.array(16000, np.int64), "sr16000")),
+             helper.make_node("Equal", ["sr", "sr16000"], ["cond"]),
+             helper.make_node("If", ["cond"], ["output", "stateN"], name="If_0", then_branch=lstm_branch("sr16k", rng), else_branch=lstm_branch("sr8k", rng))]
+    g = helper.make_graph(nodes, "vad_lstm", [
+        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 6]),
+        helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", H]),
+        helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 1]),
+         helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, "batch", H])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)], producer_name="control_flow.py")
+    m.ir_version = 8
+    onnx.checker.check_model(m)
+    return m
+
+
 def merged_model(rng):
     V, D = 11, 4
     embed = numpy_helper.from_array(rng.normal(0, 0.5, (V, D)).astype(np.float32), "embed")
@@ -120,6 +160,12 @@ def main():
     save_npz(os.path.join(HERE, "vad_if", "data.npz"), {"input": x, "state": state, "sr": np.array(16000, np.int64), "label": label})
     save_npz(os.path.join(HERE, "vad_if", "data8k.npz"), {"input": x, "state": state, "sr": np.array(8000, np.int64), "label": label})
     save_npz(os.path.join(HERE, "vad_if", "forget.npz"), {"input": x[:3], "state": state[:, :3], "sr": np.array(16000, np.int64), "label": label[:3]})
+
+    lstm_rng = np.random.default_rng(16)
+    onnx.save(lstm_model(lstm_rng), os.path.join(HERE, "vad_if", "lstm.onnx"))
+    save_npz(os.path.join(HERE, "vad_if", "lstm_data.npz"), {"input": lstm_rng.normal(0, 1, (7, 6)).astype(np.float32),
+                                                             "state": lstm_rng.normal(0, 0.5, (2, 7, H)).astype(np.float32),
+                                                             "sr": np.array(16000, np.int64), "label": (lstm_rng.random((7, 1)) < 0.5).astype(np.float32)})
 
     onnx.save(merged_model(rng), os.path.join(HERE, "merged_decoder", "model.onnx"))
     ids = rng.integers(0, 11, (10, 6))
