@@ -181,6 +181,34 @@ public class IfInliningTests(ITestOutputHelper log)
     }
 
     [Fact]
+    public void TheCliRefusesAStateWithSamplesOnAxis0InOneLine()
+    {
+        var arrays = new Dictionary<string, NdArray>(Npz.Read(Vad("data.npz")));
+        arrays["state"] = NdArray.FromFloat(new float[12 * 2 * 4], 12, 2, 4);
+        using var dir = new TempDir();
+        Npz.Write(dir.File("bad.npz"), arrays);
+        var (code, output, err) = CliRunner.Run("grad", Vad(), "--data", dir.File("bad.npz"), "--out", dir.File("g.npz"), "--loss", "mse");
+        Assert.Equal(2, code);
+        Assert.Contains("array 'state' has shape (12, 2, 4)", err);
+        Assert.Contains("expects [2, ?, 4] for input 'state' (axis 1 = samples)", err);
+        Assert.Single(err.Trim().Split('\n'));
+        Assert.False(File.Exists(dir.File("g.npz")), output);
+    }
+
+    [Fact]
+    public void DataReadWithoutTheModelIsRefusedNamingTheSampleAxes()
+    {
+        // Without the model every array has samples on axis 0: the merged decoder's data then disagree (3 samples, the flag 1).
+        Assert.Contains("arrays disagree on the number of samples", Assert.Throws<UserError>(() => Dataset.Load(Merged("forget.npz"))).Message);
+        // One sample reads without the model, but not as that model's data: its flag is given once.
+        var one = Npz.Read(Merged("forget.npz")).ToDictionary(kv => kv.Key, kv => kv.Key == "use_cache_branch" ? kv.Value : kv.Value.TakeRows([0]));
+        using var d = new Dataset(one, "one sample");
+        var e = Assert.Throws<UserError>(() => Evaluator.Open(Merged(), new LossSettings(), d));
+        Assert.Contains("'one sample' was read with other sample axes than the inputs of", e.Message);
+        Assert.Contains("'use_cache_branch': given once", e.Message);
+    }
+
+    [Fact]
     public void InspectShowsSampleAxesAndTheBranchWeights()
     {
         var (code, output, err) = CliRunner.Run("inspect", Vad(), "--json", "--data", Vad("data.npz"));
