@@ -10,11 +10,15 @@ public sealed record ModelSummary(
     IReadOnlyDictionary<string, int> Ops, IReadOnlyList<ModelSummary.Tensor> Parameters,
     long TrainableElements, IReadOnlyList<ModelSummary.MissingRule> OpsWithoutGradient)
 {
-    public sealed record Value(string Name, string Type, IReadOnlyList<string> Shape);
-    public sealed record Tensor(string Name, string Type, IReadOnlyList<long> Shape, long Elements, string Storage, bool Trainable, string? Reason);
+    /// <param name="Samples">Where a data input carries its samples: "axis 0", "axis 1" (a recurrent state [2, batch, H]) or "given once"; null for outputs.</param>
+    public sealed record Value(string Name, string Type, IReadOnlyList<string> Shape, string? Samples = null);
+    /// <param name="Branch">The If branch holding the tensor ("If 'node' then_branch"); null for the top-level graph.</param>
+    public sealed record Tensor(string Name, string Type, IReadOnlyList<long> Shape, long Elements, string Storage, bool Trainable, string? Reason, string? Branch = null);
     public sealed record MissingRule(string Op, string Node, long Opset);
 
-    public static ModelSummary Of(ModelFile file, string? output = null)
+    /// <param name="file">The model, with If branches inlined where the data decided them (<c>Runtime.Inlining</c>).</param>
+    /// <param name="samples">Each data input's sample axis, as <c>Runtime.SampleAxes.Describe</c> gives it.</param>
+    public static ModelSummary Of(ModelFile file, string? output = null, Func<string, string>? samples = null)
     {
         var g = file.Graph;
         var inits = g.Initializer.Select(t => t.Name).ToHashSet();
@@ -30,7 +34,7 @@ public sealed record ModelSummary(
         }
         var tensors = parameters.Select(p => new Tensor(p.Name, DataTypes.Name(p.DataType), p.Shape, p.Elements,
             p.Storage switch { ParameterStorage.Constant => "constant-node", ParameterStorage.Attribute => "node-attribute", _ => p.External ? "external" : "embedded" },
-            p.Trainable, p.WhyNot)).ToList();
+            p.Trainable, p.WhyNot, p.Branch)).ToList();
         // Linear ai.onnx.ml nodes and ONNX Runtime's fused ops are lowered to standard ops and recurrent ops unrolled for
         // gradients: they need no rule of their own. A ZipMap only repackages probabilities as maps for callers; no loss is
         // taken through it.
@@ -42,7 +46,7 @@ public sealed record ModelSummary(
             file.Path, file.Model.IrVersion,
             (file.Model.ProducerName + " " + file.Model.ProducerVersion).Trim(),
             file.Model.OpsetImport.GroupBy(o => Domains.IsDefault(o.Domain) ? "ai.onnx" : o.Domain).ToDictionary(o => o.Key, o => o.Max(x => x.Version)),
-            g.Input.Where(i => !inits.Contains(i.Name)).Select(Describe).ToList(),
+            g.Input.Where(i => !inits.Contains(i.Name)).Select(i => Describe(i) with { Samples = samples?.Invoke(i.Name) }).ToList(),
             g.Output.Select(Describe).ToList(),
             g.Node.GroupBy(n => Domains.OpName(n.Domain, n.OpType)).OrderByDescending(x => x.Count()).ThenBy(x => x.Key).ToDictionary(x => x.Key, x => x.Count()),
             tensors, trainable, missing);

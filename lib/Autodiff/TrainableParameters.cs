@@ -39,8 +39,13 @@ public static class TrainableParameters
             if (includeRx is not null && !includeRx.Any(r => r.IsMatch(name))) why ??= $"not matched by {Setting("Params")}";
             if (excludeRx.Any(r => r.IsMatch(name))) why = $"frozen by {Setting("Frozen")}";
             if (includeRx is not null && includeRx.Any(r => r.IsMatch(name)) && why is "rank-0 constant") why = null;
-            result.Add(new Parameter(name, storage, t.DataType, t.Dims.ToArray(), t.IsExternal(), why is null, why));
+            result.Add(new Parameter(name, storage, t.DataType, t.Dims.ToArray(), t.IsExternal(), why is null, why) { Branch = file.Inlined.GetValueOrDefault(name) });
         }
+        // Weights of If branches not inlined (the condition varies per sample, or no data fixed it) are listed, frozen.
+        foreach (var b in Branches.Candidates(g).Where(b => DataTypes.IsFloat(b.Value.DataType)))
+            result.Add(new Parameter(b.Name, b.Storage, b.Value.DataType, b.Value.Dims.ToArray(), b.Value.IsExternal(), false,
+                $"inside {b.Branch}, not inlined: its condition varies per sample, or no data decided it (inspect --data)")
+            { Branch = b.Branch });
         return result;
     }
 

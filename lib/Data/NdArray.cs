@@ -174,6 +174,37 @@ public sealed class NdArray
         return new NdArray(Type, data, WithRows(rows.Count));
     }
 
+    /// <summary>A copy holding the given indices along <paramref name="axis"/>, in the given order (axis 0: <see cref="TakeRows"/>).</summary>
+    public NdArray TakeAlong(int axis, IReadOnlyList<long> indices)
+    {
+        if (axis == 0) return TakeRows(indices);
+        if (axis < 0 || axis >= Shape.Length) throw new ArgumentOutOfRangeException(nameof(axis), $"Axis {axis} is outside an array of shape {FormatShape(Shape)}.");
+        // Blocks of `inner` elements: `outer` of them before the axis, `n` along it.
+        long outer = ElementCount(Shape[..axis]), n = Shape[axis], inner = ElementCount(Shape[(axis + 1)..]);
+        var data = Allocate(Type, outer * indices.Count * inner);
+        for (long o = 0; o < outer; o++)
+            for (int i = 0; i < indices.Count; i++)
+            {
+                long r = indices[i];
+                if (r < 0 || r >= n) throw new ArgumentOutOfRangeException(nameof(indices), $"Index {r} is outside 0..{n} on axis {axis}.");
+                Array.Copy(Data, (o * n + r) * inner, data, (o * indices.Count + i) * inner, inner);
+            }
+        var shape = (long[])Shape.Clone();
+        shape[axis] = indices.Count;
+        return new NdArray(Type, data, shape);
+    }
+
+    /// <summary>A copy of [start, start + count) along <paramref name="axis"/>.</summary>
+    public NdArray SliceAlong(int axis, long start, long count)
+    {
+        if (axis == 0) return SliceRows(start, count);
+        if (axis < 0 || axis >= Shape.Length || start < 0 || count < 0 || start > Shape[axis] - count)
+            throw new ArgumentOutOfRangeException(nameof(start), $"[{start}, {start + count}) on axis {axis} is outside an array of shape {FormatShape(Shape)}.");
+        var indices = new long[count];
+        for (long i = 0; i < count; i++) indices[i] = start + i;
+        return TakeAlong(axis, indices);
+    }
+
     /// <summary>Joins arrays of the same type and trailing shape along axis 0.</summary>
     public static NdArray ConcatRows(IReadOnlyList<NdArray> parts)
     {

@@ -11,6 +11,10 @@ public sealed record ModelFile(ModelProto Model, string Path, string Folder)
     /// <summary>How far its external data may reach; every read of its tensors (<see cref="TensorProtoExtensions"/>) applies it.</summary>
     public ExternalDataPolicy Policy { get; init; } = ExternalDataPolicy.Strict;
 
+    /// <summary>With If branches inlined for a run (<c>Runtime.Inlining</c>): the branch each inlined tensor came from, by its
+    /// name as a parameter (<see cref="Branches"/>). Empty for a model as read.</summary>
+    public IReadOnlyDictionary<string, string> Inlined { get; init; } = new Dictionary<string, string>();
+
     /// <summary>
     /// Loads and, unless <paramref name="verify"/> is false, checks every tensor of the model (reading sizes, not data): shapes,
     /// value counts, external data locations under <paramref name="policy"/> and their byte ranges, which must lie inside their

@@ -9,6 +9,9 @@ public enum ParameterStorage { Initializer, Constant, Attribute }
 /// <summary>A float tensor of the model that could be trained, and whether it is (with the reason when not).</summary>
 public sealed record Parameter(string Name, ParameterStorage Storage, int DataType, long[] Shape, bool External, bool Trainable, string? WhyNot)
 {
+    /// <summary>The If branch the tensor lives in (e.g. "If 'node' then_branch"; <see cref="Branches"/>), null for the top-level graph.</summary>
+    public string? Branch { get; init; }
+
     public long Elements => Shape.Aggregate(1L, (a, d) => a * d);
 }
 

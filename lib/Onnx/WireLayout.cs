@@ -13,7 +13,8 @@ internal sealed record ModelLayout(
 
 /// <summary>
 /// Walks a serialized ModelProto and records the byte ranges of every float parameter of the top-level graph:
-/// initializers, Constant node values and ai.onnx.ml LinearClassifier/LinearRegressor coefficients.
+/// initializers, Constant node values and ai.onnx.ml LinearClassifier/LinearRegressor coefficients; and those of the
+/// branches of top-level If nodes (their initializers and Constant values), under the names <see cref="Branches"/> gives them.
 /// Subgraphs, sparse tensors, training graphs and functions are walked only for their external data references,
 /// because a written copy of the model needs all of its data files. Repeated occurrences of a message field
 /// (e.g. two <c>graph</c> fields) are merged, as protobuf parsers do.
@@ -88,19 +89,20 @@ internal static class WireLayout
             return new(parameters, unpatchable, dataFiles.ToList());
         }
 
-        public void ReadGraph(ref WireReader graph, bool topLevel)
+        /// <param name="scope">For the branch of a top-level If: the prefix of its parameters' names (<see cref="Branches.Prefix"/>).</param>
+        public void ReadGraph(ref WireReader graph, bool topLevel, string? scope = null)
         {
             while (graph.NextField([GraphNode, GraphInitializer, GraphSparseInitializer], out var field, out var message))
             {
                 switch (field)
                 {
                     case GraphNode:
-                        ReadNode(ref message, topLevel ? nodeIndex++ : null);
+                        ReadNode(ref message, topLevel ? nodeIndex++ : null, scope);
                         break;
                     case GraphInitializer:
                         var tensor = new TensorFields();
                         ReadTensor(ref message, tensor);
-                        Complete(tensor, tensor.Name, topLevel ? tensor.Name : null, $"initializer {tensor.Name}");
+                        Complete(tensor, tensor.Name, topLevel ? tensor.Name : scope is not null ? scope + tensor.Name : null, $"initializer {tensor.Name}");
                         break;
                     default:
                         foreach (var part in ReadSparse(ref message)) Complete(part, Label(part, "(sparse initializer)"), null, "");
@@ -121,12 +123,15 @@ internal static class WireLayout
         }
 
         /// <param name="index">Position in the top-level graph.node; null for nodes elsewhere, which hold no parameters.</param>
-        void ReadNode(ref WireReader node, int? index)
+        /// <param name="scope">Set for the nodes of a top-level If's branch, whose Constant values are parameters under that prefix.</param>
+        void ReadNode(ref WireReader node, int? index, string? scope = null)
         {
             string? firstOutput = null;
             string name = "", opType = "", domain = "";
             var attributes = new List<AttributeFields>();
-            while (node.NextField([NodeOutput, NodeName, NodeOpType, NodeDomain, NodeAttribute], out var field, out var contents))
+            // Name, type and domain first (protobuf does not order fields): a top-level If's branches are read as parameter scopes.
+            var header = node;
+            while (header.NextField([NodeOutput, NodeName, NodeOpType, NodeDomain], out var field, out var contents))
             {
                 switch (field)
                 {
@@ -139,30 +144,31 @@ internal static class WireLayout
                     case NodeOpType:
                         opType = contents.Text();
                         break;
-                    case NodeDomain:
-                        domain = contents.Text();
-                        break;
                     default:
-                        attributes.Add(ReadAttribute(ref contents));
+                        domain = contents.Text();
                         break;
                 }
             }
+            var branchOf = index is not null && opType == "If" && Domains.IsDefault(domain) ? Branches.Label(name, firstOutput) : null;
+            while (node.NextField([NodeAttribute], out _, out var contents))
+                attributes.Add(ReadAttribute(ref contents, branchOf));
 
             // Decided only after the whole node is read: protobuf does not order fields, so op_type may follow the attributes.
             var label = firstOutput ?? (name != "" ? name : opType);
-            var constant = index is not null && opType == "Constant" && Domains.IsDefault(domain) && firstOutput is not null;
-            var origin = $"Constant node producing {firstOutput}";
+            var constant = (index is not null || scope is not null) && opType == "Constant" && Domains.IsDefault(domain) && firstOutput is not null;
+            var output = scope + firstOutput;
+            var origin = scope is null ? $"Constant node producing {firstOutput}" : $"Constant node producing {firstOutput} in {scope.TrimEnd('/')}";
             foreach (var attribute in attributes)
             {
                 if (attribute.Tensor is { } tensor)
                 {
-                    var parameter = constant && attribute.Name == "value" ? firstOutput : null;
+                    var parameter = constant && attribute.Name == "value" ? output : null;
                     Complete(tensor, Label(tensor, label), parameter, origin);
                 }
                 foreach (var other in attribute.OtherTensors) Complete(other, Label(other, label), null, "");
             }
 
-            if (constant) AddConstantAttributes(firstOutput!, attributes, origin);
+            if (constant) AddConstantAttributes(output, attributes, origin);
             else if (index is { } position && LinearModels.Is(domain, opType))
             {
                 var prefix = LinearModels.Prefix(name, opType, position);
@@ -232,9 +238,17 @@ internal static class WireLayout
             if (parameter is not null && TensorLocation(tensor, parameter, external, count) is { } location) Add(location, origin);
         }
 
-        AttributeFields ReadAttribute(ref WireReader attribute)
+        /// <param name="branchOf">The label of a top-level If node: its then_branch and else_branch are parameter scopes.</param>
+        AttributeFields ReadAttribute(ref WireReader attribute, string? branchOf = null)
         {
             var result = new AttributeFields();
+            string? scope = null;
+            if (branchOf is not null)
+            {
+                var header = attribute;
+                while (header.NextField([AttrName], out _, out var text)) result.Name = text.Text();
+                if (result.Name is "then_branch" or "else_branch") scope = Branches.Prefix(branchOf, result.Name);
+            }
             while (!attribute.AtEnd)
             {
                 var (field, wireType) = attribute.ReadTag();
@@ -265,7 +279,10 @@ internal static class WireLayout
                                 ReadTensor(ref message, tensor);
                                 result.OtherTensors.Add(tensor);
                                 break;
-                            case AttrG or AttrGraphs:
+                            case AttrG:
+                                ReadGraph(ref message, topLevel: false, scope);
+                                break;
+                            case AttrGraphs:
                                 ReadGraph(ref message, topLevel: false);
                                 break;
                             default:

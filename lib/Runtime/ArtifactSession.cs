@@ -22,6 +22,7 @@ public sealed class ArtifactSession : IDisposable
     readonly string what;
     readonly int threads;
     readonly Func<Dataset, TrainingArtifact>? rebuild;
+    readonly SampleAxes axes;
     InferenceSession session;
     string[] outputNames;
     /// <summary>Artifacts with unrolled recurrent ops, by the data input shapes they were built for.</summary>
@@ -30,9 +31,10 @@ public sealed class ArtifactSession : IDisposable
     /// <param name="what">What the session runs, for messages (e.g. "gradient graph of 'model.onnx'").</param>
     /// <param name="rebuild">Builds the artifact again from a probe of other inputs: with unrolled recurrent ops, called
     /// for each new sequence length; without it such a batch is refused.</param>
-    public ArtifactSession(TrainingArtifact artifact, string what, int threads = 1, Func<Dataset, TrainingArtifact>? rebuild = null)
+    /// <param name="axes">Where the data inputs carry their samples (by default axis 0).</param>
+    public ArtifactSession(TrainingArtifact artifact, string what, int threads = 1, Func<Dataset, TrainingArtifact>? rebuild = null, SampleAxes? axes = null)
     {
-        Artifact = artifact; this.what = what; this.threads = threads; this.rebuild = rebuild;
+        Artifact = artifact; this.what = what; this.threads = threads; this.rebuild = rebuild; this.axes = axes ?? SampleAxes.Rows;
         session = CreateSession(artifact);
         outputNames = session.OutputNames.ToArray();
         FeedTypes = artifact.Model.Graph.Input.Where(i => artifact.DataInputs.Contains(i.Name) || i.Name == LossHead.LabelInput)
@@ -151,7 +153,7 @@ public sealed class ArtifactSession : IDisposable
     {
         var shapes = Artifact.DataInputs.ToDictionary(n => n, n => feed[n].GetTensorTypeAndShape().Shape);
         bool fits = shapes.All(kv => Artifact.BuiltFor.TryGetValue(kv.Key, out var built) && built.Length == kv.Value.Length
-            && built.Select((d, a) => a == 0 || d < 0 || d == kv.Value[a]).All(x => x));
+            && built.Select((d, a) => a == axes.Of(kv.Key) || d < 0 || d == kv.Value[a]).All(x => x));
         if (fits) return;
         var key = ShapeKey(shapes);
         if (!bySequence.TryGetValue(key, out var built))
@@ -161,7 +163,7 @@ public sealed class ArtifactSession : IDisposable
             var got = string.Join(", ", shapes.Select(kv => $"'{kv.Key}' {Data.NdArray.FormatShape(kv.Value)}"));
             if (rebuild is null)
                 throw new UserError($"the {what} unrolls {steps}, built for inputs {had}; this batch has {got}. Build the artifact for this sequence length.");
-            using var probe = new Dataset(shapes.Keys.ToDictionary(n => n, n => ProbeRows(feed[n])), $"a batch of shape {got}");
+            using var probe = new Dataset(shapes.Keys.ToDictionary(n => n, n => ProbeRows(feed[n], axes.Of(n))), $"a batch of shape {got}", axes);
             var artifact = rebuild(probe);
             var s = CreateSession(artifact);
             built = bySequence[key] = (s, artifact, s.OutputNames.ToArray());
@@ -169,11 +171,12 @@ public sealed class ArtifactSession : IDisposable
         (session, Artifact, outputNames) = built;
     }
 
-    static string ShapeKey(Dictionary<string, long[]> shapes) =>
-        string.Join(";", shapes.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Key + ":" + string.Join(",", kv.Value.Skip(1))));
+    string ShapeKey(Dictionary<string, long[]> shapes) =>
+        string.Join(";", shapes.OrderBy(kv => kv.Key, StringComparer.Ordinal).Select(kv => kv.Key + ":" + string.Join(",", kv.Value.Where((_, a) => a != axes.Of(kv.Key)))));
 
-    /// <summary>A batch's values as an array of at least three rows (repeated as needed), so that the probe sees two batch sizes.</summary>
-    static Data.NdArray ProbeRows(OrtValue v)
+    /// <summary>A batch's values as an array of at least three rows along <paramref name="axis"/> (repeated as needed), so that the
+    /// probe sees two batch sizes; an input given once as it is.</summary>
+    static Data.NdArray ProbeRows(OrtValue v, int axis)
     {
         var info = v.GetTensorTypeAndShape();
         var shape = info.Shape;
@@ -189,7 +192,9 @@ public sealed class ArtifactSession : IDisposable
             TensorElementType.BFloat16 => Data.NdArray.FromFloat(v.GetTensorDataAsSpan<BFloat16>().ToArray().Select(h => (float)h).ToArray(), shape),
             var t => throw new UserError($"cannot rebuild the gradient graph for inputs of element type {t}"),
         };
-        return a.TakeRows(Enumerable.Range(0, (int)Math.Max(3, a.Rows)).Select(i => i % a.Rows).ToArray());
+        if (axis == SampleAxes.Once) return a;
+        long rows = a.Shape[axis];
+        return a.TakeAlong(axis, Enumerable.Range(0, (int)Math.Max(3, rows)).Select(i => i % rows).ToArray());
     }
 
     static double Scalar(OrtValue v) => v.GetTensorTypeAndShape().ElementDataType switch

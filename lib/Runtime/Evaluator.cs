@@ -49,7 +49,10 @@ public enum ArtifactKind
 /// </summary>
 public sealed class Evaluator : IDisposable
 {
+    /// <summary>The model as compiled: the file's, with If nodes whose branch the data decides inlined (<see cref="Inlining"/>).</summary>
     public ModelFile File { get; }
+    /// <summary>Where each data input carries its samples.</summary>
+    public SampleAxes Axes { get; }
     public LossSettings Settings { get; }
     /// <summary>Every float tensor the model reads, trainable or not (with the reason).</summary>
     public IReadOnlyList<Parameter> AllParameters { get; }
@@ -90,7 +93,17 @@ public sealed class Evaluator : IDisposable
 
     Evaluator(ModelFile file, LossSettings settings, Dataset probe)
     {
-        File = file; Settings = settings;
+        Settings = settings;
+        Axes = SampleAxes.For(file.Graph, file.Path);
+        probe = probe.For(Axes);
+        dataInputs = DataInputs(file.Graph);
+        CheckInputTypes(file.Graph, dataInputs, file.Path);
+        probe.Require(dataInputs, $"inputs of '{file.Path}'");
+        if (probe.Rows == 0) throw new UserError($"'{probe.Source}' holds no samples (its arrays have 0 rows on their sample axis); give a data file with at least one sample");
+        probe.CheckShapes(file.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
+        probe.CheckFinite(dataInputs, settings.AllowNonFinite, $"an input of '{file.Path}'");
+        // If nodes whose condition the data fixes (inputs given once, constants) run as their taken branch, so gradients reach its weights.
+        File = file = Inlining.Apply(file, Axes, probe.MadeUp ? null : probe);
         ModelOutput = Parameters.OutputOrDefault(file, settings.Output);
         AllParameters = TrainableParameters.Discover(file, ModelOutput, settings.Params, settings.Frozen);
         CheckParameterSizes(file, AllParameters.Where(p => p.Trainable).ToList());
@@ -99,17 +112,10 @@ public sealed class Evaluator : IDisposable
         var stored = string.Join("+", AllParameters.Select(p => p.DataType).Where(DataTypes.IsFloat).DefaultIfEmpty(DataTypes.Float).Distinct().Order().Select(DataTypes.Name));
         FiguresForward = $"{stored} as stored";
         GradientForward = Precision.HasReduced(forward.Graph) ? $"float32 artifact ({stored} widened)" : FiguresForward;
-        dataInputs = DataInputs(forward.Graph);
-        CheckInputTypes(forward.Graph, dataInputs, file.Path);
-        probe.Require(dataInputs, $"inputs of '{file.Path}'");
-        if (probe.Rows == 0) throw new UserError($"'{probe.Source}' holds no samples (its arrays have 0 rows on axis 0); give a data file with at least one sample");
-        probe.CheckShapes(forward.Graph.Input.Where(i => dataInputs.Contains(i.Name)), file.Path);
-        probe.CheckFinite(dataInputs, settings.AllowNonFinite, $"an input of '{file.Path}'");
         uncheckedTargets = probe;
-        FixedBatch = FixedBatchOf(forward.Graph, dataInputs);
+        FixedBatch = FixedBatchOf(forward.Graph, dataInputs, Axes);
         // Probe rows are copied: the caller may dispose its dataset while artifacts are still built lazily.
-        this.probe = new Dataset(probe.Arrays.Where(kv => dataInputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value.TakeRows(
-            Enumerable.Range(0, (int)Math.Min(3, probe.Rows)).Select(i => (long)i).ToArray())), probe.Source);
+        this.probe = probe.Only(dataInputs).Take(Enumerable.Range(0, (int)Math.Min(3, probe.Rows)).Select(i => (long)i).ToArray(), probe.Source);
     }
 
     /// <summary>
@@ -127,6 +133,10 @@ public sealed class Evaluator : IDisposable
     /// </summary>
     public static void Preflight(ModelFile file, LossSettings settings)
     {
+        // If nodes decided by constants are inlined as the evaluator will; one the data decides leaves the checks to it.
+        var axes = SampleAxes.For(file.Graph, file.Path);
+        file = Inlining.Apply(file, axes, null);
+        if (Inlining.NeedsData(file.Graph, axes)) return;
         var output = Parameters.OutputOrDefault(file, settings.Output);
         var trainable = TrainableParameters.Discover(file, output, settings.Params, settings.Frozen).Where(p => p.Trainable).Select(p => p.Name).ToList();
         if (trainable.Count == 0) throw NoTrainableParameters(file, output, settings);
@@ -214,7 +224,7 @@ public sealed class Evaluator : IDisposable
             Check(opened, artifact);
             uncheckedTargets = null;
         }
-        return sessions[kind] = new ArtifactSession(artifact, what, Settings.Threads, d => Build(kind, d));
+        return sessions[kind] = new ArtifactSession(artifact, what, Settings.Threads, d => Build(kind, d), Axes);
     }
 
     /// <summary>Builds an artifact of the set from the compiled forward graph (shapes probed once per model and data).</summary>
@@ -223,7 +233,9 @@ public sealed class Evaluator : IDisposable
     {
         bool withGradients = kind != ArtifactKind.LossOnly;
         if (withGradients && Layout.Count == 0)
-            throw NoTrainableParameters(File, ModelOutput, Settings);
+            throw new UserError(NoTrainableParameters(File, ModelOutput, Settings).Message +
+                // Weights left inside an If's branches: say why that If was not inlined.
+                (AllParameters.Any(p => p.Branch is not null && !File.Inlined.ContainsKey(p.Name)) ? string.Concat(Inlining.Undecided(File.Graph, Axes).Select(why => "; " + why)) : ""));
         var data = probeData ?? probe;
         builds[kind] = builds.GetValueOrDefault(kind) + 1;
         var artifact = TrainingArtifact.Build(File, forward, m => Probe(m, data), Layout.Parameters, Settings.Loss, ModelOutput,
@@ -243,12 +255,10 @@ public sealed class Evaluator : IDisposable
         var probeModel = model.Clone();
         foreach (var t in probeModel.Graph.Initializer) t.Inline(File);
         var types = model.Graph.Input.Where(i => dataInputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
-        // Two batch sizes tell batch-dependent dimensions apart from fixed ones: batches of 2 and 3 rows, repeating rows of a
-        // smaller file (one probe size would leave the batch axis fixed, and batches of another size would be refused).
+        // Two batch sizes tell batch-dependent dimensions apart from fixed ones: batches of 2 and 3 samples, repeating those
+        // of a smaller file (one probe size would leave the batch axis fixed, and batches of another size would be refused).
         long[] sizes = FixedBatch == 1 ? [1L] : [2L, 3L];
-        var inputs = data.Arrays.Where(kv => dataInputs.Contains(kv.Key)).ToDictionary(kv => kv.Key, kv => kv.Value);
-        using var probeData = data.Rows >= 3 ? new Dataset(inputs, data.Source)
-            : new Dataset(inputs.ToDictionary(kv => kv.Key, kv => kv.Value.TakeRows([0, 1 % data.Rows, 2 % data.Rows])), data.Source);
+        using var probeData = data.Rows >= 3 ? data.Only(dataInputs) : data.Only(dataInputs).Take([0, 1 % data.Rows, 2 % data.Rows], data.Source);
         var feeds = sizes.Select(n => probeData.Batch(0, n, types)).ToList();
         var result = ShapeProbe.Run(probeModel, feeds);
         probes.Add((model, data, result.Copy()));
@@ -320,10 +330,11 @@ public sealed class Evaluator : IDisposable
         var arrays = new Dictionary<string, Data.NdArray>();
         var inputs = DataInputs(g);
         CheckInputTypes(g, inputs, "the model");
+        var axes = SampleAxes.For(g, "the model");
         foreach (var name in inputs)
         {
             var t = g.Input.First(i => i.Name == name).Type.TensorType;
-            var dims = t.Shape?.Dim.Select((d, a) => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d.DimValue > 0 ? d.DimValue : a == 0 ? 3 : 1).ToArray() ?? [3];
+            var dims = t.Shape?.Dim.Select((d, a) => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d.DimValue > 0 ? d.DimValue : a == axes.Of(name) ? 3 : 1).ToArray() ?? [3];
             long n = 1;
             foreach (long d in dims)
                 if ((n = d <= SyntheticElements / n ? n * d : long.MaxValue) > SyntheticElements)
@@ -333,14 +344,15 @@ public sealed class Evaluator : IDisposable
                 ? Data.NdArray.FromFloat(Enumerable.Range(0, (int)n).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), dims)
                 : Data.NdArray.FromInt64(new long[n], dims);
         }
-        return new Dataset(arrays, "synthetic inputs");
+        return new Dataset(arrays, "synthetic inputs", axes) { MadeUp = true };
     }
 
     /// <summary>Most elements of one made-up input (64 Mi floats, 256 MiB).</summary>
     const long SyntheticElements = 1L << 26;
 
-    static int FixedBatchOf(GraphProto g, List<string> inputs) =>
-        g.Input.Where(i => inputs.Contains(i.Name)).Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } d && d[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d[0].DimValue == 1) ? 1 : 0;
+    static int FixedBatchOf(GraphProto g, List<string> inputs, SampleAxes axes) =>
+        g.Input.Where(i => inputs.Contains(i.Name) && axes.Of(i.Name) != SampleAxes.Once).Any(i => i.Type?.TensorType?.Shape?.Dim is { } d && d.Count > axes.Of(i.Name)
+            && d[axes.Of(i.Name)].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && d[axes.Of(i.Name)].DimValue == 1) ? 1 : 0;
 
     public void Dispose()
     {

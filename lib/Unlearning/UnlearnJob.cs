@@ -67,12 +67,13 @@ public static class UnlearnJob
         var started = DateTime.UtcNow;
         if (request.Output is { } o && Path.GetFullPath(o) == Path.GetFullPath(request.Model))
             throw new UserError($"the output file '{o}' is the input model; write the new model to another file");
+        // The model first: it says where each input carries its samples, and what it rules out before any data is read.
         var file = ModelFile.Load(request.Model, loss.ExternalData);
         Evaluator.Preflight(file, loss);
-        using var train = Dataset.Load(request.Train);
-        using var forget = Dataset.Load(request.Forget);
-        using var corrected = request.Corrected is { } c ? Dataset.Load(c) : null;
-        using var test = request.Test is { } t ? Dataset.Load(t) : null;
+        using var train = Dataset.Load(request.Train, file);
+        using var forget = Dataset.Load(request.Forget, file);
+        using var corrected = request.Corrected is { } c ? Dataset.Load(c, file) : null;
+        using var test = request.Test is { } t ? Dataset.Load(t, file) : null;
         using var model = Evaluator.Open(file, loss, train);
         var report = Run(model, train, forget, corrected, test, options, progress, exposure, targets, new FileModelWriter(request.Model, request.Output, loss.ExternalData), started);
         var files = new (string Name, string? Path, Dataset? Data)[] { ("train", request.Train, train), ("forget", request.Forget, forget), ("corrected", request.Corrected, corrected), ("test", request.Test, test) };

@@ -413,7 +413,7 @@ public static class Unlearner
 
     /// <summary>A row's values across all arrays, as a comparable key (to find forget-set rows inside the training set).</summary>
     static string RowKey(Dataset d, int row) =>
-        string.Join("|", d.Arrays.OrderBy(kv => kv.Key).Select(kv => string.Join(",", kv.Value.SliceRows(row, 1).ToDouble())));
+        string.Join("|", d.Arrays.OrderBy(kv => kv.Key).Select(kv => string.Join(",", d.Slice(kv.Key, row, 1).ToDouble())));
 
     /// <summary>The nonzero elements of a mask file (one array per trainable parameter, shaped like it).</summary>
     public static int[] FromMaskFile(ParameterLayout layout, string path)

@@ -162,7 +162,7 @@ public class TfHabitsTests
         g.Initializer.Add(Floats("bias_if", [Classes], [0.5f, -0.5f, 0.25f]));
         g.Initializer.Add(Floats("zeros", [Classes], new float[Classes]));
         g.Initializer.Add(Floats("W_unused", [Features, Classes], new float[Features * Classes]));
-        g.Initializer.Add(new TensorProto { Name = "cond", DataType = DataTypes.Bool, Int32Data = { 1 } });
+        PerSampleCondition(g);
         var then = new GraphProto { Name = "then", Node = { Node("Identity", ["bias_if"], ["then_out"]) }, Output = { Value("then_out", DataTypes.Float, Classes) } };
         var otherwise = new GraphProto { Name = "else", Node = { Node("Identity", ["zeros"], ["else_out"]) }, Output = { Value("else_out", DataTypes.Float, Classes) } };
         var branch = Node("If", ["cond"], ["branch"]);
@@ -184,6 +184,14 @@ public class TfHabitsTests
     }
 
     /// <summary>If(cond) whose both branches return the outer value <paramref name="read"/> (read by name, as exporters write it).</summary>
+    /// <summary>cond = ΣX > 0 over the batch: it varies with the samples, so the If is not inlined (a constant one is: IfInliningTests).</summary>
+    static void PerSampleCondition(GraphProto g)
+    {
+        g.Initializer.Add(Floats("zero", [], [0f]));
+        g.Node.Add(Node("ReduceSum", ["x"], ["x_sum"], ("keepdims", 0L)));
+        g.Node.Add(Node("Greater", ["x_sum", "zero"], ["cond"]));
+    }
+
     static NodeProto IfReading(string read, string output)
     {
         var then = new GraphProto { Name = "then", Node = { Node("Identity", [read], ["then_out"]) }, Output = { Value("then_out", DataTypes.Float, -1, Classes) } };
@@ -201,7 +209,7 @@ public class TfHabitsTests
         // logits = If(cond) { dense } else { −dense }, dense = x·W + B: W and B reach the loss only through the branch.
         var g = Dense(output: "dense");
         g.Output[0].Name = "logits";
-        g.Initializer.Add(new TensorProto { Name = "cond", DataType = DataTypes.Bool, Int32Data = { 1 } });
+        PerSampleCondition(g);
         g.Node.Add(IfReading("dense", "logits"));
         var m = Model(g, opset: 13, producer: "tf2onnx");
         // The parameters are on the way to the output (through the branch), so they are trainable and the error says why they fail.
@@ -229,7 +237,7 @@ public class TfHabitsTests
         // logits = dense + If(cond) { dense } else { −dense }: the direct path alone would give half the story.
         var g = Dense(output: "dense");
         g.Output[0].Name = "logits";
-        g.Initializer.Add(new TensorProto { Name = "cond", DataType = DataTypes.Bool, Int32Data = { 1 } });
+        PerSampleCondition(g);
         g.Node.Add(IfReading("dense", "branch"));
         g.Node.Add(Node("Add", ["dense", "branch"], ["logits"]));
         using var dir = new TempDir();
@@ -243,7 +251,7 @@ public class TfHabitsTests
     {
         // logits = x·W + B; a second output "flipped" = If(cond) { logits } else { −logits }: not on the loss path.
         var g = Dense();
-        g.Initializer.Add(new TensorProto { Name = "cond", DataType = DataTypes.Bool, Int32Data = { 1 } });
+        PerSampleCondition(g);
         g.Node.Add(IfReading("logits", "flipped"));
         g.Output.Add(Value("flipped", DataTypes.Float, -1, Classes));
         var m = Model(g, opset: 13, producer: "tf2onnx");

@@ -22,7 +22,7 @@ public static class ArtifactsCommand
             var settings = loss.Read(r);
             var file = ModelFile.Load(r.GetValue(model)!, settings.ExternalData);
             Evaluator.Preflight(file, settings);
-            using var probe = r.GetValue(data) is { } path ? Dataset.Load(path) : Evaluator.SyntheticInputs(file.Graph);
+            using var probe = r.GetValue(data) is { } path ? Dataset.Load(path, file) : Evaluator.SyntheticInputs(file.Graph);
             using var compiled = Evaluator.Open(file, settings, probe);
             var artifact = compiled.Build(ArtifactKind.Gradient, embedDefaults: true);
             var dir = r.GetValue(output)!;

@@ -1,3 +1,4 @@
+using OnnxUnlearn.Onnx;
 using System.CommandLine;
 using OnnxUnlearn.Runtime;
 using OnnxUnlearn;
@@ -18,8 +19,9 @@ public static class EvalCommand
         c.SetAction(r => Cli.Guard(() =>
         {
             var settings = loss.Read(r);
-            using var d = Dataset.Load(r.GetValue(data)!);
-            using var m = Evaluator.Open(r.GetValue(model)!, settings, d);
+            var file = ModelFile.Load(r.GetValue(model)!, settings.ExternalData);
+            using var d = Dataset.Load(r.GetValue(data)!, file);
+            using var m = Evaluator.Open(file, settings, d);
             var result = m.Loss(m.ReadParameters(), d);
             double? success = r.GetValue(target) is { } cls ? AttackSuccess(r.GetValue(model)!, r.GetValue(data)!, d, m.ModelOutput, cls, settings) : null;
             if (r.GetValue(json)) Cli.WriteJson(new { model = r.GetValue(model), data = r.GetValue(data), loss = result.Loss, accuracy = result.Accuracy, count = result.Count, forward = m.FiguresForward, attackSuccess = success });

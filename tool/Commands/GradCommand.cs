@@ -1,6 +1,6 @@
+using OnnxUnlearn.Onnx;
 using System.CommandLine;
 using OnnxUnlearn.Data;
-using OnnxUnlearn.Onnx;
 using OnnxUnlearn.Runtime;
 using Spectre.Console;
 
@@ -22,7 +22,7 @@ public static class GradCommand
             var settings = loss.Read(r);
             var file = ModelFile.Load(r.GetValue(model)!, settings.ExternalData);
             Evaluator.Preflight(file, settings);
-            using var d = Dataset.Load(r.GetValue(data)!);
+            using var d = Dataset.Load(r.GetValue(data)!, file);
             using var s = Evaluator.Open(file, settings, d);
             var grad = new float[s.Layout.Size];
             var result = s.Gradient(s.ReadParameters(), d, grad);

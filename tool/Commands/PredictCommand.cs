@@ -30,7 +30,7 @@ public static class PredictCommand
             var (preds, raw, shape) = Run(r.GetValue(model)!, r.GetValue(data)!, r.GetValue(name), r.GetValue(batchSize), r.GetValue(threads), Cli.Policy(r, allowLinks));
             var arrays = new Dictionary<string, NdArray> { ["pred"] = NdArray.FromInt64(preds, shape[..^1]) };
             if (r.GetValue(logits)) arrays["logits"] = NdArray.FromFloat(raw, shape);
-            using (var d = Dataset.Load(r.GetValue(data)!))
+            using (var d = Dataset.Load(r.GetValue(data)!, ModelFile.Load(r.GetValue(model)!, Cli.Policy(r, allowLinks), verify: false)))
             {
                 double? accuracy = d.Has("label") && d.Arrays["label"].Length == preds.Length
                     ? preds.Zip(d.Arrays["label"].ToInt64()).Count(p => p.First == p.Second) / (double)Math.Max(1, preds.Length) : null;
@@ -53,11 +53,11 @@ public static class PredictCommand
         if (m.Graph.Output.All(o => o.Name != output))
             throw new UserError($"model '{modelPath}' has no output '{output}'; it has {string.Join(", ", m.Graph.Output.Select(o => o.Name))}");
         var inputs = Evaluator.DataInputs(m.Graph);
-        using var d = Dataset.Load(dataPath);
+        using var d = Dataset.Load(dataPath, file);
         d.Require(inputs, $"inputs of '{modelPath}'");
         d.CheckShapes(m.Graph.Input.Where(i => inputs.Contains(i.Name)), modelPath);
         var types = m.Graph.Input.Where(i => inputs.Contains(i.Name)).ToDictionary(i => i.Name, i => (TensorElementType)i.Type.TensorType.ElemType);
-        bool one = m.Graph.Input.Where(i => inputs.Contains(i.Name)).Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } dims
+        bool one = m.Graph.Input.Where(i => inputs.Contains(i.Name) && d.Axes.Of(i.Name) == 0).Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } dims
             && dims[0].ValueCase == global::Onnx.TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue && dims[0].DimValue == 1);
         long size = one ? 1 : Math.Max(1, batchSize);
         using var options = OrtSessions.Options(threads);

@@ -1,7 +1,7 @@
+using OnnxUnlearn.Onnx;
 using System.CommandLine;
 using OnnxUnlearn.Curvature;
 using OnnxUnlearn.Data;
-using OnnxUnlearn.Onnx;
 using OnnxUnlearn.Runtime;
 using OnnxUnlearn.Selection;
 using Spectre.Console;
@@ -34,7 +34,7 @@ public static class SharpnessCommand
             var settings = loss.Read(r);
             var file = ModelFile.Load(r.GetValue(model)!, settings.ExternalData);
             Evaluator.Preflight(file, settings);
-            using var d = Dataset.Load(r.GetValue(data)!);
+            using var d = Dataset.Load(r.GetValue(data)!, file);
             using var s = Evaluator.Open(file, settings, d);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             string kind = r.GetValue(score)!;
