@@ -14,33 +14,20 @@ public enum DiagonalEstimator { DiagPlusPlus, Hutchinson }
 public static class Diagonal
 {
     /// <summary>diag(H) from a budget of Hessian-vector products with the chosen estimator.</summary>
-    public static DiagonalEstimate Estimate(ILinearOperator hvp, DiagonalEstimator estimator, int hvps, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null) =>
+    public static DiagonalEstimate Estimate(ILinearOperator hvp, DiagonalEstimator estimator, int hvps, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null, int chunk = Chunked.ProbeChunk) =>
         estimator == DiagonalEstimator.Hutchinson
-            ? Hutchinson(hvp, hvps, seed, stabilityFraction, progress)
+            ? Hutchinson(hvp, hvps, seed, stabilityFraction, progress, chunk)
             : DiagPlusPlus(hvp, hvps, seed, stabilityFraction, progress);
 
     /// <summary>
     /// Hutchinson's estimator with Rademacher probes: diag(H) ≈ mean_j z_j ⊙ H z_j. Probe j's signs come from a generator
     /// seeded with (seed, j), so results depend only on the seed. Stability: overlap (Jaccard) of the top-k sets (k = a
     /// <paramref name="stabilityFraction"/> of the elements) estimated from the first and second half of the probes.
+    /// The probes are summed in fixed chunks of <paramref name="chunk"/>, combined in chunk order, so that shards of them
+    /// computed elsewhere merge into this very result (<see cref="Chunked"/>).
     /// </summary>
-    public static DiagonalEstimate Hutchinson(ILinearOperator hvp, int probes, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null)
-    {
-        if (probes < 1) throw new SettingError("Probes", $"must be at least 1 for Hutchinson's estimator, got {probes}");
-        int n = hvp.Size;
-        var z = new float[n]; var hz = new float[n]; var x = new double[n];
-        var moments = new ProbeMoments(n, probes, halfMeans: false);
-        for (int j = 0; j < probes; j++)
-        {
-            Rademacher(ProbeSeed(seed, j), z);
-            hvp.Apply(z, hz);
-            for (int i = 0; i < n; i++) x[i] = z[i] * hz[i];
-            moments.Add(j, x);
-            progress?.Invoke("Hutchinson probes", j + 1, probes);
-        }
-        return new DiagonalEstimate(moments.Mean(), moments.StandardError(), probes, probes,
-            probes > 1 ? TopK.Jaccard(moments.Halves[0], moments.Halves[1], stabilityFraction) : null, stabilityFraction);
-    }
+    public static DiagonalEstimate Hutchinson(ILinearOperator hvp, int probes, int seed, double stabilityFraction = 0.05, ProgressCallback? progress = null, int chunk = Chunked.ProbeChunk) =>
+        Chunked.Combine(Chunked.Hutchinson(hvp, probes, seed, chunk, Shard.Whole, progress), probes, stabilityFraction);
 
     /// <summary>
     /// Diag++ (Baston and Nakatsukasa, 2022): a third of the HVP budget sketches the range of H (Q = orth(H S), S
@@ -78,7 +65,7 @@ public static class Diagonal
             for (int i = 0; i < n; i++) low[i] += b[i] * hv[i];
         }
         int m = hvps - done;
-        var moments = new ProbeMoments(n, m, halfMeans: true);
+        var moments = new ProbeMoments(n, m);
         var r = new double[n]; var x = new double[n];
         for (int j = 0; j < m; j++)
         {
@@ -97,10 +84,10 @@ public static class Diagonal
     }
 
     /// <summary>
-    /// Running mean and variance (Welford) of per-probe estimates xⱼ = zⱼ ⊙ (H zⱼ), and the sums (or, with
-    /// <c>halfMeans</c>, means) of the first and second half of the probes, for the stability figure.
+    /// Running mean and variance (Welford) of Diag++'s per-probe estimates xⱼ = zⱼ ⊙ (I − QQᵀ)H zⱼ, and the means of the
+    /// first and second half of the probes, for the stability figure.
     /// </summary>
-    sealed class ProbeMoments(int n, int probes, bool halfMeans)
+    sealed class ProbeMoments(int n, int probes)
     {
         readonly double[] mean = new double[n], m2 = new double[n];
         public double[][] Halves { get; } = [new double[n], new double[n]];
@@ -110,13 +97,13 @@ public static class Diagonal
         {
             bool first = j < firstHalf;
             var half = Halves[first ? 0 : 1];
-            double weight = halfMeans ? Math.Max(1, first ? firstHalf : probes - firstHalf) : 1;
+            double weight = Math.Max(1, first ? firstHalf : probes - firstHalf);
             for (int i = 0; i < n; i++)
             {
                 double d = x[i] - mean[i];
                 mean[i] += d / (j + 1);
                 m2[i] += d * (x[i] - mean[i]);
-                half[i] += halfMeans ? x[i] / weight : x[i];
+                half[i] += x[i] / weight;
             }
         }
 
@@ -126,7 +113,7 @@ public static class Diagonal
     }
 
     /// <summary>A Rademacher vector (±1 with equal odds) from a generator seeded with <paramref name="seed"/>.</summary>
-    static void Rademacher(int seed, float[] z)
+    internal static void Rademacher(int seed, float[] z)
     {
         var rng = new Random(seed);
         for (int i = 0; i < z.Length; i++) z[i] = rng.Next(2) == 0 ? -1f : 1f;

@@ -29,6 +29,8 @@ public sealed record ScoreOptions
     public double StabilityFraction { get; init; } = 0.05;
     /// <summary>Relative finite-difference step c of the HVPs.</summary>
     public double RelativeStep { get; init; } = 1e-3;
+    /// <summary>Hutchinson probes per chunk: the fixed summation order that shards merge into (<see cref="Chunked"/>).</summary>
+    public int Chunk { get; init; } = Chunked.ProbeChunk;
 }
 
 /// <summary>The baseline per-parameter scores that selections are compared against (docs/method.md#baseline-selections), and the one dispatch over all scores.</summary>
@@ -43,7 +45,7 @@ public static class Scores
     {
         ScoreKind.Hessian when options.Exact => Diagonal.Exact(new Hvp(model, data) { RelativeStep = options.RelativeStep }.At(theta), progress),
         ScoreKind.Hessian => Diagonal.Estimate(new Hvp(model, data) { RelativeStep = options.RelativeStep }.At(theta), options.Estimator, options.Probes,
-            options.Seed, options.StabilityFraction, progress),
+            options.Seed, options.StabilityFraction, progress, options.Chunk),
         ScoreKind.Fisher => Plain(Fisher(model, theta, data, progress)),
         ScoreKind.Gradient => Plain(gradient is null ? GradientMagnitude(model, theta, data) : Abs(gradient)),
         ScoreKind.Magnitude => Plain(Magnitude(theta)),

@@ -121,7 +121,10 @@ public static class Npz
                 var level = compress ? CompressionLevel.Optimal : CompressionLevel.NoCompression;
                 foreach (var (key, array) in arrays)
                 {
-                    using var stream = zip.CreateEntry(key + ".npy", level).Open();
+                    var entry = zip.CreateEntry(key + ".npy", level);
+                    // numpy's date (1980-01-01), not the clock: the same arrays give the same bytes (merged shards equal one run)
+                    entry.LastWriteTime = new DateTimeOffset(new DateTime(1980, 1, 1));
+                    using var stream = entry.Open();
                     Npy.Write(stream, array);
                 }
             }

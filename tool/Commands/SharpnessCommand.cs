@@ -25,13 +25,18 @@ public static class SharpnessCommand
         var topFraction = new Option<double>("--top") { Description = "share of elements whose top-k set the summary and stability refer to", DefaultValueFactory = _ => 0.05 };
         var json = Cli.JsonFlag();
         var loss = new LossOptions();
+        var sharding = new Sharding("Hutchinson probes", Chunked.ProbeChunk);
         var c = new Command("sharpness", "Estimate the Hessian diagonal (Hutchinson or exact, from finite-difference HVPs) or a baseline score per parameter element.");
         c.Arguments.Add(model);
         foreach (Option o in new Option[] { data, output, score, probes, estimator, seed, exact, force, step, topFraction, json }) c.Options.Add(o);
         loss.AddTo(c);
+        sharding.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
         {
             var settings = loss.Read(r);
+            var shard = sharding.Read(r);
+            if (shard is not null && (r.GetValue(score) != "hessian" || r.GetValue(exact) || Cli.ParseEstimator(r.GetValue(estimator)!) != DiagonalEstimator.Hutchinson))
+                throw new UserError("--shard splits the probes of --estimator hutchinson only (diag++'s sketch, exact part and projected probes depend on each other; --exact and the baseline scores are not sharded): add --estimator hutchinson");
             var file = ModelFile.Load(r.GetValue(model)!, settings.ExternalData);
             Evaluator.Preflight(file, settings);
             using var d = Dataset.Load(r.GetValue(data)!, file);
@@ -44,9 +49,20 @@ public static class SharpnessCommand
             var options = new ScoreOptions
             {
                 Probes = r.GetValue(probes), Estimator = Cli.ParseEstimator(r.GetValue(estimator)!), Exact = r.GetValue(exact), Seed = r.GetValue(seed),
-                StabilityFraction = r.GetValue(topFraction), RelativeStep = r.GetValue(step),
+                StabilityFraction = r.GetValue(topFraction), RelativeStep = r.GetValue(step), Chunk = r.GetValue(sharding.Chunk),
             };
             var theta = s.ReadParameters();
+            if (shard is { } part)
+            {
+                var chunks = Progress.Run(p => Chunked.Hutchinson(new Hvp(s, d) { RelativeStep = options.RelativeStep }.At(theta), options.Probes, options.Seed, options.Chunk, part, p));
+                var identity = Sharding.Settings(s);
+                foreach (var (key, value) in new[] { ("--score", kind), ("--estimator", "hutchinson"), ("--probes", options.Probes.ToString()), ("--seed", options.Seed.ToString()),
+                    ("--step", options.RelativeStep.ToString("R", System.Globalization.CultureInfo.InvariantCulture)), ("--top", options.StabilityFraction.ToString("R", System.Globalization.CultureInfo.InvariantCulture)) }) identity[key] = value;
+                var info = Sharding.Info("sharpness", r.GetValue(model)!, r.GetValue(data)!, s, identity, options.Chunk, options.Probes, part);
+                PartFile.Write(r.GetValue(output)!, info, chunks);
+                Sharding.Done(r.GetValue(json), info, r.GetValue(output)!, clock.Elapsed.TotalSeconds);
+                return Cli.Ok;
+            }
             var est = Progress.Run(p => Scores.Compute(scoreKind, s, theta, d, options, p));
             var arrays = s.Layout.Split(est.Values);
             if (est.StandardError is { } se) foreach (var (k, v) in s.Layout.Split(se, "stderr/")) arrays[k] = v;
