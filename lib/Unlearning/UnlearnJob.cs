@@ -234,6 +234,7 @@ public static class UnlearnJob
             ["batchSize"] = loss.BatchSize, ["threads"] = loss.Threads, ["writeOnMiss"] = targets.WriteOnMiss,
         };
         if (o.MaskFile is { } mask) s["mask"] = Path.GetFullPath(mask);
+        if (o.ScoresFile is { } scores) { s["scores"] = Path.GetFullPath(scores); s["scoresSha256"] = Report.Sha256(scores); s["probes"] = "from the scores file"; s["estimator"] = "from the scores file"; }
         if (loss.IgnoreIndex is { } ignore) s["ignoreIndex"] = ignore;
         if (targets.Accuracy is { } acc) s["requireAccuracy"] = acc;
         if (exposure is not null)

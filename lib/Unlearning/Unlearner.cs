@@ -64,6 +64,9 @@ public sealed record UnlearnOptions
     public long? TrainSize { get; init; }
     /// <summary>A given selection: .npz of 0/1 masks keyed by parameter name (as written by <c>select</c>); replaces <see cref="Select"/>.</summary>
     public string? MaskFile { get; init; }
+    /// <summary>Per-element scores (.npz keyed by parameter name, as sharpness or merge writes; 'stderr/' arrays skipped) that
+    /// <see cref="SelectionKind.Hessian"/> ranks instead of estimating diag(H) itself.</summary>
+    public string? ScoresFile { get; init; }
 
     /// <summary>The score a scored selection ranks by, or null (all, last layer, random).</summary>
     public ScoreKind? Score => Select switch
@@ -175,6 +178,12 @@ public static class Unlearner
         var layout = model.Layout;
         if (o.MaskFile is { } maskFile) return (FromMaskFile(layout, maskFile), null);
         int k = Masks.Count(o.Fraction, o.Count, layout.Size);
+        if (o.ScoresFile is { } scoresFile)
+        {
+            if (o.Select != SelectionKind.Hessian) throw new UserError($"--scores replaces the Hessian estimate of --select hessian; drop --select {Kebab(o.Select)} or --scores");
+            var given = layout.Join(Data.Npz.Read(scoresFile).Where(kv => !kv.Key.StartsWith("stderr/")).ToDictionary(), $"scores file '{scoresFile}'");
+            return (Masks.ByScore(given, k, layout, o.PerTensor, !o.Smallest), given);
+        }
         if (o.Score is { } score)
         {
             var scoring = new ScoreOptions { Probes = o.Probes, Estimator = o.Estimator, Seed = o.Seed };
@@ -414,6 +423,8 @@ public static class Unlearner
     /// <summary>A row's values across all arrays, as a comparable key (to find forget-set rows inside the training set).</summary>
     static string RowKey(Dataset d, int row) =>
         string.Join("|", d.Arrays.OrderBy(kv => kv.Key).Select(kv => string.Join(",", d.Slice(kv.Key, row, 1).ToDouble())));
+
+    static string Kebab(SelectionKind k) => string.Concat(k.ToString().Select((ch, i) => char.IsUpper(ch) && i > 0 ? "-" + char.ToLowerInvariant(ch) : char.ToLowerInvariant(ch).ToString()));
 
     /// <summary>The nonzero elements of a mask file (one array per trainable parameter, shaped like it).</summary>
     public static int[] FromMaskFile(ParameterLayout layout, string path)

@@ -21,6 +21,7 @@ public static class UnlearnCommand
         var report = new Option<string?>("--report") { Description = "write the JSON report here" };
         var select = new Option<string>("--select") { Description = "hessian (sharp parameters), all, last-layer, random, gradient (|Δg|), fisher, magnitude (|θ|)", DefaultValueFactory = _ => "hessian" };
         var mask = new Option<string?>("--mask") { Description = ".npz of 0/1 masks keyed by parameter name (from select): update exactly these elements; replaces --select" };
+        var scoresFile = new Option<string?>("--scores") { Description = ".npz of per-element scores keyed by parameter name (from sharpness or merge): ranked like --select hessian instead of estimating the Hessian diagonal; the report records the file's sha256" };
         var order = new Option<string>("--order") { Description = "largest or smallest scores", DefaultValueFactory = _ => "largest" };
         var fraction = new Option<double?>("--fraction") { Description = "share of trainable elements to update (default 0.05)" };
         var count = new Option<long?>("--count") { Description = "number of elements to update" };
@@ -54,7 +55,7 @@ public static class UnlearnCommand
         var loss = new LossOptions();
         var c = new Command("unlearn", "Revert features or labels of training samples by updating only the selected (by default: sharpest) parameters; writes a new model surgically. Exit codes: 0 an effective update, 2 bad input, 3 a stated target missed (no model written unless --write-on-miss), 4 no effective change (nothing written).");
         c.Arguments.Add(model);
-        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, writeOnMiss, steps, patience, budget, targetExposure, vocab, prefix, secret, secretFile, auditKey, format, alphabet, candidates, exposureBudget, json })
+        foreach (Option opt in new Option[] { train, forget, corrected, test, output, report, select, mask, scoresFile, order, fraction, count, perTensor, update, tau, damping, probes, estimator, seed, iterations, tolerance, hessianSamples, trainSize, requireAccuracy, writeOnMiss, steps, patience, budget, targetExposure, vocab, prefix, secret, secretFile, auditKey, format, alphabet, candidates, exposureBudget, json })
             c.Options.Add(opt);
         loss.AddTo(c);
         c.SetAction(r => Cli.Guard(() =>
@@ -67,9 +68,12 @@ public static class UnlearnCommand
                 Update = Cli.ParseEnum<UpdateKind>(r.GetValue(update)!, "--update"),
                 Tau = r.GetValue(tau), Damping = r.GetValue(damping), Probes = r.GetValue(probes), Estimator = Cli.ParseEstimator(r.GetValue(estimator)!), Seed = r.GetValue(seed),
                 MaxIterations = r.GetValue(iterations), Tolerance = r.GetValue(tolerance),
-                HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize), MaskFile = r.GetValue(mask),
+                HessianSamples = r.GetValue(hessianSamples), TrainSize = r.GetValue(trainSize), MaskFile = r.GetValue(mask), ScoresFile = r.GetValue(scoresFile),
                 Steps = ParseSteps(r.GetValue(steps)!), DecisionPatience = r.GetValue(patience) >= 0 ? r.GetValue(patience) : throw new UserError($"--decision-patience must be 0 or more, got {r.GetValue(patience)}"), UtilityBudget = r.GetValue(budget),
             };
+            if (options.MaskFile is not null && options.ScoresFile is not null) throw new UserError("--mask and --scores both choose the elements to update; give one");
+            if (options.ScoresFile is not null && options.Select != SelectionKind.Hessian)
+                throw new UserError($"--scores replaces the Hessian estimate of --select hessian; drop --select {r.GetValue(select)} or --scores");
             var lossSettings = loss.Read(r);
             ExposureTarget? exposure = null;
             if (Secrets.Read(r, secret, secretFile) is { } secretText)
