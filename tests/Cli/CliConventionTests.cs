@@ -9,7 +9,7 @@ public class CliConventionTests
 {
     static (int Code, string Out, string Err) Run(params string[] args) => CliRunner.Run(args);
 
-    public static TheoryData<string> Commands => new() { "inspect", "artifacts", "grad", "eval", "predict", "unlearn", "sharpness", "select", "text2npz", "exposure" };
+    public static TheoryData<string> Commands => new() { "inspect", "artifacts", "grad", "eval", "predict", "unlearn", "sharpness", "select", "merge", "text2npz", "exposure" };
 
     [Theory]
     [MemberData(nameof(Commands))]
