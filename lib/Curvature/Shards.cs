@@ -119,6 +119,12 @@ public static class Chunked
         {
             long start = (long)c * chunk, rows = Math.Min(chunk, data.Rows - start);
             using var part = data.Take(Enumerable.Range(0, (int)rows).Select(i => start + i).ToArray(), $"{data.Source} (rows {start}–{start + rows - 1})");
+            // A chunk that is all padding (every label the ignore index) adds nothing; only the whole data set must hold a label.
+            if (model.Settings.IgnoreIndex is { } ignore && part.Has("label") && part.Arrays["label"].ToInt64().All(l => l == ignore))
+            {
+                result.Add(new RowChunk(c, new double[g.Length], 0, 0, 0));
+                continue;
+            }
             var r = model.Gradient(theta, part, g);
             result.Add(new RowChunk(c, g.Select(x => (double)x * r.Count).ToArray(), r.Loss * r.Count, r.Count, (r.Accuracy ?? 0) * r.Count));
             progress?.Invoke("gradient chunks", result.Count, ids.Length);
@@ -137,6 +143,7 @@ public static class Chunked
             for (int i = 0; i < n; i++) sum[i] += c.GradientSum[i];
             loss += c.LossSum; count += c.Count; correct += c.Correct;
         }
+        if (count == 0) throw new UserError("the data has no labelled samples (every label is the ignore index)");
         return (sum.Select(x => (float)(x / count)).ToArray(), new LossResult(loss / count, count, hasAccuracy ? correct / count : null));
     }
 }

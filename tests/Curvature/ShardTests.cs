@@ -86,6 +86,27 @@ public class ShardTests(ITestOutputHelper log)
         Assert.All(est.StandardError!, se => Assert.Equal(0f, se));
     }
 
+    /// <summary>A chunk whose every label is the ignore index (padding) adds nothing; the mean is over the labelled elements.</summary>
+    [Fact]
+    public void AChunkOfPaddingAddsNothing()
+    {
+        using var loaded = Dataset.Load(Fixtures.File("charlstm", "data.npz"));
+        var arrays = loaded.Arrays.ToDictionary(kv => kv.Key, kv => kv.Value);
+        var labels = arrays["label"].ToInt64();
+        Array.Fill(labels, -100L, 0, 8 * 12); // the first 8 sequences: all padding
+        arrays["label"] = OnnxUnlearn.Data.NdArray.FromInt64(labels, arrays["label"].Shape);
+        using var data = new Dataset(arrays, "padded");
+        using var s = Evaluator.Open(Fixtures.File("charlstm", "model.onnx"), new LossSettings { IgnoreIndex = -100 }, data);
+        var theta = s.ReadParameters();
+        var (chunked, loss) = Chunked.Combine(Chunked.Gradient(s, theta, data, 8, Shard.Whole), hasAccuracy: true);
+        var g = new float[s.Layout.Size];
+        var plain = s.Gradient(theta, data, g);
+        Assert.Equal(plain.Count, loss.Count);
+        Assert.Equal(24 * 12, loss.Count);
+        Assert.Equal(plain.Loss, loss.Loss, 1e-6);
+        Assert.True(Numerics.RelativeL2(g, chunked) < 1e-6, $"relative L2 {Numerics.RelativeL2(g, chunked):E2}");
+    }
+
     [Theory]
     [InlineData(10, 1)]
     [InlineData(10, 3)]
