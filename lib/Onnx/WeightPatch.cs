@@ -354,7 +354,7 @@ public static class WeightPatch
             var (first, _) = location.ElementRange(plan.IndexAt(0));
             var (last, lastWidth) = location.ElementRange(plan.IndexAt(count - 1));
             var buffer = new byte[Math.Min(Window, last + lastWidth - first)];
-            Span<byte> encoded = stackalloc byte[8];
+            Span<byte> encoded = stackalloc byte[10]; // widest: a negative int8 code as an int32_data varint
             for (var k = 0; k < count;)
             {
                 var (start, _) = location.ElementRange(plan.IndexAt(k));
