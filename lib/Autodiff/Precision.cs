@@ -76,10 +76,10 @@ public static class Precision
     public static float Round(Parameter p, long element, float value) => p.Grid is { } grid ? grid.Snap(value, element) : Round(value, p.DataType);
 
     /// <summary>
-    /// θ with each float16/bfloat16 parameter's elements rounded to its stored type (quantized weights: to their grid): the values the model holds once θ is
-    /// written. The loss-only artifact casts its float32 parameter inputs to the stored type itself, but ONNX Runtime's CPU
-    /// provider may drop a float32→float16→float32 Cast pair it inserted around a float16 node, so θ is rounded here.
-    /// Null when no parameter is stored in a reduced type.
+    /// θ with each float16/bfloat16 parameter's elements rounded to its stored type, and each quantized weight's snapped to
+    /// its integer grid: the values the model holds once θ is written. The loss-only artifact casts its float32 parameter
+    /// inputs to the stored type itself, but ONNX Runtime's CPU provider may drop a float32→float16→float32 Cast pair it
+    /// inserted around a float16 node, so θ is rounded here. Null when no parameter is stored in a reduced or integer type.
     /// </summary>
     public static float[]? RoundedToStored(ParameterLayout layout, ReadOnlySpan<float> theta)
     {
