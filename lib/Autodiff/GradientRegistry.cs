@@ -26,6 +26,7 @@ public static partial class GradientRegistry
         Network(d);
         Convolution(d);
         MachineLearning(d);
+        Quantization(d);
         return d;
     }
 

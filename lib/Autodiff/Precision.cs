@@ -71,21 +71,26 @@ public static class Precision
         _ => value,
     };
 
+    /// <summary>Element <paramref name="element"/> of parameter <paramref name="p"/> as stored once written: rounded to its
+    /// float type, or for a quantized weight snapped to its integer grid (<see cref="QuantGrid.Snap"/>).</summary>
+    public static float Round(Parameter p, long element, float value) => p.Grid is { } grid ? grid.Snap(value, element) : Round(value, p.DataType);
+
     /// <summary>
-    /// θ with each float16/bfloat16 parameter's elements rounded to its stored type: the values the model holds once θ is
-    /// written. The loss-only artifact casts its float32 parameter inputs to the stored type itself, but ONNX Runtime's CPU
-    /// provider may drop a float32→float16→float32 Cast pair it inserted around a float16 node, so θ is rounded here.
-    /// Null when no parameter is stored in a reduced type.
+    /// θ with each float16/bfloat16 parameter's elements rounded to its stored type, and each quantized weight's snapped to
+    /// its integer grid: the values the model holds once θ is written. The loss-only artifact casts its float32 parameter
+    /// inputs to the stored type itself, but ONNX Runtime's CPU provider may drop a float32→float16→float32 Cast pair it
+    /// inserted around a float16 node, so θ is rounded here. Null when no parameter is stored in a reduced or integer type.
     /// </summary>
     public static float[]? RoundedToStored(ParameterLayout layout, ReadOnlySpan<float> theta)
     {
-        if (!layout.Parameters.Any(p => IsReduced(p.DataType))) return null;
+        if (!layout.Parameters.Any(p => IsReduced(p.DataType) || p.Grid is not null)) return null;
         var rounded = theta.ToArray();
         for (int t = 0; t < layout.Count; t++)
         {
-            int type = layout.Parameters[t].DataType;
-            if (!IsReduced(type)) continue;
-            foreach (ref var v in layout.Of(rounded.AsSpan(), t)) v = Round(v, type);
+            var p = layout.Parameters[t];
+            if (!IsReduced(p.DataType) && p.Grid is null) continue;
+            var values = layout.Of(rounded.AsSpan(), t);
+            for (int k = 0; k < values.Length; k++) values[k] = Round(p, k, values[k]);
         }
         return rounded;
     }

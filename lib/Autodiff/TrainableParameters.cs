@@ -27,11 +27,13 @@ public static class TrainableParameters
         var result = new List<Parameter>();
         foreach (var (name, storage, t, via) in Parameters.Candidates(g))
         {
-            if (!DataTypes.IsFloat(t.DataType)) continue;
-            string? why = null;
-            if (t.Dims.Count == 0) why = "rank-0 constant";
-            else if (output is null) why = $"the model has no float output to take a loss of (name one: {Setting("Output")})";
-            else if (!differentiable.Contains(via))
+            // An int8/uint8 initializer that a DequantizeLinear reads is a quantized weight: W is the parameter.
+            var (grid, notQuantized) = storage == ParameterStorage.Initializer ? Quantization.Weight(g, t, file) : (null, null);
+            if (!DataTypes.IsFloat(t.DataType) && grid is null && notQuantized is null) continue;
+            string? why = notQuantized;
+            if (why is null && t.Dims.Count == 0) why = "rank-0 constant";
+            else if (why is null && output is null) why = $"the model has no float output to take a loss of (name one: {Setting("Output")})";
+            else if (why is null && !differentiable.Contains(via))
                 why = firstUse.TryGetValue(via, out var use) ? $"no differentiable path to '{output}' ({use})"
                     : usedAbove.Contains(via) || storage == ParameterStorage.Attribute ? $"not used on the way to '{output}'"
                     : usedInBodies.TryGetValue(via, out var body) ? $"used only inside the body of {body}; control-flow bodies are not differentiated"
@@ -39,7 +41,7 @@ public static class TrainableParameters
             if (includeRx is not null && !includeRx.Any(r => r.IsMatch(name))) why ??= $"not matched by {Setting("Params")}";
             if (excludeRx.Any(r => r.IsMatch(name))) why = $"frozen by {Setting("Frozen")}";
             if (includeRx is not null && includeRx.Any(r => r.IsMatch(name)) && why is "rank-0 constant") why = null;
-            result.Add(new Parameter(name, storage, t.DataType, t.Dims.ToArray(), t.IsExternal(), why is null, why) { Branch = file.Inlined.GetValueOrDefault(name) });
+            result.Add(new Parameter(name, storage, t.DataType, t.Dims.ToArray(), t.IsExternal(), why is null, why) { Branch = file.Inlined.GetValueOrDefault(name), Grid = grid });
         }
         // Weights of If branches not inlined (the condition varies per sample, or no data fixed it) are listed, frozen.
         foreach (var b in Branches.Candidates(g).Where(b => DataTypes.IsFloat(b.Value.DataType)))

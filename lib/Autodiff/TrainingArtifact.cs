@@ -119,7 +119,8 @@ public sealed class TrainingArtifact
         foreach (var p in trainable)
         {
             g.Input.Add(TensorValue(p.Name, DataTypes.Float, p.Shape));
-            if (p.DataType == DataTypes.Float || upcast && Precision.IsReduced(p.DataType)) continue;
+            // Quantized weights are float32 in the forward already (Quantization.Lower replaced their DequantizeLinear).
+            if (p.DataType == DataTypes.Float || upcast && Precision.IsReduced(p.DataType) || p.Grid is not null) continue;
             var typed = b.Fresh(p.Name + "_typed");
             foreach (var n in g.Node) for (int k = 0; k < n.Input.Count; k++) if (n.Input[k] == p.Name) n.Input[k] = typed;
             g.Node.Insert(0, new NodeProto { OpType = "Cast", Name = typed + "_cast", Input = { p.Name }, Output = { typed }, Attribute = { Attributes.Make("to", (long)p.DataType) } });

@@ -47,7 +47,10 @@ public sealed class ParameterLayout
         var tensors = new Dictionary<string, TensorProto>();
         foreach (var c in Onnx.Parameters.Candidates(file.Graph)) tensors.TryAdd(c.Name, c.Tensor);
         for (int i = 0; i < Count; i++)
-            tensors[Parameters[i].Name].ReadFloats(file).CopyTo(Of(theta, i).Span);
+        {
+            var t = tensors[Parameters[i].Name];
+            (Parameters[i].Grid is { } grid ? Quantization.Dequantize(t, grid, file) : t.ReadFloats(file)).CopyTo(Of(theta, i).Span);
+        }
         return theta;
     }
 
@@ -75,7 +78,8 @@ public sealed class ParameterLayout
         return v;
     }
 
-    /// <summary>New values of the selected elements (flat indices), grouped by tensor, for the surgical write-back.</summary>
+    /// <summary>New values of the selected elements (flat indices), grouped by tensor, for the surgical write-back; a quantized
+    /// weight's values are its new integer codes (<see cref="QuantGrid.Code"/>).</summary>
     public Dictionary<string, TensorPatch> Patches(int[] selected, ReadOnlySpan<float> theta)
     {
         var patches = new Dictionary<string, TensorPatch>();
@@ -84,7 +88,8 @@ public sealed class ParameterLayout
             var idx = group.Order().ToArray();
             int offset = Offset(group.Key);
             var values = new float[idx.Length];
-            for (int k = 0; k < idx.Length; k++) values[k] = theta[idx[k]];
+            var grid = Parameters[group.Key].Grid;
+            for (int k = 0; k < idx.Length; k++) values[k] = grid is null ? theta[idx[k]] : grid.Code(theta[idx[k]], idx[k] - offset);
             patches[Parameters[group.Key].Name] = new TensorPatch(idx.Select(i => (long)(i - offset)).ToArray(), values);
         }
         return patches;

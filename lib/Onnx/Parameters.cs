@@ -12,6 +12,10 @@ public sealed record Parameter(string Name, ParameterStorage Storage, int DataTy
     /// <summary>The If branch the tensor lives in (e.g. "If 'node' then_branch"; <see cref="Branches"/>), null for the top-level graph.</summary>
     public string? Branch { get; init; }
 
+    /// <summary>For a quantized weight (DataType int8/uint8, read through a DequantizeLinear): its integer grid. The
+    /// parameter's values are then the real weights W = (q − zp)·scale (<see cref="Quantization"/>).</summary>
+    public QuantGrid? Grid { get; init; }
+
     public long Elements => Shape.Aggregate(1L, (a, d) => a * d);
 }
 

@@ -1,7 +1,7 @@
 namespace OnnxUnlearn.Onnx;
 
-/// <summary>Element type of a parameter as stored in the file.</summary>
-public enum StoredType { Float32, Float16, BFloat16, Float64 }
+/// <summary>Element type of a parameter as stored in the file (Int8/UInt8: a quantized weight's codes, patched with integer values).</summary>
+public enum StoredType { Float32, Float16, BFloat16, Float64, Int8, UInt8 }
 
 /// <summary>Which protobuf field (or external file) holds a parameter's values; decides the byte format.</summary>
 public enum ValueStorage

@@ -354,7 +354,7 @@ public static class WeightPatch
             var (first, _) = location.ElementRange(plan.IndexAt(0));
             var (last, lastWidth) = location.ElementRange(plan.IndexAt(count - 1));
             var buffer = new byte[Math.Min(Window, last + lastWidth - first)];
-            Span<byte> encoded = stackalloc byte[8];
+            Span<byte> encoded = stackalloc byte[10]; // widest: a negative int8 code as an int32_data varint
             for (var k = 0; k < count;)
             {
                 var (start, _) = location.ElementRange(plan.IndexAt(k));
@@ -409,17 +409,26 @@ public static class WeightPatch
                 BinaryPrimitives.WriteDoubleLittleEndian(slot, value);
                 return;
         }
-        var bits = location.Type == StoredType.Float16 ? BitConverter.HalfToUInt16Bits((Half)value) : ToBFloat16(value);
+        // Quantized weights get integer codes (ParameterLayout.Patches); int32_data holds int8 sign-extended (10-byte varints when negative).
+        bool integer = location.Type is StoredType.Int8 or StoredType.UInt8;
+        if (integer && (value != MathF.Round(value) || value < (location.Type == StoredType.Int8 ? -128 : 0) || value > (location.Type == StoredType.Int8 ? 127 : 255)))
+            throw new UserError($"tensor {location.Name} holds {location.Type} codes; the value {value} for element {index} is not one of them");
+        if (integer && location.Storage != ValueStorage.Int32Data)
+        {
+            slot[0] = (byte)(int)value;
+            return;
+        }
+        ulong bits = integer ? (ulong)(long)value : location.Type == StoredType.Float16 ? BitConverter.HalfToUInt16Bits((Half)value) : ToBFloat16(value);
         if (location.Storage != ValueStorage.Int32Data)
         {
-            BinaryPrimitives.WriteUInt16LittleEndian(slot, bits);
+            BinaryPrimitives.WriteUInt16LittleEndian(slot, (ushort)bits);
             return;
         }
 
         // int32_data holds the 16 bits as a varint, whose length depends on the value; a different length would
         // shift every later byte, which surgical patching must never do.
         var length = 0;
-        for (uint v = bits; ; v >>= 7)
+        for (ulong v = bits; ; v >>= 7)
         {
             length++;
             if (v < 0x80) break;
@@ -429,7 +438,7 @@ public static class WeightPatch
                                 $"{value} for element {index} needs {length} bytes where the old one used {slot.Length}, so it cannot be " +
                                 "patched without re-serializing the model. Re-save the tensor with raw_data and patch again.");
         for (var i = 0; i < length; i++)
-            slot[i] = (byte)(((uint)bits >> (7 * i)) & 0x7F | (i < length - 1 ? 0x80u : 0));
+            slot[i] = (byte)((bits >> (7 * i)) & 0x7F | (i < length - 1 ? 0x80u : 0));
     }
 
     /// <summary>float → bfloat16 with round-to-nearest-even, as ONNX and PyTorch convert.</summary>

@@ -444,7 +444,7 @@ internal static class WireLayout
         ValueLocation? TensorLocation(TensorFields tensor, string name, ExternalData? external, long count)
         {
             if (!TryStoredType(tensor.DataType, out var type)) return null;
-            var width = type switch { StoredType.Float32 => 4, StoredType.Float64 => 8, _ => 2 };
+            var width = type switch { StoredType.Float32 => 4, StoredType.Float64 => 8, StoredType.Int8 or StoredType.UInt8 => 1, _ => 2 };
 
             var typed = type switch
             {
@@ -478,6 +478,8 @@ internal static class WireLayout
                 DataTypes.Float16 => (true, StoredType.Float16),
                 DataTypes.Double => (true, StoredType.Float64),
                 DataTypes.BFloat16 => (true, StoredType.BFloat16),
+                DataTypes.Int8 => (true, StoredType.Int8),
+                DataTypes.UInt8 => (true, StoredType.UInt8),
                 _ => (false, default),
             };
             return known;

@@ -109,9 +109,11 @@ public sealed class Evaluator : IDisposable
         CheckParameterSizes(file, AllParameters.Where(p => p.Trainable).ToList());
         Layout = new ParameterLayout(AllParameters.Where(p => p.Trainable).ToList());
         forward = Forward(file);
-        var stored = string.Join("+", AllParameters.Select(p => p.DataType).Where(DataTypes.IsFloat).DefaultIfEmpty(DataTypes.Float).Distinct().Order().Select(DataTypes.Name));
+        var stored = string.Join("+", AllParameters.Where(p => DataTypes.IsFloat(p.DataType) || p.Grid is not null).Select(p => p.DataType).DefaultIfEmpty(DataTypes.Float).Distinct().Order().Select(DataTypes.Name));
         FiguresForward = $"{stored} as stored";
-        GradientForward = Precision.HasReduced(forward.Graph) ? $"float32 artifact ({stored} widened)" : FiguresForward;
+        // Quantized weights: the gradient is of the real weights, through activation quantizers taken as the identity.
+        GradientForward = Precision.HasReduced(forward.Graph) ? $"float32 artifact ({stored} widened)"
+            : AllParameters.Any(p => p.Grid is not null && p.Trainable) ? "float32 artifact (quantized weights dequantized, quantizers straight through)" : FiguresForward;
         uncheckedTargets = probe;
         FixedBatch = FixedBatchOf(forward.Graph, dataInputs, Axes);
         // Probe rows are copied: the caller may dispose its dataset while artifacts are still built lazily.
@@ -120,11 +122,12 @@ public sealed class Evaluator : IDisposable
 
     /// <summary>
     /// The model as the artifacts differentiate it: upgraded to one opset, its linear ai.onnx.ml nodes and ONNX Runtime's
-    /// fused ops lowered to standard ops. The loss-only artifact (eval figures) runs the same ops as the gradient one; the
+    /// fused ops lowered to standard ops, the DequantizeLinear of each quantized weight replaced by its real values
+    /// (<see cref="Quantization.Lower"/>: exact, so figures stay those of the quantized model). The loss-only artifact (eval figures) runs the same ops as the gradient one; the
     /// tests check that the lowered fused ops compute their kernels' outputs to float32 rounding.
     /// </summary>
     static ModelProto Forward(ModelFile file) =>
-        Autodiff.Lowering.Contrib.Lower(Autodiff.Lowering.LinearScores.Lower(OpsetUpgrade.Apply(file.Model), file.Graph), file.Path);
+        Quantization.Lower(Autodiff.Lowering.Contrib.Lower(Autodiff.Lowering.LinearScores.Lower(OpsetUpgrade.Apply(file.Model), file.Graph), file.Path), file);
 
     /// <summary>
     /// What the model alone says about its gradient graph, checked before any data is loaded or forward pass run (probing

@@ -44,6 +44,9 @@ public sealed record Report
     /// <summary>Selected elements the update moved (in float32) whose stored value it leaves as it was: rounded to the stored
     /// type (float16 and bfloat16 round to nearest even when written) the new value equals the old one.</summary>
     public long RoundingCancelled { get; init; }
+    /// <summary>Selected elements of quantized weights (<see cref="Onnx.Quantization"/>) whose stored integer the update
+    /// changes, i.e. moved by at least one quantization step; null when no quantized weight is trained.</summary>
+    public long? QuantizedMoved { get; init; }
     public required double GradientDifferenceNorm { get; init; }
     public required double UpdateNorm { get; init; }
     public double? Tau { get; init; }

@@ -163,6 +163,7 @@ public static class UnlearnJob
             ScoreHistogram = result.Scores is { } scores ? Histogram(options.Score!.Value, scores, result.Selected) : null,
             GradientForward = model.GradientForward,
             RoundingCancelled = RoundingCancelled(model.Layout, result.Selected, theta0.Span, theta.Span),
+            QuantizedMoved = QuantizedMoved(model.Layout, result.Selected, theta0.Span, theta.Span),
             GradientDifferenceNorm = result.DeltaGNorm,
             UpdateNorm = noChange is null ? result.UpdateNorm : 0,
             Tau = options.Update == UpdateKind.FirstOrder ? result.Tau : null,
@@ -182,6 +183,19 @@ public static class UnlearnJob
         };
     }
 
+    /// <summary>Selected elements of quantized weights whose integer code <paramref name="after"/> changes (at least one step).</summary>
+    internal static long? QuantizedMoved(ParameterLayout layout, int[] selected, ReadOnlySpan<float> before, ReadOnlySpan<float> after)
+    {
+        if (!layout.Parameters.Any(p => p.Grid is not null)) return null;
+        long moved = 0;
+        foreach (var i in selected)
+        {
+            var (t, element) = layout.Locate(i);
+            if (layout.Parameters[t].Grid is { } grid && grid.Code(after[i], element) != grid.Code(before[i], element)) moved++;
+        }
+        return moved;
+    }
+
     /// <summary>
     /// Selected elements that <paramref name="after"/> moves away from <paramref name="before"/> but whose stored value stays:
     /// rounded to the parameter's stored type as the write-back rounds (<see cref="WeightPatch"/>: to nearest even), new
@@ -193,8 +207,9 @@ public static class UnlearnJob
         foreach (var i in selected)
         {
             if (after[i] == before[i]) continue;
-            int type = layout.Parameters[layout.Locate(i).Tensor].DataType;
-            if (Autodiff.Precision.Round(after[i], type) == Autodiff.Precision.Round(before[i], type)) cancelled++;
+            var (t, element) = layout.Locate(i);
+            var p = layout.Parameters[t];
+            if (Autodiff.Precision.Round(p, element, after[i]) == Autodiff.Precision.Round(p, element, before[i])) cancelled++;
         }
         return cancelled;
     }

@@ -132,7 +132,7 @@ public static class UnlearnCommand
         NoChangeReason.CgStopped => $"conjugate gradients stopped ({Describe(cg!.Stop, cg.StopValue)}) before any usable direction",
         NoChangeReason.NothingMoved => "no step was accepted, so no parameter moved (see the steps; a larger --utility-budget allows more)",
         NoChangeReason.NonFinite => "the update holds NaN or infinite values",
-        NoChangeReason.BelowStorageResolution => "the update is smaller than one step of the model's stored number format: no stored value changes",
+        NoChangeReason.BelowStorageResolution => "the update is smaller than one step of the model's stored number format (for int8/uint8 quantized weights: below one quantization step): no stored value changes",
         _ => why.ToString(),
     };
 
@@ -176,7 +176,8 @@ public static class UnlearnCommand
         string changes = r.Written is { } w ? $"{w.ElementsChanged:N0} elements, {w.BytesChanged:N0} bytes changed" : "";
         if (r.RoundingCancelled > 0 || r.GradientForward != r.Before.Values.First().Forward)
             AnsiConsole.MarkupLine(Markup.Escape($"figures: {r.Before.Values.First().Forward}; gradients: {r.GradientForward}; " +
-                $"{r.RoundingCancelled:N0} of {r.SelectedElements:N0} selected elements unchanged: their update rounds away in the stored type"));
+                $"{r.RoundingCancelled:N0} of {r.SelectedElements:N0} selected elements unchanged: their update rounds away in the stored type" +
+                (r.QuantizedMoved is { } moved ? $"; {moved:N0} quantized elements moved by at least one quantization step" : "")));
         AnsiConsole.MarkupLine($"{r.GradientEvaluations} gradient evaluations, {r.Seconds:F2} s"
             + (r.OutputModel is { } o ? $"; wrote {Markup.Escape(o)} ({changes})" : r.Written is not null ? $"; nothing written (the update: {changes})" : ""));
     }
