@@ -10,7 +10,7 @@ namespace OnnxUnlearn.Autodiff.Lowering;
 /// them. Each lowered node computes what ONNX Runtime's CPU kernel computes (the tests compare the two), and its weights
 /// stay the initializers the node read, so they remain the trainable parameters.
 /// </summary>
-public static class Contrib
+public static partial class Contrib
 {
     public const string Domain = "com.microsoft";
 
@@ -18,6 +18,7 @@ public static class Contrib
     [
         "FusedConv", "FusedGemm", "FusedMatMul", "BiasGelu", "FastGelu", "Gelu", "QuickGelu", "BiasAdd", "BiasSoftmax",
         "SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization",
+        "EmbedLayerNormalization", "Attention", "MultiHeadAttention", "RotaryEmbedding", "GroupQueryAttention",
     ];
 
     /// <summary>An op this lowering rewrites (SimplifiedLayerNormalization in either domain).</summary>
@@ -144,6 +145,11 @@ public static class Contrib
                 var rms = Rms(b, X, axes, Float(n, "epsilon", 1e-5f));
                 return [b.Mul(b.Div(X, rms), In(1)!), b.Div(b.Scalar(1, rms), rms)];
             }
+            case "EmbedLayerNormalization": return EmbedLayerNorm(b, n, what);
+            case "Attention": return Attention(b, n, what, ranks);
+            case "MultiHeadAttention": return MultiHeadAttention(b, n, what, ranks);
+            case "RotaryEmbedding": return [RotaryEmbedding(b, n, what, ranks)];
+            case "GroupQueryAttention": return GroupQueryAttention(b, n, what, ranks);
         }
         throw new InvalidOperationException($"no lowering for {n.OpType}");
     }
