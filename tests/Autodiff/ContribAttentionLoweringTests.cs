@@ -126,6 +126,63 @@ public partial class ContribLoweringTests
     [Fact] public void GroupQueryAttentionSoftcapScale() => Gqa(attrs: [("softcap", 2f), ("scale", 0.4f)]);
     [Fact] public void GroupQueryAttentionRightPadding() => Gqa(seqlens: [3, 1]);
 
+    // ---- as the optimizer saves them: values between nodes carry no value_info, so ranks follow from the producers ----
+    /// <summary>Feeds <paramref name="node"/>'s input <paramref name="at"/> from a new node on new float graph inputs instead.</summary>
+    static Func<(ModelProto, Dictionary<string, NdArray>, List<string>)> Fed(Func<(ModelProto, Dictionary<string, NdArray>, List<string>)> build, int at,
+        NodeProto producer, (string Name, long[] Shape)[] inputs, params (string Name, object Value)[] attrs) => () =>
+    {
+        var (model, feeds, wrt) = build();
+        var g = model.Graph; var rng = new Random(11);
+        var old = g.Node[^1].Input[at];
+        g.Node[^1].Input[at] = producer.Output[0];
+        if (g.Input.FirstOrDefault(i => i.Name == old) is { } gone) { g.Input.Remove(gone); feeds.Remove(old); wrt.Remove(old); }
+        foreach (var (name, shape) in inputs)
+        {
+            var t = new TypeProto.Types.Tensor { ElemType = DataTypes.Float, Shape = new TensorShapeProto() };
+            foreach (var d in shape) t.Shape.Dim.Add(new TensorShapeProto.Types.Dimension { DimValue = d });
+            g.Input.Add(new global::Onnx.ValueInfoProto { Name = name, Type = new TypeProto { TensorType = t } });
+            feeds[name] = NdArray.FromFloat(Enumerable.Range(0, (int)shape.Aggregate(1L, (a, d) => a * d)).Select(_ => (float)(rng.NextDouble() * 2 - 1)).ToArray(), shape);
+            wrt.Add(name);
+        }
+        foreach (var (name, value) in attrs) producer.Attribute.Add(Attributes.Make(name, value));
+        g.Node.Insert(g.Node.Count - 1, producer);
+        return (model, feeds, wrt);
+    };
+
+    /// <summary>RotaryEmbedding on a projection (its input's rank recorded nowhere): the rank follows from the MatMul.</summary>
+    [Fact]
+    public void RotaryEmbeddingOfAProjection() => Check(Fed(() => new NodeModel
+    {
+        Op = "RotaryEmbedding", Domain = MS, Inputs = [("x", [2, 3, 8]), null, ("cos", [8, 2]), ("sin", [8, 2])],
+        IndexInputs = new() { [1] = ([2, 3], [0, 1, 2, 5, 3, 7]) }, Attrs = [("interleaved", 1L)],
+    }.Build(), 0, new NodeProto { OpType = "MatMul", Name = "project", Input = { "a", "m" }, Output = { "h" } }, [("a", [2, 3, 5]), ("m", [5, 8])]), "RotaryEmbedding");
+
+    /// <summary>BERT's first layer: Attention reads EmbedLayerNormalization's output and its 1-D mask_index (unrecorded ranks).</summary>
+    [Fact]
+    public void AttentionOnEmbedLayerNormalization()
+    {
+        var embed = new NodeProto
+        {
+            OpType = "EmbedLayerNormalization", Domain = MS, Name = "embed", Input = { "ids", "", "word", "position", "", "gamma", "beta", "mask" }, Output = { "h", "mask_index" },
+        };
+        var attention = new NodeModel { Op = "Attention", Domain = MS, Inputs = [("x", [2, 4, 8]), ("w", [8, 24]), ("b", [24])], IndexInputs = new() { [3] = ([2], [4, 2]) }, Attrs = [("num_heads", 2L)] };
+        var fed = Fed(Int32(attention), 0, embed, [("word", [10, 8]), ("position", [6, 8]), ("gamma", [8]), ("beta", [8])], ("epsilon", 1e-5f));
+        Check(() =>
+        {
+            var (model, feeds, wrt) = fed();
+            var g = model.Graph;
+            g.Node[^1].Input[3] = "mask_index";
+            g.Input.Remove(g.Input.First(i => i.Name == "index3")); feeds.Remove("index3");
+            foreach (var (name, v) in new[] { ("ids", Ids), ("mask", PaddingMask) })
+            {
+                var t = new TypeProto.Types.Tensor { ElemType = DataTypes.Int32, Shape = new TensorShapeProto { Dim = { new TensorShapeProto.Types.Dimension { DimValue = 2 }, new TensorShapeProto.Types.Dimension { DimValue = 4 } } } };
+                g.Input.Add(new global::Onnx.ValueInfoProto { Name = name, Type = new TypeProto { TensorType = t } });
+                feeds[name] = NdArray.FromInt32(v.Select(x => (int)x).ToArray(), 2, 4);
+            }
+            return (model, feeds, wrt);
+        }, "Attention");
+    }
+
     // ---- refusals ----
     [Fact]
     public void AttentionPastIsRefused()
