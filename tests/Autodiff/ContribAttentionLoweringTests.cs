@@ -126,6 +126,26 @@ public partial class ContribLoweringTests
     [Fact] public void GroupQueryAttentionSoftcapScale() => Gqa(attrs: [("softcap", 2f), ("scale", 0.4f)]);
     [Fact] public void GroupQueryAttentionRightPadding() => Gqa(seqlens: [3, 1]);
 
+    /// <summary>Rotary positions given (int64) rather than 0 … S−1: without past the kernel counts on from position_ids[0, 0] in every row.</summary>
+    [Fact]
+    public void GroupQueryAttentionRotaryPositionIds() => Check(Int32(new NodeModel
+    {
+        Op = "GroupQueryAttention", Domain = MS, Outputs = 3,
+        Inputs = [("q", [2, 4, 64]), ("k", [2, 4, 32]), ("v", [2, 4, 32]), null, null, null, null, ("cos", [8, 8]), ("sin", [8, 8])],
+        IndexInputs = new() { [5] = ([2], [3, 3]), [6] = ([], [4]), [9] = ([2, 4], [2, 3, 4, 5, 0, 1, 2, 3]) },
+        Attrs = [("num_heads", 4L), ("kv_num_heads", 2L), ("do_rotary", 1L)],
+    }, "index9"), "GroupQueryAttention");
+
+    /// <summary>One token a row, without past: still position_ids[0, 0] for every row (row 1's 6 is not read).</summary>
+    [Fact]
+    public void GroupQueryAttentionRotaryOneTokenPositions() => Check(Int32(new NodeModel
+    {
+        Op = "GroupQueryAttention", Domain = MS, Outputs = 3,
+        Inputs = [("q", [2, 1, 64]), ("k", [2, 1, 32]), ("v", [2, 1, 32]), null, null, null, null, ("cos", [8, 8]), ("sin", [8, 8])],
+        IndexInputs = new() { [5] = ([2], [0, 0]), [6] = ([], [1]), [9] = ([2, 1], [3, 6]) },
+        Attrs = [("num_heads", 4L), ("kv_num_heads", 2L), ("do_rotary", 1L)],
+    }, "index9"), "GroupQueryAttention");
+
     // ---- as the optimizer saves them: values between nodes carry no value_info, so ranks follow from the producers ----
     /// <summary>Feeds <paramref name="node"/>'s input <paramref name="at"/> from a new node on new float graph inputs instead.</summary>
     static Func<(ModelProto, Dictionary<string, NdArray>, List<string>)> Fed(Func<(ModelProto, Dictionary<string, NdArray>, List<string>)> build, int at,
@@ -198,6 +218,22 @@ public partial class ContribLoweringTests
         var (model, _, _) = new NodeModel { Op = "MultiHeadAttention", Domain = MS, Inputs = [("qkv", [2, 4, 2, 3, 3])], Attrs = [("num_heads", 2L)] }.Build();
         var e = Assert.Throws<UserError>(() => Contrib.Lower(OpsetUpgrade.Apply(model), "m.onnx"));
         Assert.StartsWith("MultiHeadAttention 'MultiHeadAttention_0' of 'm.onnx' has a 5-D query; only separate 3-D query", e.Message);
+    }
+
+    [Fact]
+    public void PackedBatchingIsRefused()
+    {
+        var (model, _, _) = new NodeModel { Op = "RotaryEmbedding", Domain = MS, Inputs = [("x", [2, 3, 8]), null, ("cos", [8, 2]), ("sin", [8, 2])], IndexInputs = new() { [1] = ([2, 3], [0, 1, 2, 0, 1, 2]) }, Attrs = [("is_packed_batching", 1L)] }.Build();
+        var e = Assert.Throws<UserError>(() => Contrib.Lower(OpsetUpgrade.Apply(model), "m.onnx"));
+        Assert.Equal("RotaryEmbedding 'RotaryEmbedding_0' of 'm.onnx' sets attribute is_packed_batching = 1; only is_packed_batching = 0 can be lowered", e.Message);
+    }
+
+    [Fact]
+    public void FourDimensionalAttentionMaskIsRefused()
+    {
+        var (model, _, _) = new NodeModel { Op = "Attention", Domain = MS, Inputs = [("x", [2, 4, 6]), ("w", [6, 18])], IndexInputs = new() { [3] = ([2, 1, 4, 4], new long[32]) }, Attrs = [("num_heads", 2L)] }.Build();
+        var e = Assert.Throws<UserError>(() => Contrib.Lower(OpsetUpgrade.Apply(model), "m.onnx"));
+        Assert.StartsWith("Attention 'Attention_0' of 'm.onnx' has a 4-D mask 'index3'; only 1-D (key ends, or ends and starts)", e.Message);
     }
 
     [Fact]

@@ -250,7 +250,13 @@ public static partial class Contrib
         {
             var (cosCache, sinCache) = (Input(n, 7), Input(n, 8));
             if (cosCache is null || sinCache is null) throw new UserError($"{what} sets do_rotary without cos_cache and sin_cache; the file is damaged, re-export it");
-            var pos = Input(n, 9) is { } ids ? ids : b.Unsqueeze(b.Op("Range", [b.Int(0), Dim(b, query, 1), b.Int(1)]), 0);   // first prompt: 0 … S−1
+            var steps = b.Op("Range", [b.Int(0), Dim(b, query, 1), b.Int(1)]);
+            var pos = b.Unsqueeze(steps, 0);   // first prompt: 0 … S−1
+            if (Input(n, 9) is { } ids)
+            {   // without past the CPU kernel counts on from position_ids[0, 0] in every row
+                var first = b.Op("Gather", [b.Reshape(ids, b.Ints(-1)), b.Int(0)], ("axis", 0L));
+                pos = b.Unsqueeze(b.Add(steps, first), 0);
+            }
             var (cos, sin) = (b.Unsqueeze(b.Op("Gather", [cosCache, pos]), 1), b.Unsqueeze(b.Op("Gather", [sinCache, pos]), 1));
             var half = b.Shape(cosCache, 1, 2);
             bool inter = Int(n, "rotary_interleaved") != 0;
