@@ -10,7 +10,7 @@ namespace OnnxUnlearn.Autodiff.Lowering;
 /// them. Each lowered node computes what ONNX Runtime's CPU kernel computes (the tests compare the two), and its weights
 /// stay the initializers the node read, so they remain the trainable parameters.
 /// </summary>
-public static class Contrib
+public static partial class Contrib
 {
     public const string Domain = "com.microsoft";
 
@@ -18,6 +18,7 @@ public static class Contrib
     [
         "FusedConv", "FusedGemm", "FusedMatMul", "BiasGelu", "FastGelu", "Gelu", "QuickGelu", "BiasAdd", "BiasSoftmax",
         "SkipLayerNormalization", "SkipSimplifiedLayerNormalization", "SimplifiedLayerNormalization",
+        "EmbedLayerNormalization", "Attention", "MultiHeadAttention", "RotaryEmbedding", "GroupQueryAttention",
     ];
 
     /// <summary>An op this lowering rewrites (SimplifiedLayerNormalization in either domain).</summary>
@@ -144,6 +145,11 @@ public static class Contrib
                 var rms = Rms(b, X, axes, Float(n, "epsilon", 1e-5f));
                 return [b.Mul(b.Div(X, rms), In(1)!), b.Div(b.Scalar(1, rms), rms)];
             }
+            case "EmbedLayerNormalization": return EmbedLayerNorm(b, n, what);
+            case "Attention": return Attention(b, n, what, ranks);
+            case "MultiHeadAttention": return MultiHeadAttention(b, n, what, ranks);
+            case "RotaryEmbedding": return [RotaryEmbedding(b, n, what, ranks)];
+            case "GroupQueryAttention": return GroupQueryAttention(b, n, what, ranks);
         }
         throw new InvalidOperationException($"no lowering for {n.OpType}");
     }
@@ -209,13 +215,37 @@ public static class Contrib
         return perm.Select((p, i) => p == i).All(same => same) ? x : b.Transpose(x, perm);
     }
 
-    /// <summary>Ranks the graph records: inputs, outputs, value_info and initializers.</summary>
+    /// <summary>
+    /// Ranks the graph records (inputs, outputs, value_info, initializers), then those that follow from them through the
+    /// ops around fused attention: ONNX Runtime saves optimized models without value_info, so a mask from
+    /// EmbedLayerNormalization or a rotary input from a MatMul has no recorded rank.
+    /// </summary>
     static Dictionary<string, int> Ranks(GraphProto g)
     {
         var ranks = new Dictionary<string, int>();
         foreach (var v in g.Input.Concat(g.ValueInfo).Concat(g.Output))
             if (v.Type?.TensorType?.Shape is { } s) ranks[v.Name] = s.Dim.Count;
         foreach (var t in g.Initializer) ranks[t.Name] = t.Dims.Count;
+        var consts = g.Initializer.Where(t => t.DataType == 7).ToDictionary(t => t.Name, t => t.Dims.Count == 1 ? t.Dims[0] : -1);
+        foreach (var n in g.Node)   // nodes are stored in topological order
+        {
+            int? R(int i) => i < n.Input.Count && ranks.TryGetValue(n.Input[i], out var r) ? r : null;
+            int?[] outs = (n.Domain, n.OpType) switch
+            {
+                (Domain, "EmbedLayerNormalization") => [3, 1, 3],
+                (Domain, "Attention" or "MultiHeadAttention") => [3, 4, 4],
+                (Domain, "GroupQueryAttention") => [3, 4, 4],
+                (Domain, "RotaryEmbedding" or "Gelu" or "FastGelu" or "BiasGelu" or "QuickGelu" or "SkipLayerNormalization" or "SkipSimplifiedLayerNormalization") => [R(0), null, null, R(0)],
+                ("" or "ai.onnx", "Identity" or "Cast" or "Relu" or "Tanh" or "Sigmoid" or "Erf" or "Sqrt" or "Neg" or "Softmax" or "Transpose" or "LayerNormalization" or "SimplifiedLayerNormalization") => [R(0)],
+                ("" or "ai.onnx", "Add" or "Sub" or "Mul" or "Div" or "Pow" or "Where") => [n.Input.Select((_, i) => R(i)).Aggregate((int?)0, (a, r) => a is null || r is null ? null : Math.Max(a.Value, r.Value))],
+                ("" or "ai.onnx", "MatMul") when R(0) >= 2 && R(1) >= 2 => [Math.Max(R(0)!.Value, R(1)!.Value)],
+                ("" or "ai.onnx", "Reshape") when n.Input.Count > 1 && consts.TryGetValue(n.Input[1], out var len) && len >= 0 => [(int)len],
+                ("" or "ai.onnx", "Gather") when R(0) is { } rd && R(1) is { } ri => [rd + ri - 1],
+                _ => [],
+            };
+            for (int o = 0; o < Math.Min(outs.Length, n.Output.Count); o++)
+                if (outs[o] is { } r && n.Output[o].Length > 0) ranks.TryAdd(n.Output[o], r);
+        }
         return ranks;
     }
 
