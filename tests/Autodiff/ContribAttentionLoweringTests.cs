@@ -228,6 +228,22 @@ public partial class ContribLoweringTests
         Assert.Equal("RotaryEmbedding 'RotaryEmbedding_0' of 'm.onnx' sets attribute is_packed_batching = 1; only is_packed_batching = 0 can be lowered", e.Message);
     }
 
+    /// <summary>A 1-D mask of another length than B or 2B (MultiHeadAttention's 3B + 2 form) fails in ONNX Runtime instead of
+    /// being read as key ends and starts.</summary>
+    [Fact]
+    public void AOneDimensionalMaskOfAnotherLengthFailsLoudly()
+    {
+        var (model, feeds, _) = Int32(new NodeModel
+        {
+            Op = "MultiHeadAttention", Domain = MS, Outputs = 3,
+            Inputs = [("q", [2, 4, 6]), ("k", [2, 5, 6]), ("v", [2, 5, 8]), null, null],
+            IndexInputs = new() { [4] = ([8], [5, 3, 0, 1, 4, 4, 0, 0]) },
+            Attrs = [("num_heads", 2L)],
+        })();
+        var lowered = Contrib.Lower(OpsetUpgrade.Apply(model), "m.onnx");
+        Assert.ThrowsAny<Microsoft.ML.OnnxRuntime.OnnxRuntimeException>(() => Run(lowered, feeds));
+    }
+
     [Fact]
     public void FourDimensionalAttentionMaskIsRefused()
     {

@@ -94,12 +94,19 @@ public static partial class Contrib
         return bias;
     }
 
-    /// <summary>A 1-D mask of B key ends (or B ends then B starts): key j masked when j ≥ end or j &lt; start; (B, 1, 1, T).</summary>
+    /// <summary>
+    /// A 1-D mask of B key ends (or B ends then B starts): key j masked when j ≥ end or j &lt; start; (B, 1, 1, T). The
+    /// mask is padded with zero starts to 2B: a longer mask (another 1-D form) asks for a negative pad and fails in
+    /// ONNX Runtime rather than being read wrongly.
+    /// </summary>
     static string KeyRange(GraphBuilder b, string m, string q, string t)
     {
-        var rows = b.Reshape(m, b.Op("Concat", [b.Ints(-1), b.Shape(q, 0, 1)], ("axis", 0L)));   // (1 or 2, B)
+        var batch = b.Shape(q, 0, 1);
+        var pad = b.Op("ConstantOfShape", [b.Sub(b.Add(batch, batch), b.Shape(m))],
+            ("value", new global::Onnx.TensorProto { DataType = 7, Dims = { 1 }, Int64Data = { 0 } }));
+        var rows = b.Reshape(b.Op("Concat", [m, pad], ("axis", 0L)), b.Op("Concat", [b.Ints(2), batch], ("axis", 0L)));   // (2, B)
         var end = b.Op("Gather", [rows, b.Int(0)], ("axis", 0L));
-        var start = b.Sub(b.ReduceSum(rows, [0], keepDims: false), end);                           // 0 when no starts
+        var start = b.Op("Gather", [rows, b.Int(1)], ("axis", 0L));                                  // 0 when no starts
         var tt = b.Unsqueeze(t, 0);
         var masked = b.Op("Or", [b.Op("GreaterOrEqual", [tt, b.Unsqueeze(end, 1)]), b.Op("Less", [tt, b.Unsqueeze(start, 1)])]);
         return b.Unsqueeze(masked, 1, 2);
