@@ -131,6 +131,25 @@ public class ShardCliTests
         Assert.Contains("is not a part file", Merge(dir.File("plain.npz")));
     }
 
+    /// <summary>The model hash covers its external data: a part computed on other weights behind the same .onnx is refused.</summary>
+    [Fact]
+    public void PartsOfOtherExternalWeightsAreRefused()
+    {
+        using var dir = new TempDir();
+        foreach (var copy in new[] { "a", "b" })
+        {
+            Directory.CreateDirectory(dir.File(copy));
+            foreach (var f in new[] { "model.onnx", "model.onnx.data" }) File.Copy(Fixtures.File("mlp_external", f), dir.File($"{copy}/{f}"));
+        }
+        var bytes = File.ReadAllBytes(dir.File("b/model.onnx.data"));
+        bytes[0] ^= 1; // one weight differs in its lowest bit
+        File.WriteAllBytes(dir.File("b/model.onnx.data"), bytes);
+        string[] Grad(string copy) => ["grad", dir.File($"{copy}/model.onnx"), "--data", Fixtures.File("mlp", "data.npz"), "--chunk", "16"];
+        string a = Part(dir, "a.npz", "0/2", Grad("a")), b = Part(dir, "b.npz", "1/2", Grad("b")), a1 = Part(dir, "a1.npz", "1/2", Grad("a"));
+        Assert.Contains("in model (sha256)", Refused(["merge", a, b, "--out", dir.File("m.npz")]));
+        Assert.Equal(0, CliRunner.Run(["merge", a, a1, "--out", dir.File("m.npz")]).Code);
+    }
+
     [Fact]
     public void ShardsOfDiagPlusPlusAndMalformedShardsAreRefused()
     {

@@ -1,5 +1,6 @@
 using System.CommandLine;
 using OnnxUnlearn.Curvature;
+using OnnxUnlearn.Onnx;
 using OnnxUnlearn.Runtime;
 using OnnxUnlearn.Unlearning;
 
@@ -29,10 +30,29 @@ public sealed class Sharding(string unit, int defaultChunk)
         int chunks = Curvature.Shard.Chunks(items, chunk);
         return new PartInfo
         {
-            Command = command, Model = model, ModelSha256 = Report.Sha256(model), Data = data, DataSha256 = Report.Sha256(data), Settings = settings,
+            Command = command, Model = model, ModelSha256 = WeightsSha256(s.File), Data = data, DataSha256 = Report.Sha256(data), Settings = settings,
             Chunk = chunk, Items = items, Chunks = chunks, Shard = shard.Index, Shards = shard.Count, Held = shard.Of(chunks),
             Parameters = s.Layout.Parameters.Select(p => new PartTensor(p.Name, p.Shape)).ToList(), HasAccuracy = hasAccuracy,
         };
+    }
+
+    /// <summary>
+    /// sha256 of the model file followed by each external data file it names (by relative path, sorted): parts computed
+    /// on other weights behind the same .onnx are refused too.
+    /// </summary>
+    static string WeightsSha256(ModelFile file)
+    {
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        var data = file.Graph.Initializer.Where(ExternalData.IsExternal)
+            .Select(t => ExternalData.Resolve(t, file.Folder, null, file.Policy, file.Path))
+            .GroupBy(e => e.RelativePath).OrderBy(g => g.Key, StringComparer.Ordinal).Select(g => g.First().FullPath);
+        var buffer = new byte[1 << 20];
+        foreach (var path in data.Prepend(file.Path))
+        {
+            using var f = File.OpenRead(path);
+            for (int n; (n = f.Read(buffer)) > 0;) sha.AppendData(buffer, 0, n);
+        }
+        return Convert.ToHexStringLower(sha.GetHashAndReset());
     }
 
     /// <summary>What a shard run prints: the part it wrote.</summary>
