@@ -160,7 +160,7 @@ public static class UnlearnJob
             TrainableElements = model.Layout.Size,
             SelectedPerTensor = Masks.PerTensor(model.Layout, result.Selected),
             TensorElements = model.Layout.Parameters.ToDictionary(p => p.Name, p => p.Elements),
-            ScoreHistogram = result.Scores is { } scores ? Histogram(options.Score!.Value, scores, result.Selected) : null,
+            ScoreHistogram = result.Scores is { } scores ? Histogram(options.Select == SelectionKind.Newton ? "newton" : options.Score!.Value.ToString().ToLowerInvariant(), scores, result.Selected) : null,
             GradientForward = model.GradientForward,
             RoundingCancelled = RoundingCancelled(model.Layout, result.Selected, theta0.Span, theta.Span),
             QuantizedMoved = QuantizedMoved(model.Layout, result.Selected, theta0.Span, theta.Span),
@@ -215,11 +215,11 @@ public static class UnlearnJob
     }
 
     /// <summary>40 log-spaced bins of |score| (scores span decades), the selection's threshold and the count of NaN/∞ scores.</summary>
-    static Report.ScoreDistribution Histogram(ScoreKind kind, float[] scores, int[] selected)
+    static Report.ScoreDistribution Histogram(string kind, float[] scores, int[] selected)
     {
         var finite = scores.Where(float.IsFinite).Select(s => (double)Math.Abs(s)).Where(s => s > 0).ToArray();
         long nonFinite = scores.LongLength - scores.Count(float.IsFinite);
-        if (finite.Length == 0) return new(kind.ToString().ToLowerInvariant(), [], [], null, nonFinite);
+        if (finite.Length == 0) return new(kind, [], [], null, nonFinite);
         double lo = Math.Log10(finite.Min()), hi = Math.Log10(finite.Max());
         if (hi - lo < 1e-9) hi = lo + 1;
         const int bins = 40;
@@ -227,7 +227,7 @@ public static class UnlearnJob
         var counts = new long[bins];
         foreach (var s in finite) counts[Math.Clamp((int)((Math.Log10(s) - lo) / (hi - lo) * bins), 0, bins - 1)]++;
         double? threshold = selected.Length > 0 ? selected.Select(i => (double)Math.Abs(scores[i])).Where(double.IsFinite).DefaultIfEmpty(double.NaN).Min() : null;
-        return new(kind.ToString().ToLowerInvariant(), edges, counts, threshold is double t && double.IsFinite(t) ? t : null, nonFinite);
+        return new(kind, edges, counts, threshold is double t && double.IsFinite(t) ? t : null, nonFinite);
     }
 
     /// <summary>Every setting of the run, resolved: what was asked for, or the default that was used.</summary>

@@ -7,7 +7,7 @@ using OnnxUnlearn.Selection;
 
 namespace OnnxUnlearn.Unlearning;
 
-public enum SelectionKind { Hessian, All, LastLayer, Random, Gradient, Fisher, Magnitude }
+public enum SelectionKind { Hessian, All, LastLayer, Random, Gradient, Fisher, Magnitude, Newton }
 public enum UpdateKind { FirstOrder, SecondOrder }
 
 public sealed record UnlearnOptions
@@ -183,6 +183,17 @@ public static class Unlearner
             if (o.Select != SelectionKind.Hessian) throw new UserError($"--scores replaces the Hessian estimate of --select hessian; drop --select {Kebab(o.Select)} or --scores");
             var given = layout.Join(Data.Npz.Read(scoresFile).Where(kv => !kv.Key.StartsWith("stderr/")).ToDictionary(), $"scores file '{scoresFile}'");
             return (Masks.ByScore(given, k, layout, o.PerTensor, !o.Smallest), given);
+        }
+        if (o.Select == SelectionKind.Newton)
+        {   // Δg²/(H⁺ + λ), λ = mean H⁺: the decrease a diagonal Newton step on one element buys, damped so that flat
+            // elements rank by |Δg| (docs/method.md#selection)
+            var scoring = new ScoreOptions { Probes = o.Probes, Estimator = o.Estimator, Seed = o.Seed };
+            var h = Scores.Compute(ScoreKind.Hessian, model, theta, hessianData, scoring, progress, dg).Values;
+            double lambda = h.Average(v => Math.Max((double)v, 0));
+            if (!(lambda > 0)) lambda = 1e-30;
+            var values = new float[h.Length];
+            for (int i = 0; i < h.Length; i++) values[i] = (float)((double)dg[i] * dg[i] / (Math.Max((double)h[i], 0) + lambda));
+            return (Masks.ByScore(values, k, layout, o.PerTensor, !o.Smallest), values);
         }
         if (o.Score is { } score)
         {

@@ -19,7 +19,7 @@ public static class UnlearnCommand
         var test = new Option<string?>("--test") { Description = ".npz of held-out samples, measured before and after" };
         var output = new Option<string?>("--out") { Description = "new model file (only the selected elements' bytes differ from the input)" };
         var report = new Option<string?>("--report") { Description = "write the JSON report here" };
-        var select = new Option<string>("--select") { Description = "hessian (sharp parameters), all, last-layer, random, gradient (|Δg|), fisher, magnitude (|θ|)", DefaultValueFactory = _ => "hessian" };
+        var select = new Option<string>("--select") { Description = "hessian (sharp parameters), newton (Δg²/(H + λ): forgetting per curvature), all, last-layer, random, gradient (|Δg|), fisher, magnitude (|θ|)", DefaultValueFactory = _ => "hessian" };
         var mask = new Option<string?>("--mask") { Description = ".npz of 0/1 masks keyed by parameter name (from select): update exactly these elements; replaces --select" };
         var scoresFile = new Option<string?>("--scores") { Description = ".npz of per-element scores keyed by parameter name (from sharpness or merge): ranked like --select hessian instead of estimating the Hessian diagonal; the report records the file's sha256" };
         var order = new Option<string>("--order") { Description = "largest or smallest scores", DefaultValueFactory = _ => "largest" };
