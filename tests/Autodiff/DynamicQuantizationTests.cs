@@ -56,7 +56,7 @@ public class DynamicQuantizationTests(ITestOutputHelper log)
     /// <summary>
     /// (a) The loss figure against ONNX Runtime's run of the model file (its DynamicQuantizeLinear and MatMulInteger kernels;
     /// float64 cross-entropy of its logits). The lowered forward keeps the activation's rounding but multiplies the
-    /// dequantized values in float32 where MatMulInteger sums integers exactly: bar 1e-5 relative (measured in the log).
+    /// dequantized values in float32 where MatMulInteger sums integers exactly: bar 1e-5 relative (measured 7.2e-9).
     /// </summary>
     [Fact]
     public void LossFigureIsOnnxRuntimesRunOfTheQuantizedModel()
@@ -75,7 +75,8 @@ public class DynamicQuantizationTests(ITestOutputHelper log)
     /// differences of ONNX Runtime's forward of a float model: logits = MatMul(h + c_h, W2) + b2, h = Relu(MatMul(x + c_x, W1) + b1),
     /// with the rounding offsets c = DQ(DynamicQuantizeLinear(v)) − v measured by ONNX Runtime at the stored weights and
     /// held constant, and W fed as float inputs. Its exact derivative is the straight-through one; each tensor's 3 elements
-    /// of largest |g|, step 1e-3 of max |W|: bar 5e-4 of |g| + 1e-6 (the QDQ test's bar; measured values in the log).
+    /// of largest |g|, step 1e-3 of max |W|: bar 5e-4 of |g| + 1e-6 (the QDQ test's bar; measured: at most 2.1e-4, on the
+    /// biases; the weights at most 7.1e-5).
     /// </summary>
     [Fact]
     public void GradientMatchesFiniteDifferencesWithTheRoundingOffsetsHeld()
