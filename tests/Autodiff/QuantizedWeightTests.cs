@@ -307,7 +307,7 @@ public class QuantizedWeightTests(ITestOutputHelper log)
         return (m, w);
     }
 
-    static string SmallData(string path)
+    internal static string SmallData(string path)
     {
         var rng = new Random(3);
         Npz.Write(path, new Dictionary<string, NdArray>
