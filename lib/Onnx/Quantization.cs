@@ -183,11 +183,12 @@ public static class Quantization
             if (!IsMatMulInteger(n) || !grids.ContainsKey(n.Input[1]) || FindDynamic(g, n).P is not { } p) continue;
             var q = p.Quantize;
             var xdq = n.Output[0] + "_dequantized";
-            g.Node[k] = new NodeProto { OpType = "MatMul", Name = n.Name, Input = { xdq, n.Input[1] }, Output = { p.Rescale.Output[0] } };
+            var matmul = new NodeProto { OpType = "MatMul", Name = n.Name, Input = { xdq, n.Input[1] }, Output = { p.Rescale.Output[0] } };
+            g.Node[k] = matmul;
             g.Node.Insert(k, new NodeProto { OpType = "DequantizeLinear", Name = n.Name + "_x_dequantize", Input = { q.Output[0], q.Output[1], q.Output[2] }, Output = { xdq } });
             g.Node.Remove(p.Cast);
             g.Node.Remove(p.Rescale);
-            k = g.Node.IndexOf(g.Node.First(m2 => m2.Name == n.Name && m2.OpType == "MatMul"));
+            k = g.Node.IndexOf(matmul);
         }
         // A graph input of the same name (an initializer listed as input) now holds floats.
         foreach (var v in g.Input.Where(v => grids.ContainsKey(v.Name) && v.Type?.TensorType is not null)) v.Type.TensorType.ElemType = DataTypes.Float;
