@@ -24,6 +24,7 @@ public static class TrainableParameters
         var includeRx = include is { Count: > 0 } ? include.Select(Glob).ToList() : null;
         var excludeRx = exclude?.Select(Glob).ToList() ?? [];
 
+        var dynamicScales = Quantization.DynamicScales(g);
         var result = new List<Parameter>();
         foreach (var (name, storage, t, via) in Parameters.Candidates(g))
         {
@@ -31,6 +32,7 @@ public static class TrainableParameters
             var (grid, notQuantized) = storage == ParameterStorage.Initializer ? Quantization.Weight(g, t, file) : (null, null);
             if (!DataTypes.IsFloat(t.DataType) && grid is null && notQuantized is null) continue;
             string? why = notQuantized;
+            if (why is null && dynamicScales.Contains(name)) why = "the scale of a dynamically quantized weight (a constant of its grid)";
             if (why is null && t.Dims.Count == 0) why = "rank-0 constant";
             else if (why is null && output is null) why = $"the model has no float output to take a loss of (name one: {Setting("Output")})";
             else if (why is null && !differentiable.Contains(via))

@@ -51,7 +51,8 @@ public static class Quantization
         if (!IsInteger(q.DataType)) return (null, null);
         var readers = g.Node.Where(n => n.Input.Contains(q.Name)).ToList();
         var node = readers.FirstOrDefault(n => IsDequantize(n) && n.Input[0] == q.Name);
-        if (node is null) return (null, null);
+        if (node is null)
+            return readers.FirstOrDefault(n => IsMatMulInteger(n) && n.Input[1] == q.Name) is { } mm ? DynamicWeight(g, q, mm, readers.Count, file) : (null, null);
         string what = $"DequantizeLinear '{node.Name}'";
         if (readers.Count > 1) return (null, $"read by {readers.Count} nodes; a quantized weight is trained when one DequantizeLinear alone reads it");
         if (node.Attribute.FirstOrDefault(a => a.Name == "block_size") is { I: > 0 })
@@ -78,6 +79,61 @@ public static class Quantization
         }
         var (lo, hi) = q.DataType == DataTypes.Int8 ? (-128, 127) : (0, 255);
         return (new QuantGrid(q.DataType, s, z, inner, lo, hi), null);
+    }
+
+    /// <summary>
+    /// ONNX Runtime's dynamic quantization of a MatMul (its quantize_dynamic): x_q, x_scale, x_zp = DynamicQuantizeLinear(x);
+    /// MatMulInteger(x_q, W_q, x_zp, w_zp) → Cast to float → Mul by Mul(x_scale, w_scale). The pieces of one such pattern.
+    /// </summary>
+    sealed record Dynamic(NodeProto Quantize, NodeProto Cast, NodeProto Rescale, string WScale);
+
+    static (Dynamic? P, string? WhyNot) FindDynamic(GraphProto g, NodeProto mm)
+    {
+        string what = $"MatMulInteger '{mm.Name}'";
+        const string form = "ONNX Runtime's dynamic form DynamicQuantizeLinear → MatMulInteger → Cast → Mul by Mul(x_scale, w_scale)";
+        var quantize = g.Node.FirstOrDefault(n => n.OpType == "DynamicQuantizeLinear" && Domains.IsDefault(n.Domain) && n.Output[0] == mm.Input[0]);
+        if (quantize is null || quantize.Output.Count < 3 || mm.Input.ElementAtOrDefault(2) != quantize.Output[2])
+            return (null, $"{what} does not read a DynamicQuantizeLinear's codes and zero point; only {form} is supported");
+        var casts = g.Node.Where(n => n.Input.Contains(mm.Output[0])).ToList();
+        if (casts is not [{ OpType: "Cast" } cast] || cast.Attribute.FirstOrDefault(a => a.Name == "to")?.I != DataTypes.Float)
+            return (null, $"the output of {what} is not read by one Cast to float; only {form} is supported");
+        var muls = g.Node.Where(n => n.Input.Contains(cast.Output[0])).ToList();
+        if (muls is not [{ OpType: "Mul" } rescale] || g.Output.Any(o => o.Name == mm.Output[0] || o.Name == cast.Output[0]))
+            return (null, $"the Cast of {what} is not read by one Mul; only {form} is supported");
+        var factor = rescale.Input[0] == cast.Output[0] ? rescale.Input[1] : rescale.Input[0];
+        var scales = g.Node.FirstOrDefault(n => n.OpType == "Mul" && n.Output[0] == factor && n.Input.Contains(quantize.Output[1]));
+        var wScale = scales?.Input.FirstOrDefault(i => i != quantize.Output[1] && Initializer(g, i) is not null);
+        if (wScale is null) return (null, $"the Mul after {what} does not multiply by Mul(x_scale, w_scale) with a constant w_scale; only {form} is supported");
+        return (new Dynamic(quantize, cast, rescale, wScale), null);
+    }
+
+    /// <summary>The weight scales of dynamically quantized MatMuls: constants of the grid, not parameters (the Mul reading them is lowered away).</summary>
+    public static HashSet<string> DynamicScales(GraphProto g) =>
+        g.Node.Where(IsMatMulInteger).Select(n => FindDynamic(g, n).P?.WScale).OfType<string>().ToHashSet();
+
+    static (QuantGrid? Grid, string? WhyNot) DynamicWeight(GraphProto g, TensorProto q, NodeProto mm, int readers, ModelFile file)
+    {
+        string what = $"MatMulInteger '{mm.Name}'";
+        if (readers > 1) return (null, $"read by {readers} nodes; a quantized weight is trained when one MatMulInteger alone reads it");
+        if (q.Dims.Count != 2) return (null, $"{what} reads a weight of rank {q.Dims.Count}; only 2-D weights are supported");
+        var (p, why) = FindDynamic(g, mm);
+        if (p is null) return (null, why);
+        var scale = Initializer(g, p.WScale)!;
+        if (scale.DataType != DataTypes.Float) return (null, $"the weight scale of {what} is {DataTypes.Name(scale.DataType)}; only float32 scales are supported");
+        var zpName = mm.Input.ElementAtOrDefault(3);
+        var zp = string.IsNullOrEmpty(zpName) ? null : Initializer(g, zpName);
+        if (!string.IsNullOrEmpty(zpName) && zp is null) return (null, $"the weight zero point of {what} is not a constant (an initializer)");
+        var s = scale.ReadFloats(file);
+        var z = zp is null ? [0] : zp.ReadFloats(file).Select(v => (int)v).ToArray();
+        // Per output column (the last axis of [K, N]): scale and zero point have 1 or N entries each.
+        long n = q.Dims[1];
+        if (s.Length is not 1 && s.Length != n || z.Length is not 1 && z.Length != n)
+            return (null, $"{what} has {s.Length} weight scales and {z.Length} zero points; expected 1 or {n} (one per output column)");
+        int c = Math.Max(s.Length, z.Length);
+        var sc = Enumerable.Range(0, c).Select(i => s[s.Length == 1 ? 0 : i]).ToArray();
+        var zc = Enumerable.Range(0, c).Select(i => z[z.Length == 1 ? 0 : i]).ToArray();
+        var (lo, hi) = q.DataType == DataTypes.Int8 ? (-128, 127) : (0, 255);
+        return (new QuantGrid(q.DataType, sc, zc, 1, lo, hi), null);
     }
 
     /// <summary>The real weight W = (q − zp)·scale of an integer initializer, as float32.</summary>
@@ -117,11 +173,30 @@ public static class Quantization
             if (!IsDequantize(n) || !grids.ContainsKey(n.Input[0])) continue;
             g.Node[k] = new NodeProto { OpType = "Identity", Name = n.Name, Input = { n.Input[0] }, Output = { n.Output[0] } };
         }
+        // Dynamic quantization: MatMulInteger → Cast → Mul becomes MatMul(DequantizeLinear(x_q, x_scale, x_zp), W), writing the
+        // Mul's output. The activation keeps its rounding in the forward and passes the gradient straight through
+        // (DynamicQuantizeLinear's and DequantizeLinear's rules); the result differs from the integer product only by
+        // float32 summation order. The scales' Mul stays, unread.
+        for (int k = 0; k < g.Node.Count; k++)
+        {
+            var n = g.Node[k];
+            if (!IsMatMulInteger(n) || !grids.ContainsKey(n.Input[1]) || FindDynamic(g, n).P is not { } p) continue;
+            var q = p.Quantize;
+            var xdq = n.Output[0] + "_dequantized";
+            var matmul = new NodeProto { OpType = "MatMul", Name = n.Name, Input = { xdq, n.Input[1] }, Output = { p.Rescale.Output[0] } };
+            g.Node[k] = matmul;
+            g.Node.Insert(k, new NodeProto { OpType = "DequantizeLinear", Name = n.Name + "_x_dequantize", Input = { q.Output[0], q.Output[1], q.Output[2] }, Output = { xdq } });
+            g.Node.Remove(p.Cast);
+            g.Node.Remove(p.Rescale);
+            k = g.Node.IndexOf(matmul);
+        }
         // A graph input of the same name (an initializer listed as input) now holds floats.
         foreach (var v in g.Input.Where(v => grids.ContainsKey(v.Name) && v.Type?.TensorType is not null)) v.Type.TensorType.ElemType = DataTypes.Float;
         foreach (var v in g.ValueInfo.Where(v => grids.ContainsKey(v.Name) && v.Type?.TensorType is not null)) v.Type.TensorType.ElemType = DataTypes.Float;
         return m;
     }
+
+    static bool IsMatMulInteger(NodeProto n) => n.OpType == "MatMulInteger" && Domains.IsDefault(n.Domain) && n.Input.Count > 1;
 
     static bool IsDequantize(NodeProto n) => n.OpType == "DequantizeLinear" && Domains.IsDefault(n.Domain) && n.Input.Count > 0;
 

@@ -307,7 +307,7 @@ public class QuantizedWeightTests(ITestOutputHelper log)
         return (m, w);
     }
 
-    static string SmallData(string path)
+    internal static string SmallData(string path)
     {
         var rng = new Random(3);
         Npz.Write(path, new Dictionary<string, NdArray>
@@ -319,7 +319,7 @@ public class QuantizedWeightTests(ITestOutputHelper log)
     }
 
     /// <summary>Mean cross-entropy in float64 of the logits ONNX Runtime computes for the whole data set in one batch.</summary>
-    static double CrossEntropy(InferenceSession session, Dataset data, (string Name, float[] Values, long[] Shape)[] extra, int classes = 10)
+    internal static double CrossEntropy(InferenceSession session, Dataset data, (string Name, float[] Values, long[] Shape)[] extra, int classes = 10)
     {
         var labels = data.Arrays["label"].ToInt64();
         var values = new List<OrtValue> { OrtValue.CreateTensorValueFromMemory((float[])data.Arrays["x"].Data, data.Arrays["x"].Shape) };
