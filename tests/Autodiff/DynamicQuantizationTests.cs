@@ -129,25 +129,7 @@ public class DynamicQuantizationTests(ITestOutputHelper log)
         double atStored = Loss(), figure = s.Loss(theta, data).Loss;
         log.WriteLine($"float model with held offsets: {atStored:G9}; quantized model: {figure:G9}");
         Assert.True(Math.Abs(atStored - figure) <= 1e-5 * atStored, "the float model with held offsets computes the quantized model's loss");
-        double worst = 0;
-        for (int t = 0; t < 4; t++)
-        {
-            var gt = s.Layout.Of(grad.AsSpan(), t).ToArray();
-            float step = 1e-3f * w[t].Max(Math.Abs);
-            foreach (int i in Enumerable.Range(0, gt.Length).OrderByDescending(i => Math.Abs(gt[i])).Take(3))
-            {
-                float stored = w[t][i];
-                w[t][i] = stored + step; double plus = Loss();
-                w[t][i] = stored - step; double minus = Loss();
-                w[t][i] = stored;
-                double fd = (plus - minus) / ((double)(stored + step) - (stored - step));
-                double err = Math.Abs(fd - gt[i]);
-                worst = Math.Max(worst, err / Math.Abs(gt[i]));
-                log.WriteLine($"{names[t]}[{i}]: gradient {gt[i]:E5}, differences {fd:E5}, relative error {err / Math.Abs(gt[i]):E2}");
-                Assert.True(err <= 5e-4 * Math.Abs(gt[i]) + 1e-6, $"{names[t]}[{i}]: gradient {gt[i]:E5}, differences {fd:E5}");
-            }
-        }
-        log.WriteLine($"largest relative error {worst:E2}");
+        QuantizedWeightTests.CheckAgainstDifferences(s, grad, w, 4, Loss, log);
     }
 
     /// <summary>

@@ -129,16 +129,26 @@ public class QuantizedWeightTests(ITestOutputHelper log)
         double atStored = Loss();
         log.WriteLine($"float model with held offsets: {atStored:G9}; quantized model: {s.Loss(theta, data).Loss:G9}");
         Assert.True(Math.Abs(atStored - s.Loss(theta, data).Loss) <= 1e-6 * atStored, "the float model with held offsets computes the quantized model's loss");
+        CheckAgainstDifferences(s, grad, w, 2, Loss, log);
+    }
+
+    /// <summary>
+    /// The gradient of each of the first <paramref name="tensors"/> tensors at its 3 largest elements against central
+    /// differences of <paramref name="loss"/> (step 1e-3 of the tensor's max |W|, moving <paramref name="w"/> in place):
+    /// bar 5e-4·|g| + 1e-6.
+    /// </summary>
+    internal static void CheckAgainstDifferences(Evaluator s, float[] grad, float[][] w, int tensors, Func<double> loss, ITestOutputHelper log)
+    {
         double worst = 0;
-        for (int t = 0; t < 2; t++)
+        for (int t = 0; t < tensors; t++)
         {
             var gt = s.Layout.Of(grad.AsSpan(), t).ToArray();
             float step = 1e-3f * w[t].Max(Math.Abs);
             foreach (int i in Enumerable.Range(0, gt.Length).OrderByDescending(i => Math.Abs(gt[i])).Take(3))
             {
                 float stored = w[t][i];
-                w[t][i] = stored + step; double plus = Loss();
-                w[t][i] = stored - step; double minus = Loss();
+                w[t][i] = stored + step; double plus = loss();
+                w[t][i] = stored - step; double minus = loss();
                 w[t][i] = stored;
                 double fd = (plus - minus) / ((double)(stored + step) - (stored - step));
                 double err = Math.Abs(fd - gt[i]);
